@@ -1,0 +1,40 @@
+# Two commands do all the set-up:  `make run` (install, prepare models, start the demo server)  and  `make test`.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+DATA    ?= .data
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE = 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: install run test lint bench-voice clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch 2.13.0 (CPU build) lies on this machine's disk; pip takes it from there.
+	$(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e ".[dev]"
+	touch $@
+
+run: install
+	$(VENV)/bin/shoptalk models prepare --data-dir $(DATA)
+	$(VENV)/bin/shoptalk serve --data-dir $(DATA) --host $(HOST) --port $(PORT)
+
+test: install
+	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check assistant speech vision ranking server bench tests
+	$(VENV)/bin/mypy assistant speech vision ranking server
+
+bench-voice: install
+	$(VENV)/bin/shoptalk bench voice --data-dir $(DATA)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
