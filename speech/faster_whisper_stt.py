@@ -1,0 +1,109 @@
+"""faster-whisper (CTranslate2) speech-to-text: int8 on CPU, float16 on CUDA."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from speech.audio import SAMPLE_RATE
+from speech.errors import SpeechToTextError
+from speech.models import whisper_ct2_dir
+from speech.stt import (
+    SegmentStats,
+    STTEngine,
+    TranscribeOptions,
+    Transcription,
+    build_transcription,
+    check_audio,
+    is_silent,
+    silent_transcription,
+)
+
+log = logging.getLogger(__name__)
+
+
+def resolve_ct2_device(device: str) -> str:
+    """Map ``"auto"`` to ``"cuda"`` when CTranslate2 sees a GPU, else ``"cpu"``."""
+    if device != "auto":
+        return device
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
+class FasterWhisperSTT(STTEngine):
+    """Whisper through faster-whisper, loaded from the packaged CTranslate2 weights.
+
+    Args:
+        size: ``"tiny.en"`` or ``"base"``.
+        cache_dir: Folder where the base model parts are joined.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        cpu_threads: Intra-op threads on CPU; 0 means ``os.cpu_count()``.
+        compute_type: CTranslate2 compute type; default int8 on CPU, float16 on CUDA.
+    """
+
+    def __init__(
+        self,
+        size: str,
+        *,
+        cache_dir: Path,
+        device: str = "auto",
+        cpu_threads: int = 0,
+        compute_type: str | None = None,
+    ) -> None:
+        super().__init__()
+        from faster_whisper import WhisperModel
+
+        self.name = f"faster-whisper:{size}"
+        self.device = resolve_ct2_device(device)
+        self.compute_type = compute_type or ("float16" if self.device == "cuda" else "int8")
+        threads = cpu_threads or os.cpu_count() or 1
+        model_dir = whisper_ct2_dir(size, cache_dir)
+        start = time.perf_counter()
+        try:
+            self.model = WhisperModel(
+                str(model_dir), device=self.device, compute_type=self.compute_type, cpu_threads=threads
+            )
+        except (RuntimeError, ValueError, OSError) as err:
+            raise SpeechToTextError(f"cannot load {self.name} from {model_dir}: {err}") from err
+        log.info(
+            "loaded %s (%s, %s, %d threads) in %.2f s",
+            self.name,
+            self.device,
+            self.compute_type,
+            threads,
+            time.perf_counter() - start,
+        )
+
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcription:
+        """Transcribe float32 mono 16 kHz audio (blocking); see :meth:`STTEngine.transcribe`."""
+        opts = options or TranscribeOptions()
+        samples = check_audio(audio)
+        duration_s = samples.size / SAMPLE_RATE
+        if is_silent(samples):
+            return silent_transcription(opts.language, duration_s)
+        language = opts.language if self.model.model.is_multilingual else "en"
+        with self._lock:
+            try:
+                segments, info = self.model.transcribe(
+                    samples,
+                    language=language,
+                    beam_size=opts.beam_size,
+                    temperature=opts.temperature,
+                    initial_prompt=opts.initial_prompt,
+                    vad_filter=False,
+                    condition_on_previous_text=False,
+                    without_timestamps=opts.without_timestamps,
+                    no_speech_threshold=None,  # the shared guard decides, with the numbers in hand
+                    log_prob_threshold=None,
+                )
+                stats = [
+                    SegmentStats(s.text, s.avg_logprob, s.no_speech_prob, len(s.tokens)) for s in segments
+                ]
+            except (RuntimeError, ValueError) as err:
+                raise SpeechToTextError(f"{self.name} failed: {err}") from err
+        return build_transcription(stats, info.language, duration_s)
