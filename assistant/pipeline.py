@@ -1,0 +1,157 @@
+"""The brain of one turn: query -> products -> grounded reply text -> speech, streamed as frames.
+
+Stages are separate, injectable objects (the searcher and the reply writer are the seams later issues replace):
+
+``UserTurn`` -> ``parse_query`` -> ``ProductSearcher.search`` -> ``ReplyWriter.write`` (text deltas, each sentence
+checked against the facts it was built from) -> ``TTSEngine`` (one sentence at a time, the first one synthesised
+while the rest of the reply is still being written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from assistant.errors import ReplyError, SearchError
+from assistant.frames import Frame, ProductResults, ReplyTextDelta, ResponseDone, SpeechAudio, UserTurn
+from assistant.grounding import check_grounding, facts_from_hits
+from assistant.reply import compose_reply
+from assistant.search import ProductHit, ProductSearcher, SearchQuery, parse_query
+from speech.audio import float32_to_pcm16, resample
+from speech.tts import SentenceBuffer, TTSEngine
+
+log = logging.getLogger(__name__)
+
+AUDIO_CHUNK_MS = 100  # reply audio is sent in 100 ms pieces so a barge-in stops it within one piece
+
+
+class ReplyWriter(Protocol):
+    """Writes the reply text from retrieved facts only, as a stream of text deltas."""
+
+    def write(self, text: str, query: SearchQuery, hits: Sequence[ProductHit]) -> AsyncIterator[str]: ...
+
+
+class TemplateReplyWriter:
+    """The grounded template reply of ``assistant.reply``, released sentence by sentence."""
+
+    async def write(self, text: str, query: SearchQuery, hits: Sequence[ProductHit]) -> AsyncIterator[str]:
+        reply = compose_reply(query, list(hits))
+        buffer = SentenceBuffer()
+        sentences = buffer.feed(reply) + buffer.flush()
+        for i, sentence in enumerate(sentences):
+            yield sentence if i == 0 else " " + sentence
+
+
+@dataclass(frozen=True)
+class BrainOptions:
+    k: int = 5
+    output_rate: int | None = None  # None: the TTS engine's own rate
+
+
+class Brain:
+    """Answers one ``UserTurn`` with a stream of frames."""
+
+    def __init__(
+        self,
+        searcher: ProductSearcher,
+        tts: TTSEngine | None,
+        writer: ReplyWriter | None = None,
+        options: BrainOptions | None = None,
+    ) -> None:
+        self.searcher = searcher
+        self.tts = tts
+        self.writer: ReplyWriter = writer or TemplateReplyWriter()
+        self.options = options or BrainOptions()
+
+    async def search(self, text: str, k: int | None = None) -> tuple[SearchQuery, list[ProductHit]]:
+        query = parse_query(text)
+        if k is not None or query.k != self.options.k:
+            query = SearchQuery(**{**query.__dict__, "k": k or self.options.k})
+        try:
+            hits = await asyncio.to_thread(self.searcher.search, query)
+        except Exception as err:
+            raise SearchError(f"product search failed: {err}") from err
+        return query, hits
+
+    async def respond(
+        self, turn: UserTurn, response_id: str, *, output_rate: int | None = None
+    ) -> AsyncIterator[Frame]:
+        """Stream the reply to ``turn``: products, text deltas and (if wanted) speech, then ``ResponseDone``."""
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        query, hits = await self.search(turn.text)
+        timings["search_ms"] = 1000 * (time.perf_counter() - t0)
+        yield ProductResults(response_id=response_id, hits=tuple(hits))
+
+        facts = facts_from_hits(hits)
+        speak = turn.wants_audio and self.tts is not None
+        out: asyncio.Queue[Frame | None] = asyncio.Queue()
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        parts: list[str] = []
+
+        async def produce_text() -> None:
+            buffer = SentenceBuffer()
+            try:
+                async for delta in self.writer.write(turn.text, query, hits):
+                    parts.append(delta)
+                    await out.put(ReplyTextDelta(response_id=response_id, delta=delta))
+                    for sentence in buffer.feed(delta):
+                        await sentences.put(sentence)
+                for sentence in buffer.flush():
+                    await sentences.put(sentence)
+            finally:
+                await sentences.put(None)
+
+        async def produce_audio() -> None:
+            assert self.tts is not None
+            while (sentence := await sentences.get()) is not None:
+                violations = check_grounding(sentence, facts, query=query)
+                if violations:
+                    raise ReplyError(f"reply failed its grounding check: {violations}")
+                try:
+                    audio = await self.tts.run_tts(sentence)
+                except Exception as err:
+                    raise ReplyError(f"speech synthesis failed: {err}", code="tts_failed") from err
+                if "first_audio_ms" not in timings:
+                    timings["first_audio_ms"] = 1000 * (time.perf_counter() - t0)
+                rate = self.tts.sample_rate
+                if output_rate and output_rate != rate:
+                    audio, rate = resample(audio, rate, output_rate), output_rate
+                step = rate * AUDIO_CHUNK_MS // 1000
+                for i in range(0, len(audio), step):
+                    pcm = float32_to_pcm16(np.asarray(audio[i : i + step], dtype=np.float32))
+                    await out.put(SpeechAudio(response_id=response_id, pcm16=pcm, sample_rate=rate))
+
+        async def drain_sentences() -> None:
+            while await sentences.get() is not None:
+                pass
+
+        async def run() -> None:
+            try:
+                await asyncio.gather(produce_text(), produce_audio() if speak else drain_sentences())
+            finally:
+                await out.put(None)
+
+        worker = asyncio.ensure_future(run())
+        try:
+            while (frame := await out.get()) is not None:
+                yield frame
+            await worker  # re-raises a stage's error
+        finally:
+            if not worker.done():
+                worker.cancel()
+                with contextlib.suppress(BaseException):
+                    await worker
+        text = "".join(parts)
+        violations = check_grounding(text, facts, query=query)
+        if violations:
+            raise ReplyError(f"reply failed its grounding check: {violations}")
+        timings["total_ms"] = 1000 * (time.perf_counter() - t0)
+        yield ResponseDone(response_id=response_id, status="completed", text=text, timings_ms=timings)

@@ -1,0 +1,182 @@
+"""One conversation: voice input, typed input and the replies, independent of any transport.
+
+The server's websocket handler owns one ``ConversationSession`` per connection and turns the frames it emits into
+protocol events.  The session enforces the turn rules: one reply at a time, a new user turn or a barge-in cancels the
+reply in flight (its data frames are dropped, a ``ResponseDone(status="cancelled")`` is still emitted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from assistant.errors import AssistantError
+from assistant.frames import (
+    DataFrame,
+    ErrorFrame,
+    Frame,
+    ResponseDone,
+    ResponseStarted,
+    SpeechStarted,
+    Transcript,
+    UserTurn,
+)
+from assistant.pipeline import Brain
+from assistant.voice import VoiceInput, VoiceOptions
+from speech.stt import STTEngine
+from speech.vad import SileroVAD
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Frame], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    voice: VoiceOptions = VoiceOptions()
+    modalities: tuple[str, ...] = ("text", "audio")
+    output_rate: int | None = None  # None: what the TTS engine makes
+    auto_respond: bool = True  # answer a final transcript without waiting for response.create
+
+
+@dataclass
+class Engines:
+    """Everything heavy a session uses, built once per server and shared by all sessions."""
+
+    stt: STTEngine
+    brain: Brain
+    vad_factory: Callable[[], SileroVAD]
+
+
+def new_response_id() -> str:
+    return "resp_" + uuid.uuid4().hex[:16]
+
+
+class ConversationSession:
+    def __init__(self, engines: Engines, emit: Emit, options: SessionOptions | None = None) -> None:
+        self.id = "sess_" + uuid.uuid4().hex[:16]
+        self.engines = engines
+        self._emit_raw = emit
+        self.options = options or SessionOptions()
+        self.voice = VoiceInput(engines.stt, engines.vad_factory, self.options.voice, self._emit, self._on_transcript)
+        self._response: asyncio.Task[None] | None = None
+        self._response_id: str | None = None
+        self._pending_text: list[str] = []
+        self.history: list[tuple[str, str]] = []  # (role, text), bounded
+        self._cancelled: set[str] = set()
+
+    # --- configuration --------------------------------------------------------------------------------------
+    def update(self, options: SessionOptions) -> None:
+        if options.voice != self.options.voice:
+            self.voice.configure(options.voice)
+        self.options = options
+
+    def with_voice(self, **changes: object) -> SessionOptions:
+        return replace(self.options, voice=replace(self.options.voice, **changes))  # type: ignore[arg-type]
+
+    # --- inputs ---------------------------------------------------------------------------------------------
+    async def append_audio(self, pcm16: bytes) -> None:
+        await self.voice.append(pcm16)
+
+    async def commit_audio(self) -> None:
+        await self.voice.commit()
+
+    def clear_audio(self) -> None:
+        self.voice.clear()
+
+    async def add_text(self, text: str) -> None:
+        """A typed user message (``conversation.item.create`` with ``input_text``)."""
+        self._pending_text.append(text)
+
+    async def create_response(self) -> None:
+        """``response.create``: answer the pending typed text."""
+        text = " ".join(self._pending_text).strip()
+        self._pending_text.clear()
+        if not text:
+            raise AssistantError("nothing to respond to: add a user message first", code="empty_buffer")
+        await self.start_response(UserTurn(item_id="item_" + uuid.uuid4().hex[:16], text=text, wants_audio=self._audio_out))
+
+    @property
+    def _audio_out(self) -> bool:
+        return "audio" in self.options.modalities
+
+    async def _on_transcript(self, transcript: Transcript) -> None:
+        await self._emit(transcript)
+        if transcript.text and self.options.auto_respond:
+            await self.start_response(
+                UserTurn(item_id=transcript.item_id, text=transcript.text, wants_audio=self._audio_out)
+            )
+
+    # --- replies --------------------------------------------------------------------------------------------
+    async def start_response(self, turn: UserTurn) -> str:
+        await self.cancel_response()
+        response_id = new_response_id()
+        self._response_id = response_id
+        self.history.append(("user", turn.text))
+        del self.history[:-40]
+        await self._emit(ResponseStarted(response_id=response_id))
+        self._response = asyncio.ensure_future(self._run_response(turn, response_id))
+        return response_id
+
+    async def _run_response(self, turn: UserTurn, response_id: str) -> None:
+        status = "failed"
+        text = ""
+        timings: dict[str, float] = {}
+        try:
+            async for frame in self.engines.brain.respond(turn, response_id, output_rate=self.options.output_rate):
+                if isinstance(frame, ResponseDone):
+                    status, text, timings = frame.status, frame.text, frame.timings_ms
+                    continue
+                await self._emit(frame)
+        except asyncio.CancelledError:
+            status = "cancelled"
+            raise
+        except AssistantError as err:
+            await self._emit(ErrorFrame(code=err.code, message=err.message, param=err.param))
+        except Exception as err:  # the one place unknown reply errors become an error event
+            log.exception("reply %s failed", response_id)
+            await self._emit(ErrorFrame(code="internal_error", message=f"reply failed: {type(err).__name__}"))
+        finally:
+            if status == "completed" and text:
+                self.history.append(("assistant", text))
+            if self._response_id == response_id:
+                self._response_id = None
+            await self._emit_raw(ResponseDone(response_id=response_id, status=status, text=text, timings_ms=timings))
+
+    async def cancel_response(self) -> bool:
+        """Cancel the reply in flight (``response.cancel`` or barge-in); True if there was one."""
+        task, response_id = self._response, self._response_id
+        if task is None or task.done() or response_id is None:
+            return False
+        self._cancelled.add(response_id)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        return True
+
+    @property
+    def responding(self) -> bool:
+        return self._response is not None and not self._response.done()
+
+    # --- output ---------------------------------------------------------------------------------------------
+    async def _emit(self, frame: Frame) -> None:
+        if isinstance(frame, SpeechStarted) and self.responding:
+            await self._emit_raw(frame)
+            await self.cancel_response()  # barge-in
+            return
+        if isinstance(frame, DataFrame) and getattr(frame, "response_id", None) in self._cancelled:
+            return
+        await self._emit_raw(frame)
+
+    async def wait_idle(self) -> None:
+        if self._response is not None:
+            with contextlib.suppress(BaseException):
+                await self._response
+
+    async def close(self) -> None:
+        await self.cancel_response()
+        await self.voice.close()

@@ -1,0 +1,342 @@
+"""Voice input of one session: resampling, end-of-turn detection, partial and final transcripts.
+
+Audio arrives in small PCM16 frames at the client's rate.  It is resampled to 16 kHz, fed to Silero VAD (server VAD
+mode) and buffered per utterance.  While the shopper speaks, the growing utterance is re-decoded for a partial
+transcript whenever at least ``partial_interval_ms`` of new audio has arrived and no decode is in flight, so the
+decoder never falls behind on 2 cores.  When the VAD sees the first silent frame after speech it starts a
+*speculative* final decode; if the silence lasts (``speech_stopped``) that result is the final transcript and no
+time is spent after the end of the turn; if speech resumes the speculation is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from assistant.errors import InvalidInputError, SpeechToTextError
+from assistant.frames import Frame, SpeechStarted, SpeechStopped, Transcript, TranscriptDelta
+from speech.audio import SAMPLE_RATE, StreamResampler, pcm16_to_float32
+from speech.errors import AudioFormatError
+from speech.stt import STTEngine, TranscribeOptions, Transcription
+from speech.vad import SileroVAD, TurnDetector, VADEvent, VADOptions
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 64 * 1024  # protocol cap per binary frame
+MAX_UTTERANCE_S = 60  # protocol cap per buffered utterance
+SUPPORTED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+Emit = Callable[[Frame], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class VoiceOptions:
+    """Per-session voice input options (changed with ``dataclasses.replace``)."""
+
+    input_rate: int = SAMPLE_RATE
+    server_vad: bool = True
+    vad: VADOptions = field(default_factory=VADOptions)
+    partial_interval_ms: int = 700
+    min_partial_ms: int = 500
+    language: str | None = "en"
+    max_utterance_s: int = MAX_UTTERANCE_S
+
+
+def new_item_id() -> str:
+    return "item_" + uuid.uuid4().hex[:16]
+
+
+class VoiceInput:
+    """Turns a stream of PCM16 frames into speech events and transcripts, emitted through ``emit``.
+
+    Final transcripts are delivered through ``on_final`` (the session starts a reply from there).
+    """
+
+    def __init__(
+        self,
+        stt: STTEngine,
+        vad_factory: Callable[[], SileroVAD],
+        options: VoiceOptions,
+        emit: Emit,
+        on_final: Callable[[Transcript], Awaitable[None]],
+    ) -> None:
+        self._stt = stt
+        self._vad_factory = vad_factory
+        self._vad = vad_factory()
+        self._check_vad: SileroVAD | None = None
+        self._emit = emit
+        self._on_final = on_final
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.configure(options)
+
+    # --- configuration --------------------------------------------------------------------------------------
+    def configure(self, options: VoiceOptions) -> None:
+        if options.input_rate not in SUPPORTED_RATES:
+            raise InvalidInputError(
+                f"unsupported input sample rate {options.input_rate}; use one of {list(SUPPORTED_RATES)}",
+                code="unsupported_audio_format",
+                param="session.input_audio.rate",
+            )
+        self.options = options
+        self._resampler = (
+            StreamResampler(options.input_rate, SAMPLE_RATE) if options.input_rate != SAMPLE_RATE else None
+        )
+        self._detector = TurnDetector(self._vad, options.vad)
+        self._reset_buffer()
+
+    def _reset_buffer(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._buffered = 0  # samples in _chunks
+        self._offset = 0  # stream sample index of _chunks[0][0]
+        self._stream_pos = 0  # total 16 kHz samples received
+        self._item_id: str | None = None
+        self._speech_start = 0  # stream sample where the current utterance begins (incl. padding)
+        self._last_partial_at = 0
+        self._partial_task: asyncio.Task[None] | None = None
+        self._speculation: asyncio.Task[Transcription] | None = None
+        self._speculation_end = 0
+        self._last_partial_text = ""
+        self._generation = 0  # bumps on clear/commit so late results of old work are ignored
+
+    # --- audio in -------------------------------------------------------------------------------------------
+    async def append(self, pcm16: bytes) -> None:
+        """Add one frame of PCM16 audio at the session's input rate."""
+        if len(pcm16) > MAX_FRAME_BYTES:
+            raise InvalidInputError(
+                f"audio frame of {len(pcm16)} bytes exceeds the {MAX_FRAME_BYTES}-byte cap; send 20-100 ms frames",
+                code="frame_too_large",
+            )
+        try:
+            audio = pcm16_to_float32(pcm16)
+        except AudioFormatError as err:
+            raise InvalidInputError(str(err), code="unsupported_audio_format") from err
+        if self._resampler is not None:
+            audio = self._resampler.process(audio)
+        if audio.size == 0:
+            return
+        limit = self.options.max_utterance_s * SAMPLE_RATE
+        if self._utterance_samples() + audio.size > limit:
+            self._reset_buffer_keep_stream()
+            raise InvalidInputError(
+                f"utterance longer than {self.options.max_utterance_s} s; the buffer was cleared",
+                code="buffer_overflow",
+            )
+        self._chunks.append(audio)
+        self._buffered += audio.size
+        self._stream_pos += audio.size
+        if self.options.server_vad:
+            for event in self._detector.feed(audio):
+                await self._on_vad(event)
+            if not self._detector.in_speech:
+                self._trim_idle()
+        elif self._item_id is None:
+            self._item_id = new_item_id()
+            self._speech_start = self._offset
+        if self._item_id is not None:
+            self._maybe_partial()
+
+    def _utterance_samples(self) -> int:
+        if self._item_id is None:
+            return 0
+        return self._stream_pos - self._speech_start
+
+    def _reset_buffer_keep_stream(self) -> None:
+        pos = self._stream_pos
+        self._generation += 1
+        self._cancel_work()
+        gen = self._generation
+        self._reset_buffer()
+        self._generation = gen
+        self._stream_pos = pos
+        self._offset = pos
+        self._detector.reset()
+
+    def _trim_idle(self) -> None:
+        """Outside speech keep only the prefix padding (so the start of the next utterance is not clipped)."""
+        keep = int(self.options.vad.prefix_padding_ms * SAMPLE_RATE / 1000) + SileroVAD.FRAME_SAMPLES * 8
+        while self._chunks and self._buffered - self._chunks[0].size >= keep:
+            first = self._chunks.pop(0)
+            self._buffered -= first.size
+            self._offset += first.size
+
+    def _audio(self, start: int, end: int | None = None) -> np.ndarray:
+        """Stream samples [start, end) still in the buffer."""
+        if not self._chunks:
+            return np.zeros(0, dtype=np.float32)
+        whole = np.concatenate(self._chunks)
+        lo = max(0, start - self._offset)
+        hi = whole.size if end is None else max(lo, min(whole.size, end - self._offset))
+        return whole[lo:hi]
+
+    # --- VAD events -----------------------------------------------------------------------------------------
+    async def _on_vad(self, event: VADEvent) -> None:
+        at = int(event.at_ms * SAMPLE_RATE / 1000)
+        if event.kind == "speech_started":
+            pad = int(self.options.vad.prefix_padding_ms * SAMPLE_RATE / 1000)
+            self._item_id = new_item_id()
+            self._speech_start = max(self._offset, at - pad)
+            self._last_partial_at = self._speech_start
+            self._last_partial_text = ""
+            await self._emit(SpeechStarted(audio_start_ms=event.at_ms))
+        elif event.kind == "speech_paused" and self._item_id is not None:
+            self._start_speculation(end=self._stream_pos)
+        elif event.kind == "speech_resumed":
+            self._drop_speculation()
+        elif event.kind == "speech_stopped" and self._item_id is not None:
+            await self._emit(SpeechStopped(audio_end_ms=event.at_ms))
+            await self._finish_turn(end=at)
+
+    # --- decoding -------------------------------------------------------------------------------------------
+    def _transcribe_options(self) -> TranscribeOptions:
+        return TranscribeOptions(language=self.options.language)
+
+    def _maybe_partial(self) -> None:
+        min_new = self.options.partial_interval_ms * SAMPLE_RATE // 1000
+        if self._partial_task is not None and not self._partial_task.done():
+            return
+        if self._speculation is not None:
+            return
+        if self._stream_pos - self._last_partial_at < min_new:
+            return
+        if self._stream_pos - self._speech_start < self.options.min_partial_ms * SAMPLE_RATE // 1000:
+            return
+        self._last_partial_at = self._stream_pos
+        audio = self._audio(self._speech_start)
+        self._partial_task = self._spawn(self._partial(audio, self._item_id or "", self._generation))
+
+    async def _partial(self, audio: np.ndarray, item_id: str, generation: int) -> None:
+        try:
+            result = await self._stt.run_stt(audio, self._transcribe_options())
+        except Exception:  # a failed partial is not worth ending the turn for
+            log.exception("partial transcription failed")
+            return
+        if generation != self._generation or item_id != self._item_id or result.is_hallucination:
+            return
+        text = result.text.strip()
+        if not text or text == self._last_partial_text:
+            return
+        old = self._last_partial_text
+        delta = text[len(old):] if text.startswith(old) else text
+        self._last_partial_text = text
+        await self._emit(TranscriptDelta(item_id=item_id, text=text, delta=delta))
+
+    def _start_speculation(self, end: int) -> None:
+        self._drop_speculation()
+        audio = self._audio(self._speech_start, end)
+        self._speculation_end = end
+        self._speculation = asyncio.ensure_future(self._stt.run_stt(audio, self._transcribe_options()))
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation.add_done_callback(_swallow)
+            self._speculation = None
+
+    async def commit(self) -> None:
+        """Push-to-talk end of turn (``input_audio_buffer.commit``)."""
+        if self._item_id is None or self._utterance_samples() == 0:
+            raise InvalidInputError("input audio buffer is empty; nothing to commit", code="empty_buffer")
+        await self._finish_turn(end=self._stream_pos)
+
+    async def _finish_turn(self, end: int) -> None:
+        item_id = self._item_id or new_item_id()
+        speculation, spec_end = self._speculation, self._speculation_end
+        self._speculation = None
+        audio = self._audio(self._speech_start, end)
+        generation = self._generation
+        # The next utterance starts clean; decoding of this one runs on its own.
+        self._reset_buffer_keep_stream()
+        self._spawn(self._final(item_id, audio, speculation, spec_end >= end, generation))
+
+    async def _final(
+        self,
+        item_id: str,
+        audio: np.ndarray,
+        speculation: asyncio.Task[Transcription] | None,
+        use_speculation: bool,
+        generation: int,
+    ) -> None:
+        if not self.options.server_vad:
+            if self._check_vad is None:
+                self._check_vad = self._vad_factory()
+            if not await asyncio.to_thread(_has_speech, self._check_vad, audio):
+                await self._on_final(Transcript(item_id=item_id, text=""))
+                return
+        try:
+            result: Transcription | None = None
+            if speculation is not None and use_speculation:
+                result = await speculation
+            elif speculation is not None:
+                speculation.add_done_callback(_swallow)
+            if result is None:
+                result = await self._stt.run_stt(audio, self._transcribe_options())
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            raise SpeechToTextError(f"transcription failed: {err}") from err
+        text = "" if result.is_hallucination else result.text.strip()
+        await self._on_final(Transcript(item_id=item_id, text=text, language=result.language))
+
+    # --- housekeeping ---------------------------------------------------------------------------------------
+    def clear(self) -> None:
+        """Drop buffered audio (``input_audio_buffer.clear``)."""
+        self._reset_buffer_keep_stream()
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        err = task.exception()
+        if err is not None:
+            # Surface errors of background decoding through the session's error path.
+            from assistant.frames import ErrorFrame
+
+            code = getattr(err, "code", "internal_error")
+            self._spawn(self._emit(ErrorFrame(code=code, message=str(err))))
+
+    def _cancel_work(self) -> None:
+        if self._partial_task is not None:
+            self._partial_task.cancel()
+        self._drop_speculation()
+
+    async def close(self) -> None:
+        self._generation += 1
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    @property
+    def in_speech(self) -> bool:
+        return self._detector.in_speech
+
+
+def _has_speech(vad: SileroVAD, audio: np.ndarray, threshold: float = 0.5, min_frames: int = 4) -> bool:
+    """Push-to-talk guard: True when a committed buffer holds any speech at all."""
+    detector = vad
+    detector.reset()
+    n = SileroVAD.FRAME_SAMPLES
+    voiced = 0
+    for i in range(0, audio.size - n + 1, n):
+        if detector.prob(audio[i : i + n]) >= threshold:
+            voiced += 1
+            if voiced >= min_frames:
+                return True
+    return False
+
+
+def _swallow(task: asyncio.Future[Transcription]) -> None:
+    if not task.cancelled():
+        task.exception()

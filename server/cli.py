@@ -1,0 +1,191 @@
+"""The ``shoptalk`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from server.settings import Settings, default_data_dir
+
+app = typer.Typer(help="ShopTalk: a voice and photo shopping assistant.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+catalog_app = typer.Typer(help="Catalog management.", no_args_is_help=True)
+models_app = typer.Typer(help="Prepare the packaged models (once, into the data dir).", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (results to bench/results/*.json).", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(models_app, name="models")
+app.add_typer(bench_app, name="bench")
+
+console = Console(stderr=True)
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Data dir (default: $SHOPTALK_DATA_DIR or ~/.shoptalk).",
+                                       default_factory=default_data_dir, show_default=False)]
+
+
+def _settings(data_dir: Path, **overrides: Any) -> Settings:
+    if not os.environ.get("SHOPTALK_ONLINE"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # packaged weights only; no hub round-trips
+    return Settings(data_dir=data_dir, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _logging(level: str = "info") -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    data_dir: DataDir,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    stt: Annotated[str | None, typer.Option(help="ASR model, e.g. faster-whisper:tiny.en.")] = None,
+    tts: Annotated[str | None, typer.Option(help="TTS engine, e.g. hibari.")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="products.jsonl to serve.")] = None,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Start the server (websocket at /v1/realtime, HTTP API, /docs)."""
+    import uvicorn
+
+    from server.app import create_app
+
+    _logging(log_level)
+    settings = _settings(data_dir, host=host, port=port, stt_model=stt, tts_model=tts, catalog=catalog,
+                         log_level=log_level)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, ws_max_size=2**20)
+
+
+@app.command()
+def talk(
+    data_dir: DataDir,
+    url: Annotated[str, typer.Option(help="Server websocket URL.")] = "ws://127.0.0.1:8000/v1/realtime",
+    wav: Annotated[Path | None, typer.Option(help="Stream this audio file as the microphone.")] = None,
+    text: Annotated[str | None, typer.Option(help="Send a typed message instead of audio.")] = None,
+    image: Annotated[Path | None, typer.Option(help="A product photo (photo lookup).")] = None,
+    fast: Annotated[bool, typer.Option(help="Send the WAV faster than real time.")] = False,
+    push_to_talk: Annotated[bool, typer.Option("--push-to-talk", help="Commit at the end instead of server VAD.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every server event as one JSON line.")] = False,
+    save_audio: Annotated[Path | None, typer.Option(help="Write the reply audio to this WAV file.")] = None,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Ask for a text-only reply.")] = False,
+) -> None:
+    """Talk to a running server: live microphone, a WAV file, or text."""
+    from server.talk import run_talk
+
+    for path in (wav, image):
+        if path is not None and not path.exists():
+            console.print(f"[red]no such file: {path}[/red]")
+            raise typer.Exit(2)
+    code = asyncio.run(run_talk(url=url, wav=wav, text=text, image=image, fast=fast, push_to_talk=push_to_talk,
+                                as_json=as_json, save_audio=save_audio, no_audio=no_audio))
+    raise typer.Exit(code)
+
+
+@app.command()
+def search(
+    data_dir: DataDir,
+    text: Annotated[str | None, typer.Option(help="What to look for.")] = None,
+    image: Annotated[Path | None, typer.Option(help="A product photo.")] = None,
+    k: Annotated[int, typer.Option(help="How many results.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Search the catalog (no server needed)."""
+    from assistant.catalog import Catalog
+    from assistant.search import EmbeddingSearcher, SearchQuery, parse_query
+    from ranking.text_encoder import TextEncoder
+    from server.engines import catalog_path, configure_threads
+    from server.serialize import product_json
+
+    if image is not None:
+        console.print("[red]photo search is not available yet (issue #3)[/red]")
+        raise typer.Exit(2)
+    if not text:
+        console.print("[red]--text is required[/red]")
+        raise typer.Exit(2)
+    settings = _settings(data_dir)
+    configure_threads(settings)
+    catalog = Catalog.load_jsonl(catalog_path(settings))
+    searcher = EmbeddingSearcher(catalog, TextEncoder(), cache_dir=settings.data_dir / "index")
+    query = parse_query(text)
+    hits = searcher.search(SearchQuery(**{**query.__dict__, "k": k}))
+    rows = [product_json(h) for h in hits]
+    if as_json:
+        print(json.dumps({"products": rows}))
+        return
+    for i, row in enumerate(rows, 1):
+        print(f"{i}. {row['title']}  {row['price']:.2f} {row['currency']}  ({row['score']:.3f}) {row['reason']}")
+
+
+@app.command()
+def chat(
+    data_dir: DataDir,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per reply.")] = False,
+    message: Annotated[list[str] | None, typer.Option("--message", "-m", help="Message(s) instead of stdin.")] = None,
+) -> None:
+    """A text conversation with the assistant (reads lines from stdin)."""
+    from server.chat import run_chat
+
+    run_chat(_settings(data_dir), messages=message, as_json=as_json)
+
+
+@catalog_app.command("demo")
+def catalog_demo(data_dir: DataDir) -> None:
+    """Generate the demo catalog into the data dir."""
+    from assistant.demo_catalog import ensure_demo_catalog
+
+    path = ensure_demo_catalog(data_dir)
+    console.print(f"demo catalog at {path}")
+
+
+@catalog_app.command("show")
+def catalog_show(data_dir: DataDir) -> None:
+    """Print which catalog the server would serve and its size."""
+    from assistant.catalog import Catalog
+    from server.engines import catalog_path
+
+    path = catalog_path(_settings(data_dir))
+    catalog = Catalog.load_jsonl(path)
+    print(json.dumps({"path": str(path), "products": len(catalog)}))
+
+
+@models_app.command("prepare")
+def models_prepare(
+    data_dir: DataDir,
+    all_models: Annotated[bool, typer.Option("--all", help="Also the multilingual base and openai-whisper.")] = False,
+) -> None:
+    """Join and convert the packaged weights into the data dir's model cache (idempotent)."""
+    from speech.models import openai_whisper_checkpoint, whisper_ct2_dir
+
+    cache = _settings(data_dir).cache_dir
+    console.print(f"tiny.en (CTranslate2): {whisper_ct2_dir('tiny.en', cache)}")
+    console.print(f"tiny.en (openai-whisper): {openai_whisper_checkpoint('tiny.en', cache)}")
+    if all_models:
+        console.print(f"base (CTranslate2): {whisper_ct2_dir('base', cache)}")
+        console.print(f"base (openai-whisper): {openai_whisper_checkpoint('base', cache)}")
+
+
+@bench_app.command("voice")
+def bench_voice(
+    data_dir: DataDir,
+    queries: Annotated[int, typer.Option(help="Spoken queries to run (>= 20).")] = 20,
+    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/voice_latency.json"),
+) -> None:
+    """End of speech -> first reply audio, against a naive sequential baseline."""
+    from bench.voice_latency import main as bench_main
+
+    bench_main(_settings(data_dir), n_queries=queries, out=out)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

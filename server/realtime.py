@@ -1,0 +1,277 @@
+"""``WS /v1/realtime``: one conversation per connection (protocol in PROTOCOL.md).
+
+Lifecycle: accept -> ``session.created`` -> a receive loop that validates every client frame and hands it to the
+``ConversationSession``, and a sender task that drains a bounded outbound queue to the socket.  Frames the session
+emits become protocol events in exactly one place (``_to_events``); an ``AssistantError`` becomes an ``error``
+event and the session goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import replace
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from assistant.errors import AssistantError, InvalidInputError
+from assistant.frames import (
+    ErrorFrame,
+    Frame,
+    ProductResults,
+    ReplyTextDelta,
+    ResponseDone,
+    ResponseStarted,
+    SpeechAudio,
+    SpeechStarted,
+    SpeechStopped,
+    Transcript,
+    TranscriptDelta,
+)
+from assistant.session import ConversationSession, Engines, SessionOptions
+from assistant.voice import MAX_FRAME_BYTES, MAX_UTTERANCE_S
+from server import metrics
+from server.protocol import (
+    AudioAppend,
+    ClientEvent,
+    Feedback,
+    ItemCreate,
+    ServerEvent,
+    SessionUpdate,
+    decode_b64_audio,
+    error_event,
+    event,
+    parse_client_event,
+    validate,
+)
+from server.serialize import product_json
+from speech.vad import VADOptions
+
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT_S = 300
+MAX_SESSION_S = 3600
+_CLOSE = object()
+
+
+class RealtimeConnection:
+    def __init__(self, ws: WebSocket, engines: Engines, *, queue_size: int = 512, output_rate: int) -> None:
+        self.ws = ws
+        self.engines = engines
+        self.outbound: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue_size)
+        self.audio_transport = "binary"
+        self.tts_rate = output_rate
+        self.session = ConversationSession(engines, self._on_frame)
+        self.resume_token = secrets.token_urlsafe(24)
+        self.feedback: list[dict[str, str]] = []
+        self._started = time.monotonic()
+
+    # --- outbound -------------------------------------------------------------------------------------------
+    async def send(self, message: dict[str, Any] | bytes) -> None:
+        try:
+            self.outbound.put_nowait(message)
+        except asyncio.QueueFull:
+            # The client stopped reading: drop it rather than buffer without bound.
+            log.warning("session %s: client is not reading; closing", self.session.id)
+            metrics.ERRORS.labels(code="slow_consumer").inc()
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=1008, reason="client not reading")
+
+    async def _sender(self) -> None:
+        while (message := await self.outbound.get()) is not _CLOSE:
+            if isinstance(message, bytes):
+                await self.ws.send_bytes(message)
+            else:
+                await self.ws.send_json(message)
+
+    async def _on_frame(self, frame: Frame) -> None:
+        for message in self._to_events(frame):
+            await self.send(message)
+
+    def _to_events(self, frame: Frame) -> list[dict[str, Any] | bytes]:
+        if isinstance(frame, SpeechStarted):
+            return [event(ServerEvent.SPEECH_STARTED, audio_start_ms=frame.audio_start_ms)]
+        if isinstance(frame, SpeechStopped):
+            return [event(ServerEvent.SPEECH_STOPPED, audio_end_ms=frame.audio_end_ms)]
+        if isinstance(frame, TranscriptDelta):
+            return [event(ServerEvent.TRANSCRIPT_DELTA, item_id=frame.item_id, delta=frame.delta,
+                          transcript=frame.text)]
+        if isinstance(frame, Transcript):
+            metrics.TURNS.inc()
+            return [
+                event(ServerEvent.COMMITTED, item_id=frame.item_id),
+                event(ServerEvent.TRANSCRIPT_COMPLETED, item_id=frame.item_id, transcript=frame.text),
+            ]
+        if isinstance(frame, ResponseStarted):
+            return [event(ServerEvent.RESPONSE_CREATED, response={"id": frame.response_id, "status": "in_progress"})]
+        if isinstance(frame, ProductResults):
+            return [event(ServerEvent.PRODUCTS, response_id=frame.response_id,
+                          products=[product_json(h) for h in frame.hits])]
+        if isinstance(frame, ReplyTextDelta):
+            return [event(ServerEvent.TEXT_DELTA, response_id=frame.response_id, delta=frame.delta)]
+        if isinstance(frame, SpeechAudio):
+            if self.audio_transport == "binary":
+                return [frame.pcm16]
+            return [event(ServerEvent.AUDIO_DELTA, response_id=frame.response_id,
+                          delta=base64.b64encode(frame.pcm16).decode("ascii"))]
+        if isinstance(frame, ResponseDone):
+            for name, value in frame.timings_ms.items():
+                if name in ("first_audio_ms", "total_ms"):
+                    metrics.RESPONSE_LATENCY.labels(stage=name).observe(value / 1000)
+            return [event(ServerEvent.RESPONSE_DONE, response={
+                "id": frame.response_id, "status": frame.status, "output_text": frame.text,
+                "timings_ms": {k: round(v, 1) for k, v in frame.timings_ms.items()}})]
+        if isinstance(frame, ErrorFrame):
+            metrics.ERRORS.labels(code=frame.code).inc()
+            return [error_event(frame.code, frame.message, param=frame.param,
+                                client_error=frame.code not in ("internal_error", "stt_failed", "tts_failed"))]
+        log.debug("no event for frame %r", frame)
+        return []
+
+    # --- session description ----------------------------------------------------------------------------------
+    def _describe(self) -> dict[str, Any]:
+        options = self.session.options
+        voice = options.voice
+        return {
+            "id": self.session.id,
+            "resume_token": self.resume_token,
+            "modalities": list(options.modalities),
+            "input_audio": {"format": "pcm16", "rate": voice.input_rate},
+            "output_audio": {"format": "pcm16", "rate": options.output_rate or self.tts_rate,
+                             "transport": self.audio_transport},
+            "turn_detection": (
+                {"type": "server_vad", "threshold": voice.vad.threshold,
+                 "silence_duration_ms": voice.vad.silence_duration_ms,
+                 "prefix_padding_ms": voice.vad.prefix_padding_ms}
+                if voice.server_vad else None
+            ),
+            "limits": {"max_frame_bytes": MAX_FRAME_BYTES, "max_utterance_s": MAX_UTTERANCE_S,
+                       "idle_timeout_s": IDLE_TIMEOUT_S, "max_session_s": MAX_SESSION_S},
+        }
+
+    # --- inbound --------------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        sender = asyncio.ensure_future(self._sender())
+        metrics.SESSIONS.inc()
+        try:
+            await self.send(event(ServerEvent.SESSION_CREATED, session=self._describe()))
+            while True:
+                try:
+                    message = await asyncio.wait_for(self.ws.receive(), timeout=IDLE_TIMEOUT_S)
+                except TimeoutError:
+                    await self.ws.close(code=1000, reason="idle timeout")
+                    return
+                if message["type"] == "websocket.disconnect":
+                    return
+                if time.monotonic() - self._started > MAX_SESSION_S:
+                    await self.ws.close(code=1008, reason="maximum session length reached")
+                    return
+                event_id = None
+                try:
+                    if message.get("bytes") is not None:
+                        await self.session.append_audio(message["bytes"])
+                    elif message.get("text") is not None:
+                        kind, data, event_id = parse_client_event(message["text"])
+                        await self._handle(kind, data, event_id)
+                except AssistantError as err:
+                    metrics.ERRORS.labels(code=err.code).inc()
+                    await self.send(error_event(err.code, err.message, event_id=event_id, param=err.param,
+                                                client_error=err.client_error))
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            log.exception("session %s crashed", self.session.id)
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=1011, reason="internal error")
+        finally:
+            metrics.SESSIONS.dec()
+            await self.session.close()
+            with contextlib.suppress(asyncio.QueueFull):
+                self.outbound.put_nowait(_CLOSE)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(sender, timeout=2)
+            sender.cancel()
+
+    async def _handle(self, kind: str, data: dict[str, Any], event_id: str | None) -> None:
+        if kind == ClientEvent.AUDIO_APPEND:
+            await self.session.append_audio(decode_b64_audio(validate(AudioAppend, data).audio))
+        elif kind == ClientEvent.AUDIO_COMMIT:
+            await self.session.commit_audio()
+        elif kind == ClientEvent.AUDIO_CLEAR:
+            self.session.clear_audio()
+            await self.send(event(ServerEvent.CLEARED))
+        elif kind == ClientEvent.SESSION_UPDATE:
+            self._update(validate(SessionUpdate, data), "turn_detection" in (data.get("session") or {}))
+            await self.send(event(ServerEvent.SESSION_UPDATED, session=self._describe()))
+        elif kind == ClientEvent.ITEM_CREATE:
+            await self._item_create(validate(ItemCreate, data))
+        elif kind == ClientEvent.RESPONSE_CREATE:
+            await self.session.create_response()
+        elif kind == ClientEvent.RESPONSE_CANCEL:
+            if not await self.session.cancel_response():
+                raise InvalidInputError("no response is in progress", code="response_cancel_not_active")
+        elif kind == ClientEvent.FEEDBACK:
+            fb = validate(Feedback, data)
+            self.feedback.append({"product_id": fb.product_id, "action": fb.action})
+            del self.feedback[:-256]
+        elif kind == ClientEvent.KEEPALIVE:
+            await self.send(event(ServerEvent.KEEPALIVE))
+
+    def _update(self, update: SessionUpdate, has_turn_detection: bool) -> None:
+        cfg = update.session
+        options = self.session.options
+        voice = options.voice
+        if cfg.input_audio is not None:
+            voice = replace(voice, input_rate=cfg.input_audio.rate)
+        if has_turn_detection:
+            if cfg.turn_detection is None:
+                voice = replace(voice, server_vad=False)
+            else:
+                td = cfg.turn_detection
+                voice = replace(voice, server_vad=True, vad=VADOptions(
+                    threshold=td.threshold, silence_duration_ms=td.silence_duration_ms,
+                    prefix_padding_ms=td.prefix_padding_ms))
+        if cfg.language:
+            voice = replace(voice, language=cfg.language)
+        output_rate = options.output_rate
+        if cfg.output_audio is not None:
+            if cfg.output_audio.rate is not None:
+                if cfg.output_audio.rate not in (8000, 16000, 22050, 24000, 44100, 48000):
+                    raise InvalidInputError(f"unsupported output rate {cfg.output_audio.rate}",
+                                            code="unsupported_audio_format", param="session.output_audio.rate")
+                output_rate = cfg.output_audio.rate
+            self.audio_transport = cfg.output_audio.transport
+        modalities = tuple(cfg.modalities) if cfg.modalities else options.modalities
+        self.session.update(SessionOptions(voice=voice, modalities=modalities, output_rate=output_rate,
+                                           auto_respond=options.auto_respond))
+
+    async def _item_create(self, create: ItemCreate) -> None:
+        texts = []
+        for part in create.item.content:
+            if part.type == "input_text":
+                if not part.text or not part.text.strip():
+                    raise InvalidInputError("input_text needs non-empty 'text'", param="item.content.text")
+                texts.append(part.text.strip())
+            else:
+                # Photo lookup arrives with issue #3 (image store and encoder); until then no image id exists.
+                raise InvalidInputError(f"image {part.image_id!r} not found", code="image_not_found",
+                                        param="item.content.image_id")
+        text = " ".join(texts)
+        await self.session.add_text(text)
+        await self.send(event(ServerEvent.ITEM_CREATED, item={"role": "user", "type": "message",
+                                                               "content": [{"type": "input_text", "text": text}]}))
+
+
+async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, output_rate: int) -> None:
+    await ws.accept()
+    conn = RealtimeConnection(ws, engines, queue_size=queue_size, output_rate=output_rate)
+    await conn.run()
+    if ws.client_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await ws.close(code=1000)

@@ -1,0 +1,51 @@
+"""Deployment settings (environment variables prefixed ``SHOPTALK_``), validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("SHOPTALK_DATA_DIR", Path.home() / ".shoptalk")).expanduser()
+
+
+class Settings(BaseSettings):
+    """Everything a deployment may change; architecture lives in model configs, per-call options in dataclasses."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPTALK_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    catalog: Path | None = None  # products.jsonl; default: what is ingested in data_dir, else the demo catalog
+    stt_model: str = "faster-whisper:tiny.en"
+    tts_model: str = "hibari"
+    device: str = "auto"
+    cpu_threads: int = 0  # 0: all cores
+    host: str = "127.0.0.1"
+    port: int = 8000
+    search_k: int = 5
+    vad_threshold: float = 0.5
+    vad_silence_ms: int = 500
+    partial_interval_ms: int = 700
+    max_sessions: int = 64
+    outbound_queue: int = 512  # events buffered per client before it counts as not reading
+    log_level: str = "info"
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _expand(cls, value: object) -> object:
+        return Path(str(value)).expanduser() if value is not None else value
+
+    @field_validator("vad_threshold")
+    @classmethod
+    def _threshold(cls, value: float) -> float:
+        if not 0.05 <= value <= 0.95:
+            raise ValueError("vad_threshold must be within [0.05, 0.95]")
+        return value
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "models"
