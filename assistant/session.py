@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
@@ -67,7 +68,7 @@ class ConversationSession:
         self._response_id: str | None = None
         self._pending_text: list[str] = []
         self.history: list[tuple[str, str]] = []  # (role, text), bounded
-        self._cancelled: set[str] = set()
+        self._cancelled: deque[str] = deque(maxlen=16)  # recent cancelled replies whose late frames are dropped
 
     # --- configuration --------------------------------------------------------------------------------------
     def update(self, options: SessionOptions) -> None:
@@ -152,7 +153,7 @@ class ConversationSession:
         task, response_id = self._response, self._response_id
         if task is None or task.done() or response_id is None:
             return False
-        self._cancelled.add(response_id)
+        self._cancelled.append(response_id)
         task.cancel()
         with contextlib.suppress(BaseException):
             await task

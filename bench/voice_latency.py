@@ -113,6 +113,19 @@ def _run_baseline(settings: Settings, state: Any, clips: list[np.ndarray]) -> tu
     return latencies, rtfs
 
 
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Levenshtein distance over normalised words, divided by the reference length."""
+    from speech.stt import normalize_text
+
+    ref, hyp = normalize_text(reference).split(), normalize_text(hypothesis).split()
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[len(hyp)] / max(1, len(ref))
+
+
 def _streaming_rtf(state: Any, clips: list[np.ndarray]) -> list[float]:
     stt = state.engines.stt
     rtfs = []
@@ -153,6 +166,10 @@ def run(settings: Settings, n_queries: int = 20) -> dict[str, Any]:
         },
         "ratio_p50_ptt_vs_baseline": round(float(np.median(ptt_lat) / np.median(base_lat)), 3),
         "asr_rtf": {"faster_whisper": summary(fw_rtf, 4), "openai_whisper_baseline": summary(base_rtf, 4)},
+        "word_error_rate": {
+            mode: round(float(np.mean([word_error_rate(t, r["transcript"]) for t, r in zip(texts, rows, strict=True)])), 3)
+            for mode, rows in (("ptt", ptt), ("server_vad", vad))
+        },
         "failures": {"ptt": len(clips) - len(ptt_lat), "server_vad": len(clips) - len(vad_lat)},
         "samples": {"ptt": ptt, "server_vad": vad},
         "targets": {"p50_ms": 600, "ratio": 0.4},
@@ -167,9 +184,11 @@ def table(results: dict[str, Any]) -> str:
                         ("baseline_sequential", "naive sequential baseline")):
         rows.append(f"| {label} | {fa[name]['p50']} | {fa[name]['p95']} |")
     rtf = results["asr_rtf"]
+    wer = results["word_error_rate"]
     rows.append(f"| ratio p50 push-to-talk / baseline | {results['ratio_p50_ptt_vs_baseline']} | |")
     rows.append(f"| ASR real-time factor (p50): faster-whisper streaming engine / openai-whisper baseline "
                 f"| {rtf['faster_whisper']['p50']:.3f} / {rtf['openai_whisper_baseline']['p50']:.3f} | |")
+    rows.append(f"| word error rate of the final transcripts (push-to-talk / server VAD) | {wer['ptt']} / {wer['server_vad']} | |")
     return "\n".join(rows)
 
 

@@ -25,6 +25,12 @@ from speech.stt import (
 
 log = logging.getLogger(__name__)
 
+SHORT_WINDOW_MAX_S = 25.0  # longer audio takes faster-whisper's regular 30 s-window path
+SHORT_WINDOW_PAD_S = 0.5  # silence appended so the last word is not cut at the window's edge
+SHORT_WINDOW_MIN_S = 10.0  # shorter windows make Whisper loop or drop very short utterances
+MEL_HOP = 160  # samples per mel frame at 16 kHz (10 ms)
+MAX_NEW_TOKENS = 128  # a spoken shopping turn is far shorter
+
 
 def resolve_ct2_device(device: str) -> str:
     """Map ``"auto"`` to ``"cuda"`` when CTranslate2 sees a GPU, else ``"cpu"``."""
@@ -87,6 +93,8 @@ class FasterWhisperSTT(STTEngine):
         if is_silent(samples):
             return silent_transcription(opts.language, duration_s)
         language = opts.language if self.model.model.is_multilingual else "en"
+        if opts.short_window and language is not None and duration_s <= SHORT_WINDOW_MAX_S:
+            return self._transcribe_short(samples, language, opts, duration_s)
         with self._lock:
             try:
                 segments, info = self.model.transcribe(
@@ -107,3 +115,48 @@ class FasterWhisperSTT(STTEngine):
             except (RuntimeError, ValueError) as err:
                 raise SpeechToTextError(f"{self.name} failed: {err}") from err
         return build_transcription(stats, info.language, duration_s)
+
+    def _transcribe_short(
+        self, samples: np.ndarray, language: str, opts: TranscribeOptions, duration_s: float
+    ) -> Transcription:
+        """One greedy/beam decode over an encoder window cut to the utterance (no 30 s padding)."""
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        window = max(samples.size + int(SHORT_WINDOW_PAD_S * SAMPLE_RATE), int(SHORT_WINDOW_MIN_S * SAMPLE_RATE))
+        padded = np.concatenate([samples, np.zeros(window - samples.size, dtype=np.float32)])
+        with self._lock:
+            try:
+                features = self.model.feature_extractor(padded)
+                frames = min(features.shape[-1] - features.shape[-1] % 2, 3000)  # the encoder's conv has stride 2
+                features = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
+                encoded = self.model.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
+                tokenizer = Tokenizer(
+                    self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe", language=language
+                )
+                previous = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
+                prompt = self.model.get_prompt(tokenizer, previous, without_timestamps=True)
+                sampling = (
+                    {"sampling_temperature": opts.temperature, "sampling_topk": 0, "beam_size": 1}
+                    if opts.temperature > 0
+                    else {"beam_size": opts.beam_size}
+                )
+                result = self.model.model.generate(
+                    encoded,
+                    [prompt],
+                    max_length=min(self.model.max_length, len(prompt) + MAX_NEW_TOKENS),
+                    return_scores=True,
+                    return_no_speech_prob=True,
+                    suppress_blank=True,
+                    suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1]) or []),
+                    **sampling,
+                )[0]
+            except (RuntimeError, ValueError) as err:
+                raise SpeechToTextError(f"{self.name} failed: {err}") from err
+        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        # CTranslate2 returns the length-normalised score; recover the mean log-probability per token.
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        text = tokenizer.decode(tokens).strip()
+        stats = [SegmentStats(text, avg_logprob, result.no_speech_prob, len(tokens))]
+        return build_transcription(stats, language, duration_s)

@@ -79,6 +79,9 @@ class TranscribeOptions:
         temperature: Sampling temperature; 0 is deterministic.
         initial_prompt: Text that biases the vocabulary (product names, brands).
         without_timestamps: Decode without timestamp tokens (faster; timestamps are not used).
+        short_window: Encode only the utterance (plus padding) instead of Whisper's fixed 30 s window, like
+            whisper.cpp's ``audio_ctx``: the encoder's cost scales with the window, so a 3 s query encodes about
+            15x faster. Used by backends that support it, for audio up to ``SHORT_WINDOW_MAX_S``.
     """
 
     language: str | None = "en"
@@ -86,6 +89,7 @@ class TranscribeOptions:
     temperature: float = 0.0
     initial_prompt: str | None = None
     without_timestamps: bool = True
+    short_window: bool = True
 
 
 @dataclass

@@ -12,9 +12,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SPEECH_DIR = SHARED_DATA / "speech"
-LUMA_DIR = SHARED_DATA / "luma-dev"
 
 
 def free_port() -> int:

@@ -7,8 +7,9 @@ from PIL import Image
 
 from assistant.catalog import Catalog, CatalogError, Product
 from assistant.demo_catalog import ensure_demo_catalog, generate_demo_catalog
+from tests.shared_data import LUMA_DIR
 
-LUMA = Path("/work/shared/data/luma-dev/products.jsonl")
+LUMA = LUMA_DIR / "products.jsonl"
 
 
 def record(**overrides):

@@ -287,3 +287,23 @@ async def test_many_bad_events_do_not_kill_server(server: Any) -> None:
             pytest.fail("server closed the connection on a bad event")
     async with TalkClient(server.ws_url) as client:
         await still_alive(client)
+
+
+async def test_utterance_over_60_s_is_refused(server: Any) -> None:
+    async with TalkClient(server.ws_url) as client:
+        await client.update(turn_detection=None)
+        await client.stream_audio(tone(61.0), realtime=False, frame_ms=100)
+        await expect_error(client, "buffer_overflow")
+        # What fitted was dropped with the overflow; a fresh short utterance still works.
+        result = await client.say(tone(1.0), realtime=False, push_to_talk=True)
+        assert result.status == "completed"
+
+
+async def test_clear_drops_buffered_audio(server: Any) -> None:
+    async with TalkClient(server.ws_url) as client:
+        await client.update(turn_detection=None)
+        await client.stream_audio(tone(1.0), realtime=False)
+        await client.send({"type": "input_audio_buffer.clear"})
+        assert (await client.recv_event())["type"] == "input_audio_buffer.cleared"
+        await client.send({"type": "input_audio_buffer.commit"})
+        await expect_error(client, "empty_buffer")

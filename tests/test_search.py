@@ -1,5 +1,4 @@
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,9 @@ from assistant.catalog import Catalog  # noqa: E402
 from assistant.demo_catalog import generate_demo_catalog  # noqa: E402
 from assistant.search import EmbeddingSearcher, SearchQuery, parse_query, words_to_numbers  # noqa: E402
 from ranking.index import VectorIndex  # noqa: E402
+from tests.shared_data import LUMA_DIR
 
-LUMA = Path("/work/shared/data/luma-dev/products.jsonl")
+LUMA = LUMA_DIR / "products.jsonl"
 
 
 # --- parse_query ---------------------------------------------------------------------------------------------------

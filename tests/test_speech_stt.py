@@ -13,10 +13,11 @@ import pytest
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.models import openai_whisper_checkpoint, read_ct2_model, whisper_ct2_dir
 from speech.stt import STTEngine, TranscribeOptions, create_stt, normalize_text
+from tests.shared_data import SPEECH_DIR
 
 pytestmark = pytest.mark.real_model
 
-DATA_DIR = Path("/work/shared/data/speech")
+DATA_DIR = SPEECH_DIR
 needs_clips = pytest.mark.skipif(not (DATA_DIR / "transcripts.tsv").is_file(), reason="speech clips not available")
 
 _ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
@@ -182,3 +183,11 @@ def test_timing_3s_clip(tiny_fw: STTEngine, jfk: np.ndarray):
     start = time.perf_counter()
     tiny_fw.transcribe(clip, TranscribeOptions(beam_size=1))
     assert time.perf_counter() - start < 5.0
+
+
+@pytest.mark.real_model
+def test_short_window_matches_full_window(tiny_fw: STTEngine, jfk: np.ndarray) -> None:
+    """Encoding only the utterance (audio_ctx-style) gives the same words as Whisper's 30 s window."""
+    short = tiny_fw.transcribe(jfk, TranscribeOptions(short_window=True)).text
+    full = tiny_fw.transcribe(jfk, TranscribeOptions(short_window=False)).text
+    assert normalize_text(short) == normalize_text(full)

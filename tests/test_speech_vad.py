@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.errors import AudioFormatError
 from speech.vad import SileroVAD, TurnDetector, VADEvent, VADOptions
+from tests.shared_data import SPEECH_DIR as SHARED_SPEECH
 
 FRAME = SileroVAD.FRAME_SAMPLES  # 512 samples = 32 ms
-SPEECH_DIR = Path("/work/shared/data/speech/audio")
+SPEECH_DIR = SHARED_SPEECH / "audio"
 
 
 class ScriptedVAD:
