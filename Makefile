@@ -17,8 +17,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	# torch 2.13.0 (CPU build) lies on this machine's disk; pip takes it from there.
-	$(PIP) install --quiet "torch==2.13.0"
+	# torch 2.14.1 and torchvision 0.29.1 lie on this machine's disk; pip takes them from there.
+	$(PIP) install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(PIP) install --quiet -e ".[dev]"
 	touch $@
 

@@ -14,14 +14,16 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
 
-from assistant.errors import ReplyError, SearchError
+from assistant.errors import AssistantError, ReplyError, SearchError
 from assistant.frames import Frame, ProductResults, ReplyTextDelta, ResponseDone, SpeechAudio, UserTurn
 from assistant.grounding import check_grounding, facts_from_hits
+from assistant.images import ImageStore
 from assistant.reply import compose_reply
 from assistant.search import ProductHit, ProductSearcher, SearchQuery, parse_query
 from speech.audio import float32_to_pcm16, resample
@@ -30,6 +32,12 @@ from speech.tts import SentenceBuffer, TTSEngine
 log = logging.getLogger(__name__)
 
 AUDIO_CHUNK_MS = 100  # reply audio is sent in 100 ms pieces so a barge-in stops it within one piece
+
+
+class PhotoSearcher(Protocol):
+    """Finds products that look like a photo, optionally constrained by the shopper's words."""
+
+    def search_photo(self, image: Image.Image, query: SearchQuery | None) -> list[ProductHit]: ...
 
 
 class ReplyWriter(Protocol):
@@ -64,16 +72,34 @@ class Brain:
         tts: TTSEngine | None,
         writer: ReplyWriter | None = None,
         options: BrainOptions | None = None,
+        *,
+        photos: PhotoSearcher | None = None,
+        images: ImageStore | None = None,
     ) -> None:
         self.searcher = searcher
+        self.photos = photos
+        self.images = images
         self.tts = tts
         self.writer: ReplyWriter = writer or TemplateReplyWriter()
         self.options = options or BrainOptions()
 
-    async def search(self, text: str, k: int | None = None) -> tuple[SearchQuery, list[ProductHit]]:
-        query = parse_query(text)
-        if k is not None or query.k != self.options.k:
-            query = SearchQuery(**{**query.__dict__, "k": k or self.options.k})
+    async def search(
+        self, text: str, k: int | None = None, image_id: str | None = None
+    ) -> tuple[SearchQuery, list[ProductHit]]:
+        """Text search, photo search, or photo refined by words ("like this but in blue, under $40")."""
+        query = replace(parse_query(text), k=k or self.options.k)
+        if image_id is not None:
+            if self.photos is None or self.images is None:
+                raise SearchError("photo search is not available on this server", code="photo_search_unavailable")
+            image = await asyncio.to_thread(self.images.get, image_id)
+            words = query if text.strip() else None
+            try:
+                hits = await asyncio.to_thread(self.photos.search_photo, image, words)
+            except AssistantError:
+                raise
+            except Exception as err:
+                raise SearchError(f"photo search failed: {err}") from err
+            return query, hits
         try:
             hits = await asyncio.to_thread(self.searcher.search, query)
         except Exception as err:
@@ -86,7 +112,7 @@ class Brain:
         """Stream the reply to ``turn``: products, text deltas and (if wanted) speech, then ``ResponseDone``."""
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        query, hits = await self.search(turn.text)
+        query, hits = await self.search(turn.text, image_id=turn.image_id)
         timings["search_ms"] = 1000 * (time.perf_counter() - t0)
         yield ProductResults(response_id=response_id, hits=tuple(hits))
 

@@ -67,6 +67,7 @@ class ConversationSession:
         self._response: asyncio.Task[None] | None = None
         self._response_id: str | None = None
         self._pending_text: list[str] = []
+        self._pending_image: str | None = None  # a photo the next turn (typed or spoken) is about
         self.history: list[tuple[str, str]] = []  # (role, text), bounded
         self._cancelled: deque[str] = deque(maxlen=16)  # recent cancelled replies whose late frames are dropped
 
@@ -89,17 +90,22 @@ class ConversationSession:
     def clear_audio(self) -> None:
         self.voice.clear()
 
-    async def add_text(self, text: str) -> None:
-        """A typed user message (``conversation.item.create`` with ``input_text``)."""
-        self._pending_text.append(text)
+    async def add_message(self, text: str, image_id: str | None = None) -> None:
+        """A user message (``conversation.item.create``): typed words and/or an uploaded photo."""
+        if text:
+            self._pending_text.append(text)
+        if image_id is not None:
+            self._pending_image = image_id
 
     async def create_response(self) -> None:
-        """``response.create``: answer the pending typed text."""
+        """``response.create``: answer the pending message (words, photo, or both)."""
         text = " ".join(self._pending_text).strip()
+        image_id, self._pending_image = self._pending_image, None
         self._pending_text.clear()
-        if not text:
+        if not text and image_id is None:
             raise AssistantError("nothing to respond to: add a user message first", code="empty_buffer")
-        await self.start_response(UserTurn(item_id="item_" + uuid.uuid4().hex[:16], text=text, wants_audio=self._audio_out))
+        await self.start_response(UserTurn(item_id="item_" + uuid.uuid4().hex[:16], text=text, image_id=image_id,
+                                           wants_audio=self._audio_out))
 
     @property
     def _audio_out(self) -> bool:
@@ -108,9 +114,10 @@ class ConversationSession:
     async def _on_transcript(self, transcript: Transcript) -> None:
         await self._emit(transcript)
         if transcript.text and self.options.auto_respond:
-            await self.start_response(
-                UserTurn(item_id=transcript.item_id, text=transcript.text, wants_audio=self._audio_out)
-            )
+            # A photo sent before speaking ("like this but in blue") belongs to this spoken turn.
+            image_id, self._pending_image = self._pending_image, None
+            await self.start_response(UserTurn(item_id=transcript.item_id, text=transcript.text, image_id=image_id,
+                                               wants_audio=self._audio_out))
 
     # --- replies --------------------------------------------------------------------------------------------
     async def start_response(self, turn: UserTurn) -> str:

@@ -10,7 +10,7 @@ from fastapi import FastAPI, WebSocket
 
 from server.engines import App, build_app_state
 from server.realtime import serve_realtime
-from server.routes import health, search
+from server.routes import health, images, search
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, *, state: App | None = None) ->
     app.state.shoptalk = state
     app.include_router(health.router)
     app.include_router(search.router)
+    app.include_router(images.router)
 
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from assistant.catalog import Catalog
 from assistant.demo_catalog import ensure_demo_catalog
+from assistant.images import ImageStore
 from assistant.pipeline import Brain, BrainOptions
 from assistant.search import EmbeddingSearcher
 from assistant.session import Engines
@@ -33,6 +34,7 @@ class App:
     catalog: Catalog
     searcher: EmbeddingSearcher
     tts: TTSEngine | None
+    images: ImageStore
 
 
 def catalog_path(settings: Settings) -> Path:
@@ -66,7 +68,8 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     stt = create_stt(settings.stt_model, cache_dir=settings.cache_dir, device=settings.device,
                      cpu_threads=settings.cpu_threads)
     tts = create_tts(settings.tts_model, cache_dir=settings.cache_dir, device=settings.device)
-    brain = Brain(searcher, tts, options=BrainOptions(k=settings.search_k))
+    images = ImageStore(settings.data_dir / "uploads")
+    brain = Brain(searcher, tts, options=BrainOptions(k=settings.search_k), images=images)
     engines = Engines(stt=stt, brain=brain, vad_factory=SileroVAD)
     if warmup:
         # First calls pay for lazy initialisation (ONNX graphs, CT2 allocations); pay it before the first shopper.
@@ -75,4 +78,4 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
         searcher.encoder.encode_query("warm up")
     log.info("engines ready in %.1f s (%d products, stt=%s, tts=%s)", time.perf_counter() - t0, len(catalog),
              settings.stt_model, settings.tts_model)
-    return App(settings=settings, engines=engines, catalog=catalog, searcher=searcher, tts=tts)
+    return App(settings=settings, engines=engines, catalog=catalog, searcher=searcher, tts=tts, images=images)

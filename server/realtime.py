@@ -252,20 +252,25 @@ class RealtimeConnection:
                                            auto_respond=options.auto_respond))
 
     async def _item_create(self, create: ItemCreate) -> None:
-        texts = []
+        texts: list[str] = []
+        image_id: str | None = None
         for part in create.item.content:
             if part.type == "input_text":
                 if not part.text or not part.text.strip():
                     raise InvalidInputError("input_text needs non-empty 'text'", param="item.content.text")
                 texts.append(part.text.strip())
             else:
-                # Photo lookup arrives with issue #3 (image store and encoder); until then no image id exists.
-                raise InvalidInputError(f"image {part.image_id!r} not found", code="image_not_found",
-                                        param="item.content.image_id")
+                images = self.engines.brain.images
+                if not part.image_id or images is None or not images.exists(part.image_id):
+                    raise InvalidInputError(f"image {part.image_id!r} not found; upload it with POST /v1/images",
+                                            code="image_not_found", param="item.content.image_id")
+                image_id = part.image_id
         text = " ".join(texts)
-        await self.session.add_text(text)
-        await self.send(event(ServerEvent.ITEM_CREATED, item={"role": "user", "type": "message",
-                                                               "content": [{"type": "input_text", "text": text}]}))
+        await self.session.add_message(text, image_id)
+        content: list[dict[str, str]] = [{"type": "input_text", "text": text}] if text else []
+        if image_id is not None:
+            content.append({"type": "input_image", "image_id": image_id})
+        await self.send(event(ServerEvent.ITEM_CREATED, item={"role": "user", "type": "message", "content": content}))
 
 
 async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, output_rate: int) -> None:

@@ -6,6 +6,7 @@ import threading
 import time
 
 import numpy as np
+from PIL import Image
 
 from assistant.catalog import Catalog, Product
 from assistant.search import ProductHit, SearchQuery
@@ -112,3 +113,17 @@ class KeywordSearcher:
                 hits.append(ProductHit(product=p, score=score, reason="keyword match"))
         hits.sort(key=lambda h: -h.score)
         return hits[: query.k]
+
+
+class ColourPhotoSearcher:
+    """Photo search by the photo's mean colour: a dark photo finds black products (enough to test the plumbing)."""
+
+    def __init__(self, searcher: KeywordSearcher) -> None:
+        self.searcher = searcher
+
+    def search_photo(self, image: Image.Image, query: SearchQuery | None) -> list[ProductHit]:
+        mean = float(np.asarray(image.convert("L"), dtype=np.float32).mean())
+        color = "black" if mean < 80 else "red"
+        words = f"{color} {query.text if query else ''}"
+        limit = query.max_price if query else None
+        return self.searcher.search(SearchQuery(text=words, k=5, max_price=limit))

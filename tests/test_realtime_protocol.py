@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import websockets
 
+from assistant.images import ImageStore
 from assistant.pipeline import Brain
 from assistant.session import Engines
 from server.app import create_app
@@ -20,14 +21,16 @@ from server.client import TalkClient, TurnResult
 from server.engines import App
 from server.settings import Settings
 from speech.audio import float32_to_pcm16, resample
-from tests.fakes import EnergyVAD, FakeSTT, FakeTTS, KeywordSearcher, silence, tone
+from tests.fakes import ColourPhotoSearcher, EnergyVAD, FakeSTT, FakeTTS, KeywordSearcher, silence, tone
 
 
 def make_state(tmp_path: Path, *, tts_delay: float = 0.0, stt_delay: float = 0.0) -> App:
     stt, tts, searcher = FakeSTT(delay_s=stt_delay), FakeTTS(delay_s=tts_delay), KeywordSearcher()
-    engines = Engines(stt=stt, brain=Brain(searcher, tts), vad_factory=EnergyVAD)
+    images = ImageStore(tmp_path / "uploads")
+    engines = Engines(stt=stt, brain=Brain(searcher, tts, images=images, photos=ColourPhotoSearcher(searcher)),
+                      vad_factory=EnergyVAD)
     return App(settings=Settings(data_dir=tmp_path), engines=engines, catalog=searcher.catalog,
-               searcher=searcher, tts=tts)  # type: ignore[arg-type]
+               searcher=searcher, tts=tts, images=images)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -269,8 +272,8 @@ async def test_http_healthz_and_search(server: Any) -> None:
                                             "image_url"}
         bad = await http.post("/v1/search", json={"text": ""})
         assert bad.status_code == 422 and "text" in bad.text
-        missing = await http.post("/v1/search", json={"image_id": "nope"})
-        assert missing.status_code == 404
+        missing = await http.post("/v1/search", json={"image_id": "img_" + "0" * 32})
+        assert missing.status_code == 404 and "not found" in missing.text
         assert (await http.get("/v1/products/zzz")).status_code == 404
         assert (await http.get("/metrics")).status_code == 200
 

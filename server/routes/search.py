@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from assistant.search import SearchQuery, parse_query
+from assistant.errors import AssistantError
+from assistant.images import ImageNotFound
 from server import metrics
 from server.deps import StateDep
 from server.serialize import product_json
@@ -27,15 +27,17 @@ class SearchRequest(BaseModel):
 
 @router.post("/search")
 async def search(body: SearchRequest, state: StateDep) -> dict[str, Any]:
-    if body.image_id is not None:
-        raise HTTPException(404, detail=f"image {body.image_id!r} not found (photo search is not available yet)")
-    if not body.text or not body.text.strip():
-        raise HTTPException(422, detail="'text' is required and must not be empty")
-    query = parse_query(body.text)
-    query = SearchQuery(**{**query.__dict__, "k": body.k})
-    hits = await asyncio.to_thread(state.searcher.search, query)
+    text = (body.text or "").strip()
+    if not text and body.image_id is None:
+        raise HTTPException(422, detail="give 'text', 'image_id', or both")
+    try:
+        query, hits = await state.engines.brain.search(text, k=body.k, image_id=body.image_id)
+    except ImageNotFound as err:
+        raise HTTPException(404, detail=err.message) from err
+    except AssistantError as err:
+        raise HTTPException(503 if err.code == "photo_search_unavailable" else 500, detail=err.message) from err
     metrics.SEARCHES.inc()
-    return {"query": {"text": body.text, "max_price": query.max_price, "min_price": query.min_price,
+    return {"query": {"text": text, "image_id": body.image_id, "max_price": query.max_price, "min_price": query.min_price,
                       "color": query.color, "size": query.size},
             "products": [product_json(h) for h in hits]}
 
