@@ -309,8 +309,15 @@ class Catalog:
         return cls(products, image_root=path.parent)
 
 
-def _fill_missing_prices(records: list[dict[str, Any]]) -> None:
-    """Give price-less parents, grouped and bundle products a price derived from their children (in place)."""
+def fill_missing_prices(records: list[dict[str, Any]]) -> None:
+    """Give price-less parents, grouped and bundle products a price derived from their children (in place).
+
+    A parent gets its cheapest variant's price, a grouped product its cheapest ``associated_sku``, and a bundle
+    the sum of its ``bundle_options``' cheapest prices. Records whose price cannot be derived keep ``None``.
+
+    Args:
+        records: Product records (JSON objects); invalid prices elsewhere are ignored here.
+    """
     by_id = {r.get("id"): r for r in records}
     price_of = {id(r): _try_price(r.get("price")) for r in records}  # invalid prices are reported later
     priced = [(str(r.get("title") or ""), p) for r in records if (p := price_of[id(r)]) is not None]
@@ -335,6 +342,9 @@ def _fill_missing_prices(records: list[dict[str, Any]]) -> None:
         option_prices = [_cheapest_titled(priced, t) for t in _as_list(attrs.get("bundle_options"))]
         if option_prices and all(p is not None for p in option_prices):
             r["price"] = round(sum(p for p in option_prices if p is not None), 2)
+
+
+_fill_missing_prices = fill_missing_prices  # the original private name
 
 
 def _cheapest_titled(priced: list[tuple[str, float]], option: str) -> float | None:

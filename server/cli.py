@@ -145,11 +145,66 @@ def catalog_demo(data_dir: DataDir) -> None:
 def catalog_show(data_dir: DataDir) -> None:
     """Print which catalog the server would serve and its size."""
     from assistant.catalog import Catalog
+    from assistant.catalog_store import default_store, store_exists
     from server.engines import catalog_path
 
-    path = catalog_path(_settings(data_dir))
+    settings = _settings(data_dir)
+    if settings.catalog is None and store_exists(settings.data_dir):
+        with default_store(settings.data_dir) as store:
+            catalog = store.load_catalog()
+            print(json.dumps({"path": str(store.db_path), "products": len(catalog), "version": store.version()}))
+        return
+    path = catalog_path(settings)
     catalog = Catalog.load_jsonl(path)
     print(json.dumps({"path": str(path), "products": len(catalog)}))
+
+
+@catalog_app.command("ingest")
+def catalog_ingest(
+    path: Annotated[Path, typer.Argument(help="Catalog file: .jsonl, .json or .csv.")],
+    data_dir: DataDir,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    sync: Annotated[bool, typer.Option("--sync", help="Full sync: delete products the file no longer lists.")] = False,
+    no_fetch: Annotated[bool, typer.Option("--no-fetch", help="Do not download http(s) images.")] = False,
+) -> None:
+    """Ingest a product file into the data dir's catalog (only changed products are written).
+
+    Bad rows are skipped and listed; exit code 0 if the file was read (even with bad rows), 2 if it could not be.
+    """
+    from assistant.catalog_store import default_store
+    from assistant.ingest import IngestError, ingest_file
+
+    _logging("warning")
+    with default_store(data_dir) as store:
+        try:
+            report = ingest_file(path, store, progress=not as_json and sys.stderr.isatty(), fetch_urls=not no_fetch,
+                                 delete_missing=sync)
+        except IngestError as err:
+            console.print(f"[red]{err}[/red]")
+            raise typer.Exit(2) from err
+    if as_json:
+        print(json.dumps(report.to_dict()))
+    else:
+        Console().print(report.render())
+
+
+@catalog_app.command("delete")
+def catalog_delete(
+    ids: Annotated[list[str], typer.Argument(help="Product ids (a parent's variants go with it).")],
+    data_dir: DataDir,
+) -> None:
+    """Delete products from the data dir's catalog."""
+    from assistant.catalog_store import default_store, store_exists
+
+    if not store_exists(data_dir):
+        console.print(f"[red]no ingested catalog in {data_dir}[/red]")
+        raise typer.Exit(2)
+    with default_store(data_dir) as store:
+        deleted = store.delete(ids)
+        store.prune_images()
+        print(json.dumps({"deleted": deleted, "products": store.count(), "version": store.version()}))
+    if not deleted:
+        raise typer.Exit(1)
 
 
 @models_app.command("prepare")

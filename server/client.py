@@ -170,12 +170,35 @@ class TalkClient:
             await self.send({"type": "input_audio_buffer.commit"})
         return await collector
 
-    async def ask_text(self, text: str, timeout: float = 60) -> TurnResult:
+    async def ask_text(self, text: str, timeout: float = 60, image_id: str | None = None) -> TurnResult:
+        """A typed turn, optionally about an uploaded photo (``image_id`` from :meth:`upload_image`)."""
         result = TurnResult(audio_rate=int(self.session.get("output_audio", {}).get("rate", 24000)))
-        await self.send({"type": "conversation.item.create",
-                         "item": {"role": "user", "content": [{"type": "input_text", "text": text}]}})
+        content: list[dict[str, str]] = []
+        if image_id is not None:
+            content.append({"type": "input_image", "image_id": image_id})
+        if text:
+            content.append({"type": "input_text", "text": text})
+        await self.send({"type": "conversation.item.create", "item": {"role": "user", "content": content}})
         await self.send({"type": "response.create"})
         return await self.collect_turn(result, timeout=timeout)
+
+    async def upload_image(self, path: Path) -> str:
+        """``POST /v1/images`` on the same server; returns the ``image_id``."""
+        import httpx
+
+        base = http_base(self.url)
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            data = await asyncio.to_thread(path.read_bytes)
+            res = await http.post("/v1/images", files={"file": (path.name, data)})
+        if res.status_code != 201:
+            raise RuntimeError(f"upload refused ({res.status_code}): {res.text}")
+        return str(res.json()["image_id"])
+
+
+def http_base(ws_url: str) -> str:
+    """``ws://host:port/v1/realtime`` -> ``http://host:port``."""
+    scheme, rest = ws_url.split("://", 1)
+    return ("https" if scheme == "wss" else "http") + "://" + rest.split("/", 1)[0]
 
 
 def write_wav(path: Path, pcm16: bytes, rate: int) -> None:

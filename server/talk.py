@@ -76,9 +76,6 @@ async def _microphone_turn(client: TalkClient) -> TurnResult:
 
 async def run_talk(*, url: str, wav: Path | None, text: str | None, image: Path | None, fast: bool,
                    push_to_talk: bool, as_json: bool, save_audio: Path | None, no_audio: bool) -> int:
-    if image is not None:
-        console.print("[red]photo lookup is not available yet (issue #3)[/red]")
-        return 2
     show = _printer(as_json)
     try:
         async with TalkClient(url, on_event=show) as client:
@@ -89,7 +86,22 @@ async def run_talk(*, url: str, wav: Path | None, text: str | None, image: Path 
                 update["modalities"] = ["text"]
             if update:
                 await client.update(**update)
-            if text is not None:
+            image_id = None
+            if image is not None:
+                try:
+                    image_id = await client.upload_image(image)
+                except RuntimeError as err:
+                    console.print(f"[red]{err}[/red]")
+                    return 2
+            if image_id is not None and wav is not None:
+                # Photo plus spoken words: the photo waits for the next voice turn ("like this but in blue").
+                await client.send({"type": "conversation.item.create",
+                                   "item": {"content": [{"type": "input_image", "image_id": image_id}]}})
+                await client.recv_event()
+                result = await client.say_wav(wav, realtime=not fast, push_to_talk=push_to_talk)
+            elif image_id is not None:
+                result = await client.ask_text(text or "", image_id=image_id)
+            elif text is not None:
                 result = await client.ask_text(text)
             elif wav is not None:
                 result = await client.say_wav(wav, realtime=not fast, push_to_talk=push_to_talk)
