@@ -60,3 +60,15 @@ def machine() -> dict[str, Any]:
 def write_results(path: Path, results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def shared_data_dir() -> Path:
+    """Real data for tests and benchmarks (never copied into the project): ``$SHOPTALK_SHARED_DATA``, else
+    ``../shared/data`` beside the checkout, else ``/work/shared/data``."""
+    import os
+
+    env = os.environ.get("SHOPTALK_SHARED_DATA")
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return beside if beside.is_dir() else Path("/work/shared/data")

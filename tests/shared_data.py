@@ -1,22 +1,7 @@
-"""Where the shared real data lives (never copied into the project): ``$SHOPTALK_SHARED_DATA``, else
-``../shared/data`` beside the checkout, else ``/work/shared/data``.  Tests that need it skip when it is absent."""
+"""Where the shared real data lives (see ``bench.common.shared_data_dir``); tests that need it skip when absent."""
 
-from __future__ import annotations
+from bench.common import shared_data_dir
 
-import os
-from pathlib import Path
-
-
-def _find() -> Path:
-    env = os.environ.get("SHOPTALK_SHARED_DATA")
-    if env:
-        return Path(env)
-    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if beside.is_dir():
-        return beside
-    return Path("/work/shared/data")
-
-
-SHARED_DATA = _find()
+SHARED_DATA = shared_data_dir()
 SPEECH_DIR = SHARED_DATA / "speech"
 LUMA_DIR = SHARED_DATA / "luma-dev"

@@ -1,0 +1,344 @@
+"""LiT alignment of the offline model: train the projection heads on a catalog, towers frozen.
+
+Two losses, both over features of the frozen towers computed once and cached:
+
+* text↔image: symmetric InfoNCE where every pair sharing a label (the same product) counts as a positive;
+* image↔image (instance discrimination): two phone-style views of the same catalog photo are positives.  A
+  merchant's catalog is known at index time, so training on its own photos is fair; this is what makes photo lookup
+  robust to crops, rotations, colour casts, blur, JPEG and busy backgrounds.
+
+With ``unlock_conv_head`` the image side also trains the trunk's last 1x1 conv (320→1280) and its BN affine, on
+top of the cached stem+blocks features; everything below stays frozen.  The checkpoint holds only the trained
+parameters, the model's ``LitConfig``, this ``AlignConfig`` and the metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from vision.augment import phone_style
+from vision.cache import EmbeddingCache
+from vision.encoder import ImageTextEncoder, file_sha256, view_seed
+from vision.registry import CHECKPOINT_FORMAT, DEFAULT_MODEL, create_encoder
+from vision.towers import lit_trainable
+
+log = logging.getLogger(__name__)
+
+_FEATURE_CHUNK = 32  # images decoded + augmented + encoded per step of the feature-caching loop
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Options of one ``align`` run (stored in the checkpoint).
+
+    Attributes:
+        epochs: passes over the training text–image pairs.
+        lr: AdamW learning rate of the heads.
+        batch_size: text–image pairs per step.
+        temperature_init: initial softmax temperature (logit scale = 1 / temperature, learned).
+        seed: seeds the split, the augmentation draws and the head initialisation order.
+        weight_decay: AdamW weight decay.
+        eval_fraction: share of labels held out of the text–image loss for the metrics.
+        image_views: phone-style views cached per photo for training (0 turns the image loss off).
+        image_weight: weight of the image↔image loss.
+        image_temperature: fixed temperature of the image↔image loss.
+        image_batch: photos per image↔image step (two views each).
+        adapt_all_images: also use the held-out labels' photos (not their texts) in the image↔image loss; right for
+            a merchant, who indexes exactly these photos.
+        unlock_conv_head: also train the trunk's last 1x1 conv and its BN affine.
+        conv_head_lr_scale: learning-rate factor for those pretrained layers.
+    """
+
+    epochs: int = 30
+    lr: float = 2e-3
+    batch_size: int = 128
+    temperature_init: float = 0.07
+    seed: int = 0
+    weight_decay: float = 1e-4
+    eval_fraction: float = 0.2
+    image_views: int = 6
+    image_weight: float = 1.0
+    image_temperature: float = 0.1
+    image_batch: int = 64
+    adapt_all_images: bool = True
+    unlock_conv_head: bool = True
+    conv_head_lr_scale: float = 0.1
+
+
+def _text_key(text: str, context_length: int) -> str:
+    return f"minilm-L6|{context_length}|{hashlib.sha256(text.encode()).hexdigest()}"
+
+
+def _body_key(sha: str, view: int, seed: int) -> str:
+    return f"lite0-body|{sha}|main" if view == 0 else f"lite0-body|{sha}|s{seed}v{view}"
+
+
+def cache_body_features(
+    enc: ImageTextEncoder,
+    paths: Sequence[Path],
+    n_views: int,
+    seed: int,
+    cache: EmbeddingCache | None,
+    progress: bool = False,
+    desc: str = "tower features",
+) -> torch.Tensor:
+    """Frozen body features of each photo (view 0) and ``n_views - 1`` phone-style views → [n, n_views, 320, 7, 7].
+
+    Stored float16 in ``cache``, keyed by content hash, view and seed: the towers are frozen, so any head or
+    checkpoint reuses them.
+    """
+    with ThreadPoolExecutor(4) as pool:
+        shas = list(pool.map(file_sha256, paths))
+    jobs = [(i, v) for i in range(len(paths)) for v in range(n_views)]
+    keys = [_body_key(shas[i], v, seed) for i, v in jobs]
+    found = cache.get_many(keys) if cache is not None else {}
+    todo = [j for j, k in enumerate(keys) if k not in found]
+    bar = _progress(len(todo), desc) if progress and todo else None
+
+    def render(job: tuple[int, int]) -> torch.Tensor:
+        i, v = job
+        with Image.open(paths[i]) as im:
+            img = im.convert("RGB")
+        if v:
+            img = phone_style(img, np.random.default_rng(view_seed(shas[i], v, seed)))
+        return enc.preprocess(img)
+
+    with ThreadPoolExecutor(2) as pool:
+        for c in range(0, len(todo), _FEATURE_CHUNK):
+            chunk = todo[c : c + _FEATURE_CHUNK]
+            pixels = torch.stack(list(pool.map(render, [jobs[j] for j in chunk])))
+            body = enc.image_body(pixels).half().numpy()
+            new = {keys[j]: body[n] for n, j in enumerate(chunk)}
+            if cache is not None:
+                cache.put_many(new)
+            found.update(new)
+            if bar is not None:
+                bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    stacked = np.stack([found[k] for k in keys]).reshape(len(paths), n_views, *found[keys[0]].shape)
+    return torch.from_numpy(stacked)
+
+
+def cache_text_features(
+    enc: ImageTextEncoder, texts: Sequence[str], cache: EmbeddingCache | None
+) -> torch.Tensor:
+    """Frozen MiniLM features [n, 384], cached by text hash."""
+    ctx = int(enc.config.get("context_length", 0))
+    keys = [_text_key(t, ctx) for t in texts]
+    found = cache.get_many(keys) if cache is not None else {}
+    todo = sorted({k: i for i, k in enumerate(keys) if k not in found}.values())
+    if todo:
+        feats = enc.text_features([texts[i] for i in todo]).numpy()
+        new = {keys[i]: f for i, f in zip(todo, feats, strict=True)}
+        if cache is not None:
+            cache.put_many(new)
+        found.update(new)
+    return torch.from_numpy(np.stack([found[k] for k in keys]).astype(np.float32))
+
+
+def _progress(total: int, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img")
+
+
+def multi_positive_nce(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE where ``pos[i, j]`` marks every positive of row i (and column j).
+
+    Per row: ``-log(sum_pos softmax)``; the mean of the row- and column-wise losses.
+    """
+    neg_inf = torch.finfo(logits.dtype).min
+    rows = torch.logsumexp(logits.masked_fill(~pos, neg_inf), 1) - torch.logsumexp(logits, 1)
+    cols = torch.logsumexp(logits.masked_fill(~pos, neg_inf), 0) - torch.logsumexp(logits, 0)
+    return -(rows.mean() + cols.mean()) / 2
+
+
+@torch.no_grad()
+def _metrics(
+    enc: ImageTextEncoder,
+    body: torch.Tensor,
+    img_labels: np.ndarray,
+    text_feats: torch.Tensor,
+    text_labels: np.ndarray,
+    eval_labels: set[int],
+) -> dict[str, float]:
+    """Text→image hit@1 / recall@10 on held-out labels; photo→photo top-1 of the held-out view."""
+    out: dict[str, float] = {}
+    clean = nn.functional.normalize(enc.image_from_body(body[:, 0].float()), dim=-1)
+    img_idx = np.array([i for i, lab in enumerate(img_labels) if lab in eval_labels])
+    txt_idx = np.array([i for i, lab in enumerate(text_labels) if lab in eval_labels])
+    if len(img_idx) and len(txt_idx):
+        t = nn.functional.normalize(enc.text_from_features(text_feats[txt_idx]), dim=-1)
+        ranks = (t @ clean[img_idx].T).argsort(dim=1, descending=True).numpy()
+        hit = img_labels[img_idx][ranks] == text_labels[txt_idx][:, None]
+        out["eval_text_image_hit1"] = float(hit[:, 0].mean())
+        out["eval_text_image_recall10"] = float(hit[:, :10].any(1).mean())
+    held = nn.functional.normalize(enc.image_from_body(body[:, -1].float()), dim=-1)
+    top = (held @ clean.T).argmax(1).numpy()
+    out["heldout_view_image_top1"] = float((img_labels[top] == img_labels).mean())
+    return out
+
+
+def align(
+    pairs: Sequence[tuple[Path, str, str]],
+    *,
+    base: str = DEFAULT_MODEL,
+    out: Path,
+    cache_dir: Path | None = None,
+    config: AlignConfig | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the projection heads of ``base`` on ``(image_path, text, label)`` pairs and write a checkpoint.
+
+    Pairs with the same label are the same product: they are all positives of each other.  Load the result with
+    ``create_encoder(base, checkpoint=out)`` (``aligned=True``).
+
+    Args:
+        pairs: catalog pairs; an image may appear in several pairs (title, description, attributes...).
+        base: registry name of a LiT model.
+        out: checkpoint path to write.
+        cache_dir: where frozen tower features are cached (``align_features.sqlite``); None caches nothing.
+        config: training options.
+        progress: show progress bars.
+
+    Returns:
+        ``out``.
+    """
+    cfg = config or AlignConfig()
+    if not pairs:
+        raise ValueError("align needs at least one (image, text, label) pair")
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    enc = create_encoder(base, device="auto")
+    if not enc.is_lit:
+        raise ValueError(f"align trains LiT heads; {base} is not a LiT model")
+    cache = EmbeddingCache(Path(cache_dir) / "align_features.sqlite") if cache_dir is not None else None
+
+    label_ids = {lab: n for n, lab in enumerate(dict.fromkeys(p[2] for p in pairs))}
+    paths = list(dict.fromkeys(Path(p[0]) for p in pairs))
+    path_idx = {p: n for n, p in enumerate(paths)}
+    img_labels = np.full(len(paths), -1)
+    for p, _, lab in pairs:
+        if img_labels[path_idx[Path(p)]] < 0:
+            img_labels[path_idx[Path(p)]] = label_ids[lab]
+    texts = [p[1] for p in pairs]
+    text_labels = np.array([label_ids[p[2]] for p in pairs])
+    text_img = np.array([path_idx[Path(p[0])] for p in pairs])
+
+    # views: 0 = the photo, 1..image_views = training views, last = held-out view for the metric
+    n_views = cfg.image_views + 2
+    body = cache_body_features(enc, paths, n_views, cfg.seed, cache, progress, "align: tower features")
+    text_feats = cache_text_features(enc, texts, cache)
+    t_features = time.perf_counter() - t0
+
+    rng = np.random.default_rng(cfg.seed)
+    labels = np.arange(len(label_ids))
+    n_eval = int(round(cfg.eval_fraction * len(labels))) if len(labels) > 1 else 0
+    eval_labels = set(rng.permutation(labels)[:n_eval].tolist())
+    train_pairs = np.array([i for i, lab in enumerate(text_labels) if lab not in eval_labels])
+    train_imgs = np.array([i for i, lab in enumerate(img_labels) if cfg.adapt_all_images or lab not in eval_labels])
+
+    with torch.no_grad():
+        enc.model.logit_scale.fill_(math.log(1.0 / cfg.temperature_init))
+    params = lit_trainable(enc.model, unlock_conv_head=cfg.unlock_conv_head)
+    for param in params.values():
+        param.requires_grad_(True)
+    slow = [p for n, p in params.items() if n.startswith(("visual.trunk.conv_head", "visual.trunk.bn2"))]
+    fast = [p for n, p in params.items() if not n.startswith(("visual.trunk.conv_head", "visual.trunk.bn2"))]
+    groups: list[dict[str, Any]] = [{"params": fast}, {"params": slow, "lr": cfg.lr * cfg.conv_head_lr_scale}]
+    opt = torch.optim.AdamW(
+        groups,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
+    before = _metrics(enc, body, img_labels, text_feats, text_labels, eval_labels)
+    steps_per_epoch = max(1, math.ceil(len(train_pairs) / cfg.batch_size))
+    total = cfg.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[cfg.lr, cfg.lr * cfg.conv_head_lr_scale], total_steps=total, pct_start=0.1
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t_train = time.perf_counter()
+    bar = _progress(total, "align: training") if progress else None
+    if bar is not None:
+        bar.unit = "step"
+    last: dict[str, torch.Tensor] = {}
+    for _epoch in range(cfg.epochs):
+        order = train_pairs[torch.randperm(len(train_pairs), generator=gen).numpy()] if len(train_pairs) else []
+        for s in range(steps_per_epoch):
+            loss = torch.zeros(())
+            batch = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+            if len(batch) > 1:
+                views = torch.randint(0, cfg.image_views + 1, (len(batch),), generator=gen)
+                img = enc.image_from_body(body[text_img[batch], views].float())
+                txt = enc.text_from_features(text_feats[batch])
+                img, txt = nn.functional.normalize(img, dim=-1), nn.functional.normalize(txt, dim=-1)
+                scale = enc.model.logit_scale.clamp(max=math.log(100.0)).exp()
+                tl = torch.from_numpy(text_labels[batch])
+                last["text_loss"] = (ti := multi_positive_nce(scale * img @ txt.T, tl[:, None] == tl[None]))
+                loss = loss + ti
+            if cfg.image_views and cfg.image_weight > 0 and len(train_imgs) > 1:
+                pick = train_imgs[torch.randperm(len(train_imgs), generator=gen)[: cfg.image_batch].numpy()]
+                v1 = torch.randint(0, cfg.image_views + 1, (len(pick),), generator=gen)
+                v2 = (v1 + torch.randint(1, cfg.image_views + 1, (len(pick),), generator=gen)) % (cfg.image_views + 1)
+                z1 = nn.functional.normalize(enc.image_from_body(body[pick, v1].float()), dim=-1)
+                z2 = nn.functional.normalize(enc.image_from_body(body[pick, v2].float()), dim=-1)
+                il = torch.from_numpy(img_labels[pick])
+                ii = multi_positive_nce(z1 @ z2.T / cfg.image_temperature, il[:, None] == il[None])
+                last["image_loss"] = ii
+                loss = loss + cfg.image_weight * ii
+            opt.zero_grad(set_to_none=True)
+            if loss.requires_grad:
+                loss.backward()
+                opt.step()
+            sched.step()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in last.items()})
+    if bar is not None:
+        bar.close()
+    train_s = time.perf_counter() - t_train
+    for param in params.values():
+        param.requires_grad_(False)
+    after = _metrics(enc, body, img_labels, text_feats, text_labels, eval_labels)
+    metrics: dict[str, Any] = {
+        "before": before,
+        "after": after,
+        "final_losses": {k: float(v.detach()) for k, v in last.items()},
+        "n_pairs": len(pairs),
+        "n_images": len(paths),
+        "n_labels": len(label_ids),
+        "n_eval_labels": len(eval_labels),
+        "feature_seconds": round(t_features, 2),
+        "train_seconds": round(train_s, 2),
+        "steps": total,
+    }
+    log.info("align: %s", metrics)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "base": base,
+        "model_config": {k: v for k, v in enc.config.items() if k != "lit"},
+        "align_config": asdict(cfg),
+        "metrics": metrics,
+        "state_dict": {n: v.detach().cpu().clone() for n, v in params.items()},
+    }
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(out)  # atomic: a reader never sees half a checkpoint
+    return out
