@@ -87,7 +87,8 @@ class Brain:
         self, text: str, k: int | None = None, image_id: str | None = None
     ) -> tuple[SearchQuery, list[ProductHit]]:
         """Text search, photo search, or photo refined by words ("like this but in blue, under $40")."""
-        query = replace(parse_query(text), k=k or self.options.k)
+        # The searcher's vocabulary (the catalog's brands and categories) lets the parser find those slots too.
+        query = replace(parse_query(text, getattr(self.searcher, "vocab", None)), k=k or self.options.k)
         if image_id is not None:
             if self.photos is None or self.images is None:
                 raise SearchError("photo search is not available on this server", code="photo_search_unavailable")

@@ -1,32 +1,22 @@
-"""Product search: a slot parser for spoken queries and an embedding searcher with hard filters.
+"""Product queries: the `SearchQuery` model, a slot parser for spoken requests, and the `ProductHit` result.
 
-`parse_query` turns "black hoodie under fifty dollars" into ``SearchQuery(text="black hoodie", max_price=50.0,
-color="black")``. `EmbeddingSearcher` keeps only the products that pass every filter (price, colour, size, and the
-category the query names, such as "hoodie" or "running shoes"), then ranks them by cosine similarity between the
-query and each product's `Product.search_text` (MiniLM). Filters are hard: a result over ``max_price`` is never
-returned.
+`parse_query` turns "men's black hoodie under fifty dollars" into ``SearchQuery(text="black hoodie",
+max_price=50.0, color="black", gender="men")``; given the catalog's `QueryVocab` it also recognises brands and
+categories. Searchers (`assistant.retrieval.HybridRetriever`, and `EmbeddingSearcher`, its text-only form, still
+importable from here) apply every filter hard: a result over ``max_price`` is never returned.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from assistant.catalog import Catalog, Product
-from ranking.index import VectorIndex
-from ranking.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
-
-DIVERSITY_POOL = 4  # candidates fetched per wanted hit, so colourways of one model do not crowd out others
-DEFAULT_MIN_SCORE = (
-    0.2  # "red running shoes": a red running shoe 0.63, hiking boots 0.36, a coffee maker -0.01
-)
 
 # --- vocabularies ----------------------------------------------------------------------------------------------
 
@@ -229,6 +219,9 @@ class SearchQuery:
         min_price: Lower price limit, inclusive.
         color: Required colour (canonical lower-case name, e.g. ``black``).
         size: Required size (canonical, e.g. ``M`` or ``9.5``).
+        category: Required category: a word the shopper used for it ("hoodie", "running shoe") or a category path.
+        brand: Required brand, as the catalog spells it.
+        gender: Required department: ``men``, ``women`` or ``kids`` (unisex products match all three).
     """
 
     text: str
@@ -237,6 +230,25 @@ class SearchQuery:
     min_price: float | None = None
     color: str | None = None
     size: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    gender: str | None = None
+
+    @property
+    def has_filters(self) -> bool:
+        """Whether any hard filter is set."""
+        return any(
+            v is not None
+            for v in (
+                self.max_price,
+                self.min_price,
+                self.color,
+                self.size,
+                self.category,
+                self.brand,
+                self.gender,
+            )
+        )
 
 
 def _amount(m: re.Match[str], name: str) -> float:
@@ -245,16 +257,133 @@ def _amount(m: re.Match[str], name: str) -> float:
     return float(f"{whole}.{cents}") if cents and "." not in whole else float(whole)
 
 
-def parse_query(text: str) -> SearchQuery:
+# --- catalog vocabulary: categories, brands, departments -----------------------------------------------------
+
+GENDERS = ("men", "women", "kids")
+_GENDER_RE = re.compile(
+    r"\b(?:for\s+(?:a\s+|the\s+)?)?(?P<g>men'?s|man'?s|men|man|male|gents|guys|women'?s|woman'?s|women|woman|"
+    r"ladies|lady'?s|female|girls'?|girl'?s|girl|boys'?|boy'?s|boy|kids'?|kid'?s|kid|children'?s|children|youth)"
+    r"(?=\s|$)"
+)
+_GENDER_WORDS: dict[str, str] = {
+    "men": "men", "man": "men", "male": "men", "gent": "men", "guy": "men",
+    "women": "women", "woman": "women", "ladie": "women", "lady": "women", "female": "women",
+    "girl": "kids", "boy": "kids", "kid": "kids", "children": "kids", "youth": "kids",
+}  # fmt: skip
+
+
+def canonical_gender(word: str) -> str | None:
+    """``men``, ``women`` or ``kids`` for a department word ("Men's", "ladies", "Boys"); None for others (unisex)."""
+    key = word.strip().lower().replace("'", "")
+    return _GENDER_WORDS.get(key) or (_GENDER_WORDS.get(key[:-1]) if key.endswith("s") else None)
+
+
+def _singular(word: str) -> str:
+    if len(word) > 3 and re.search(r"(ss|sh|ch|x)es$", word):
+        return word[:-2]
+    if len(word) > 2 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def term_text(text: str) -> str:
+    """Lower-case, punctuation-free, singularised words, space-padded for substring matching."""
+    words = re.findall(r"[a-z0-9]+", text.lower().replace("'s", ""))
+    return " " + " ".join(_singular(w) for w in words) + " "
+
+
+@dataclass(frozen=True)
+class QueryVocab:
+    """Words a catalog gives meaning to: its category terms and brand names.
+
+    Attributes:
+        category_terms: A word or phrase a shopper may say ("hoodie", "running shoe", "shoe") to the category paths
+            it names. Department segments ("Men", "Women") are left out: they are the gender filter.
+        brands: Lower-case brand name to the brand as the catalog spells it.
+    """
+
+    category_terms: dict[str, frozenset[str]]
+    brands: dict[str, str]
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog) -> QueryVocab:
+        """The vocabulary of the catalog's shoppable products."""
+        products = catalog.parents()
+        return cls.from_products(products)
+
+    @classmethod
+    def from_products(cls, products: Iterable[Product]) -> QueryVocab:
+        """The vocabulary of these products (categories and brands)."""
+        terms: dict[str, set[str]] = {}
+        brands: dict[str, str] = {}
+        paths: set[str] = set()
+        for product in products:
+            paths.update(product.categories or (product.category,))
+            if product.brand:
+                brands.setdefault(" ".join(product.brand.lower().split()), product.brand)
+        for path in paths:
+            for segment in (s for s in path.split("/") if s.strip()):
+                if canonical_gender(segment) is not None:
+                    continue
+                for part in re.split(r"\s*(?:&|,|\band\b)\s*", segment):
+                    term = term_text(part).strip()
+                    if not term:
+                        continue
+                    terms.setdefault(term, set()).add(path)
+                    head = term.rsplit(" ", 1)[-1]
+                    if head != term and len(head) > 2:
+                        terms.setdefault(head, set()).add(path)
+        return cls({t: frozenset(p) for t, p in terms.items()}, brands)
+
+    def category_term(self, text: str) -> str | None:
+        """The longest category term in `text`, or None."""
+        padded = term_text(text)
+        found = [t for t in self.category_terms if f" {t} " in padded]
+        return max(found, key=lambda t: (len(t), t)) if found else None
+
+    def categories_for(self, text: str) -> set[str] | None:
+        """Category paths that `text` names (intersected over the terms it uses), or None for no restriction.
+
+        `text` may also be a category path itself (``Men/Tops/Hoodies``), which names that path and those under it.
+        """
+        if "/" in text:
+            prefix = text.strip().strip("/").lower()
+            paths = {
+                p
+                for ps in self.category_terms.values()
+                for p in ps
+                if p.lower() == prefix or p.lower().startswith(prefix + "/")
+            }
+            if paths:
+                return paths
+        padded = term_text(text)
+        matched = [set(paths) for term, paths in self.category_terms.items() if f" {term} " in padded]
+        if not matched:
+            return None
+        common = set.intersection(*matched)
+        return common or set.union(*matched)
+
+    def brand_in(self, text: str) -> tuple[str, re.Match[str]] | None:
+        """The longest catalog brand named in `text` (lower case), with its match."""
+        for key in sorted(self.brands, key=len, reverse=True):
+            if m := re.search(rf"(?<![a-z0-9]){re.escape(key)}(?:'s)?(?![a-z0-9])", text):
+                return self.brands[key], m
+        return None
+
+
+def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
     """Parse a spoken or typed request into a `SearchQuery`.
 
     Understands prices ("under fifty dollars", "under $50", "less than 40", "below 30 bucks", "between 20 and 40
     dollars", "over 100", numbers in words up to the thousands), colours from `COLOR_SYNONYMS`, and sizes
-    (XS..XXL, "small/medium/large", "size 9", "size nine and a half"). The remaining words, without leading
-    fillers such as "show me", become `SearchQuery.text`.
+    (XS..XXL, "small/medium/large", "size 9", "size nine and a half"), departments ("men's", "for women", "kids")
+    and, given the catalog's `vocab`, brands and categories. Prices, sizes, departments and brands leave the text;
+    colours and categories stay in it (they describe the item). The remaining words, without leading fillers such
+    as "show me", become `SearchQuery.text`.
 
     Args:
         text: The request, e.g. an ASR transcript.
+        vocab: The catalog's vocabulary; without it no brand or category is recognised.
 
     Returns:
         The parsed query.
@@ -283,6 +412,16 @@ def parse_query(text: str) -> SearchQuery:
     elif m := _SIZE_WORD_RE.search(norm):
         size = canonical_size(next(g for g in m.groups() if g))
         norm = norm[: m.start()] + " " + norm[m.end() :]
+    gender = None
+    if m := _GENDER_RE.search(norm):
+        gender = canonical_gender(m["g"])
+        norm = norm[: m.start()] + " " + norm[m.end() :]
+    brand = category = None
+    if vocab is not None:
+        if found := vocab.brand_in(norm):
+            brand, m = found
+            norm = norm[: m.start()] + " " + norm[m.end() :]
+        category = vocab.category_term(norm)
     color = canonical_color(m[1]) if (m := _COLOR_RE.search(norm)) else None
     cleaned = _FILLER_RE.sub("", " ".join(norm.split()))
     cleaned = re.sub(r"\s+(?:please|thanks|thank you)$", "", cleaned).strip()
@@ -292,10 +431,13 @@ def parse_query(text: str) -> SearchQuery:
         min_price=min_price,
         color=color,
         size=size,
+        category=category,
+        brand=brand,
+        gender=gender,
     )
 
 
-# --- searching ---------------------------------------------------------------------------------------------------
+# --- results -----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -326,218 +468,11 @@ class ProductSearcher(Protocol):
     def search(self, query: SearchQuery) -> list[ProductHit]: ...
 
 
-def _singular(word: str) -> str:
-    if len(word) > 3 and re.search(r"(ss|sh|ch|x)es$", word):
-        return word[:-2]
-    if len(word) > 2 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
+def __getattr__(name: str) -> Any:
+    # EmbeddingSearcher lives in assistant.retrieval (it is the text-only HybridRetriever); imported lazily because
+    # assistant.retrieval imports this module.
+    if name == "EmbeddingSearcher":
+        from assistant.retrieval import EmbeddingSearcher
 
-
-def _term_text(text: str) -> str:
-    """Lower-case, punctuation-free, singularised words, space-padded for substring matching."""
-    words = re.findall(r"[a-z0-9]+", text.lower().replace("'s", ""))
-    return " " + " ".join(_singular(w) for w in words) + " "
-
-
-@dataclass
-class _Entry:
-    product: Product
-    colors: frozenset[str]
-    sizes: frozenset[str]
-    variants: list[tuple[Product, frozenset[str], frozenset[str]]] = field(default_factory=list)
-
-
-def _colors_of(p: Product) -> frozenset[str]:
-    return frozenset(canonical_color(c) for c in p.colors())
-
-
-def _sizes_of(p: Product) -> frozenset[str]:
-    return frozenset(canonical_size(s) for s in p.sizes())
-
-
-def _model_key(product: Product) -> str:
-    """Products that differ only by a " — colour" title suffix are colourways of one model."""
-    return re.split(r"\s+[—–]\s+", product.title, maxsplit=1)[0].strip().lower()
-
-
-def _diversify(ranked: list[tuple[str, float]], k: int, key: Callable[[str], str]) -> list[tuple[str, float]]:
-    """The best `k` of `ranked`, taking one per model first, then filling with the rest in score order."""
-    seen: set[str] = set()
-    first: list[tuple[str, float]] = []
-    rest: list[tuple[str, float]] = []
-    for pid, score in ranked:
-        (rest if key(pid) in seen else first).append((pid, score))
-        seen.add(key(pid))
-    picked = first[:k]
-    picked += rest[: k - len(picked)]
-    return sorted(picked, key=lambda item: -item[1])
-
-
-def _money(value: float) -> str:
-    return f"${value:,.0f}" if float(value).is_integer() else f"${value:,.2f}"
-
-
-class EmbeddingSearcher:
-    """Semantic product search over MiniLM embeddings of `Product.search_text`, with hard filters.
-
-    The index covers the shoppable products (`Catalog.parents`); for variant catalogs a hit carries the cheapest
-    variant that matches the requested colour/size/price.
-
-    Args:
-        catalog: The catalog.
-        encoder: Text encoder for products and queries.
-        cache_dir: If given, the index is saved to / loaded from
-            ``cache_dir/text-index-<catalog content hash>.npz``.
-        min_score: Hits less similar than this are dropped (MiniLM cosine: unrelated products score below ~0.2).
-    """
-
-    def __init__(
-        self,
-        catalog: Catalog,
-        encoder: TextEncoder,
-        cache_dir: Path | None = None,
-        *,
-        min_score: float = DEFAULT_MIN_SCORE,
-    ) -> None:
-        self.catalog = catalog
-        self.min_score = min_score
-        self.encoder = encoder
-        self._entries: dict[str, _Entry] = {}
-        for product in catalog.parents():
-            entry = _Entry(product, _colors_of(product), _sizes_of(product))
-            entry.variants = [(v, _colors_of(v), _sizes_of(v)) for v in catalog.variants_of(product.id)]
-            self._entries[product.id] = entry
-        self._category_terms = self._build_category_terms(e.product.category for e in self._entries.values())
-        self.index = self._load_or_build(cache_dir)
-
-    def _load_or_build(self, cache_dir: Path | None) -> VectorIndex:
-        meta = {"encoder": self.encoder.model_path, "catalog": self.catalog.content_hash()}
-        path = Path(cache_dir) / f"text-index-{meta['catalog']}.npz" if cache_dir is not None else None
-        if path is not None and path.is_file():
-            try:
-                index = VectorIndex.load(path)
-                if index.metadata.get("encoder") == meta["encoder"] and set(index.ids) == set(self._entries):
-                    log.info("loaded text index of %d products from %s", len(index), path)
-                    return index
-                log.info("text index %s is stale; rebuilding", path)
-            except ValueError as err:
-                log.warning("ignoring unreadable text index %s: %s", path, err)
-        start = time.perf_counter()
-        ids = list(self._entries)
-        vectors = self.encoder.encode([self._entries[i].product.search_text() for i in ids])
-        index = VectorIndex(dim=self.encoder.dim, metadata=meta)
-        index.add(ids, vectors)
-        log.info("built text index of %d products in %.2f s", len(ids), time.perf_counter() - start)
-        if path is not None:
-            index.save(path)
-        return index
-
-    @staticmethod
-    def _build_category_terms(categories: Iterable[str]) -> dict[str, set[str]]:
-        """Map words a shopper may say ("hoodie", "running shoe", "shoe", "men") to the category paths they name."""
-        terms: dict[str, set[str]] = {}
-        for path in set(categories):
-            segments = [s for s in path.split("/") if s.strip()]
-            for segment in segments:
-                for part in re.split(r"\s*(?:&|,|\band\b)\s*", segment):
-                    term = _term_text(part).strip()
-                    if not term:
-                        continue
-                    terms.setdefault(term, set()).add(path)
-                    head = term.rsplit(" ", 1)[-1]
-                    if head != term and len(head) > 2:
-                        terms.setdefault(head, set()).add(path)
-        return terms
-
-    def categories_for(self, text: str) -> set[str] | None:
-        """Category paths the query names (intersected over the words that name them), or None for no restriction."""
-        padded = _term_text(text)
-        matched = [paths for term, paths in self._category_terms.items() if f" {term} " in padded]
-        if not matched:
-            return None
-        common = set.intersection(*matched)
-        return common or set.union(*matched)
-
-    def _match(self, entry: _Entry, query: SearchQuery) -> tuple[bool, Product | None]:
-        """Whether an entry passes the filters, and the variant that does (for variant parents)."""
-        color = canonical_color(query.color) if query.color else None
-        size = canonical_size(query.size) if query.size else None
-
-        def price_ok(price: float) -> bool:
-            return (query.max_price is None or price <= query.max_price + 1e-9) and (
-                query.min_price is None or price >= query.min_price - 1e-9
-            )
-
-        if not entry.variants:
-            ok = (
-                (color is None or color in entry.colors)
-                and (size is None or size in entry.sizes)
-                and price_ok(entry.product.price)
-            )
-            return ok, None
-        filtered = color is not None or size is not None
-        if not filtered and price_ok(entry.product.price):
-            return True, None
-        eligible = [
-            v
-            for v, vc, vs in entry.variants
-            if (color is None or color in vc) and (size is None or size in vs) and price_ok(v.price)
-        ]
-        if not eligible:
-            return False, None
-        return True, min(eligible, key=lambda v: (v.price, v.id))
-
-    def search(self, query: SearchQuery) -> list[ProductHit]:
-        """Rank the products that pass every filter of `query` by similarity to its text.
-
-        Args:
-            query: The query; `SearchQuery.k` bounds the number of hits.
-
-        Returns:
-            Hits, best first; every hit satisfies the price, colour and size filters.
-        """
-        if query.k <= 0:
-            return []
-        categories = self.categories_for(query.text)
-        allowed: set[str] = set()
-        variants: dict[str, Product | None] = {}
-        for pid, entry in self._entries.items():
-            if categories is not None and entry.product.category not in categories:
-                continue
-            ok, variant = self._match(entry, query)
-            if ok:
-                allowed.add(pid)
-                variants[pid] = variant
-        if not allowed:
-            return []
-        qvec = self.encoder.encode_query(query.text)
-        ranked = [
-            (pid, score)
-            for pid, score in self.index.search(qvec, query.k * DIVERSITY_POOL, allowed=allowed)
-            if score >= self.min_score
-        ]
-        hits = []
-        for pid, score in _diversify(ranked, query.k, key=lambda pid: _model_key(self._entries[pid].product)):
-            product = self._entries[pid].product
-            hit = ProductHit(product, score, "", variants[pid])
-            hits.append(ProductHit(product, score, self._reason(query, hit), hit.variant))
-        return hits
-
-    @staticmethod
-    def _reason(query: SearchQuery, hit: ProductHit) -> str:
-        parts = [f"matches '{query.text}'"]
-        if query.color:
-            parts.append(canonical_color(query.color))
-        if query.size:
-            parts.append(f"size {canonical_size(query.size)} available")
-        price = _money(hit.price)
-        if query.max_price is not None and query.min_price is not None:
-            parts.append(f"{price} within your {_money(query.min_price)}–{_money(query.max_price)} range")
-        elif query.max_price is not None:
-            parts.append(f"{price} under your {_money(query.max_price)} limit")
-        elif query.min_price is not None:
-            parts.append(f"{price} over your {_money(query.min_price)} minimum")
-        else:
-            parts.append(price)
-        return "; ".join(parts)
+        return EmbeddingSearcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -76,9 +76,10 @@ def load_colourways(luma_dir: Path) -> list[Colourway]:
         imgs = p.get("images") or []
         if not imgs:
             continue
-        g = groups.get(_SUFFIX.sub("", Path(imgs[0]).stem))
-        if g is None or g.title:
+        found = groups.get(_SUFFIX.sub("", Path(imgs[0]).stem))
+        if found is None or found.title:
             continue
+        g = found
         parent = by_id.get(p.get("parent_id") or "", p)
         attrs = p.get("attributes") or {}
         colour = attrs.get("color")

@@ -1,6 +1,6 @@
 """Sentence embeddings for product text and shopper queries (all-MiniLM-L6-v2 by default).
 
-Vectors are float32 and L2-normalised, so cosine similarity is an inner product (`ranking.index.VectorIndex`).
+Vectors are float32 and L2-normalised, so cosine similarity is an inner product (`ranking.index.FaissIndex`).
 The encoder never changes torch's thread count: callers decide (`torch.set_num_threads`).
 """
 

@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
 
+from assistant.catalog_store import default_store
 from server.engines import App, build_app_state
 from server.realtime import serve_realtime
-from server.routes import health, images, search
+from server.routes import catalog, health, images, search
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,13 @@ def create_app(settings: Settings | None = None, *, state: App | None = None) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "shoptalk", None) is None:
             app.state.shoptalk = build_app_state(settings)
+        shared: App = app.state.shoptalk
+        if shared.store is None and shared.settings.catalog is None:
+            # Catalog admin creates the store on first use; the served catalog switches to it then.
+            shared.store = default_store(shared.settings.data_dir)
+        app.state.catalog_store = shared.store
+        app.state.on_catalog_change = shared.reload_catalog
+        app.state.catalog_fetch_urls = shared.settings.fetch_image_urls
         yield
 
     app = FastAPI(title="ShopTalk", version="0.1.0", lifespan=lifespan)
@@ -31,6 +39,7 @@ def create_app(settings: Settings | None = None, *, state: App | None = None) ->
     app.include_router(health.router)
     app.include_router(search.router)
     app.include_router(images.router)
+    app.include_router(catalog.router)
 
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:

@@ -15,7 +15,7 @@ from server.settings import Settings
 
 
 async def _turns(settings: Settings, lines: Iterable[str], as_json: bool) -> None:
-    _, searcher = await asyncio.to_thread(build_search, settings)
+    _, searcher, _ = await asyncio.to_thread(build_search, settings, vision=False)
     brain = Brain(searcher, tts=None, options=BrainOptions(k=settings.search_k))
     for n, line in enumerate(lines):
         text = line.strip()

@@ -20,9 +20,11 @@ app = typer.Typer(help="ShopTalk: a voice and photo shopping assistant.", no_arg
 catalog_app = typer.Typer(help="Catalog management.", no_args_is_help=True)
 models_app = typer.Typer(help="Prepare the packaged models (once, into the data dir).", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (results to bench/results/*.json).", no_args_is_help=True)
+vision_app = typer.Typer(help="The image–text encoder.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
+app.add_typer(vision_app, name="vision")
 
 console = Console(stderr=True)
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Data dir (default: $SHOPTALK_DATA_DIR or ~/.shoptalk).",
@@ -93,25 +95,33 @@ def search(
     k: Annotated[int, typer.Option(help="How many results.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
-    """Search the catalog (no server needed)."""
-    from assistant.catalog import Catalog
-    from assistant.search import EmbeddingSearcher, SearchQuery, parse_query
-    from ranking.text_encoder import TextEncoder
-    from server.engines import catalog_path, configure_threads
+    """Search the catalog (no server needed): words, a photo, or a photo refined by words."""
+    from dataclasses import replace
+
+    from assistant.images import ImageRejected, decode_upload
+    from assistant.search import parse_query
+    from server.engines import build_search
     from server.serialize import product_json
 
+    if image is None and not text:
+        console.print("[red]give --text, --image, or both[/red]")
+        raise typer.Exit(2)
+    photo = None
     if image is not None:
-        console.print("[red]photo search is not available yet (issue #3)[/red]")
-        raise typer.Exit(2)
-    if not text:
-        console.print("[red]--text is required[/red]")
-        raise typer.Exit(2)
+        try:
+            photo = decode_upload(image.read_bytes())
+        except (OSError, ImageRejected) as err:
+            console.print(f"[red]cannot use {image}: {err}[/red]")
+            raise typer.Exit(2) from err
     settings = _settings(data_dir)
-    configure_threads(settings)
-    catalog = Catalog.load_jsonl(catalog_path(settings))
-    searcher = EmbeddingSearcher(catalog, TextEncoder(), cache_dir=settings.data_dir / "index")
-    query = parse_query(text)
-    hits = searcher.search(SearchQuery(**{**query.__dict__, "k": k}))
+    use_vision = photo is not None or settings.aligned_checkpoint.exists()
+    _, retriever, image_encoder = build_search(settings, vision=use_vision)
+    query = replace(parse_query(text or "", retriever.vocab), k=k)
+    if photo is not None:
+        vector = image_encoder.encode_image([photo])[0]
+        hits = retriever.search_image(vector, query if text else None)
+    else:
+        hits = retriever.search(query)
     rows = [product_json(h) for h in hits]
     if as_json:
         print(json.dumps({"products": rows}))
@@ -145,11 +155,11 @@ def catalog_demo(data_dir: DataDir) -> None:
 def catalog_show(data_dir: DataDir) -> None:
     """Print which catalog the server would serve and its size."""
     from assistant.catalog import Catalog
-    from assistant.catalog_store import default_store, store_exists
-    from server.engines import catalog_path
+    from assistant.catalog_store import default_store
+    from server.engines import catalog_path, serves_store
 
     settings = _settings(data_dir)
-    if settings.catalog is None and store_exists(settings.data_dir):
+    if serves_store(settings):
         with default_store(settings.data_dir) as store:
             catalog = store.load_catalog()
             print(json.dumps({"path": str(store.db_path), "products": len(catalog), "version": store.version()}))
@@ -233,6 +243,70 @@ def bench_voice(
     from bench.voice_latency import main as bench_main
 
     bench_main(_settings(data_dir), n_queries=queries, out=out)
+
+
+@vision_app.command("list")
+def vision_list() -> None:
+    """List the image–text encoders (offline default first; CLIP checkpoints need internet)."""
+    from vision import list_models
+
+    for name in list_models():
+        print(name)
+
+
+@vision_app.command("align")
+def vision_align(
+    data_dir: DataDir,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: AlignConfig's).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Retrain even if a checkpoint exists.")] = False,
+) -> None:
+    """Train the projection heads on the served catalog's (photo, text) pairs, towers frozen (LiT)."""
+    from dataclasses import replace
+
+    from assistant.vision_pairs import catalog_pairs
+    from server.engines import configure_threads, load_catalog
+    from vision.align import AlignConfig, align
+
+    settings = _settings(data_dir)
+    out = settings.aligned_checkpoint
+    if out.exists() and not force:
+        console.print(f"aligned heads already at {out} (use --force to retrain)")
+        return
+    configure_threads(settings)
+    pairs = catalog_pairs(load_catalog(settings))
+    if not pairs:
+        console.print("[red]the catalog has no product photos to align on[/red]")
+        raise typer.Exit(2)
+    config = AlignConfig() if epochs is None else replace(AlignConfig(), epochs=epochs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    console.print(f"aligning {settings.vision_model} on {len(pairs)} (photo, text) pairs")
+    align(pairs, base=settings.vision_model, out=out, cache_dir=settings.cache_dir / "vision", config=config,
+          progress=True)
+    console.print(f"aligned heads written to {out}")
+
+
+@bench_app.command("photo")
+def bench_photo(
+    data_dir: DataDir,
+    luma_dir: Annotated[Path | None, typer.Option(help="Real catalog with photos (default: ../shared/data/luma-dev).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A quarter of the catalog.")] = False,
+    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/photo_lookup.json"),
+) -> None:
+    """Photo lookup top-1/top-5 (aligned model, raw tower, pixels) and text→image recall."""
+    from bench.photo_lookup import main as bench_main
+
+    bench_main(_settings(data_dir).cache_dir / "vision", out=out, luma_dir=luma_dir, quick=quick)
+
+
+@bench_app.command("index")
+def bench_index(
+    quick: Annotated[bool, typer.Option("--quick", help="Smaller sizes.")] = False,
+    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/index_scale.json"),
+) -> None:
+    """Vector index at 100k and 1M clustered vectors: build time, memory, latency, recall@10."""
+    from bench.index_scale import main as bench_main
+
+    bench_main(out=out, quick=quick)
 
 
 def main() -> None:

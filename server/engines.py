@@ -1,20 +1,25 @@
-"""Build the shared engines (ASR, VAD, TTS, catalog, search, brain) from ``Settings``, once per process."""
+"""Build the shared engines (catalog, retrieval, vision, ASR, VAD, TTS, brain) from ``Settings``, once per process."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from assistant.catalog import Catalog
+from assistant.catalog_store import CatalogStore, default_store, store_exists
 from assistant.demo_catalog import ensure_demo_catalog
 from assistant.images import ImageStore
 from assistant.pipeline import Brain, BrainOptions
-from assistant.search import EmbeddingSearcher
+from assistant.retrieval import HybridRetriever
+from assistant.search import ProductHit, SearchQuery
 from assistant.session import Engines
 from ranking.text_encoder import TextEncoder
 from server.settings import Settings
@@ -32,19 +37,58 @@ class App:
     settings: Settings
     engines: Engines
     catalog: Catalog
-    searcher: EmbeddingSearcher
+    searcher: Any  # a ProductSearcher; HybridRetriever in production
     tts: TTSEngine | None
     images: ImageStore
+    store: CatalogStore | None = None
+    _reindex_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reload_catalog(self) -> dict[str, int]:
+        """Re-read the catalog store and update the indexes incrementally (after an ingest or a delete)."""
+        if self.store is None:
+            return {}
+        with self._reindex_lock:
+            catalog = self.store.load_catalog()
+            stats: dict[str, int] = {}
+            if hasattr(self.searcher, "update"):
+                stats = self.searcher.update(catalog)
+            self.catalog = catalog
+            return stats
+
+
+class EncoderPhotoSearcher:
+    """Photo lookup: encode the shopper's photo, then image similarity (+ the words' filters and sources)."""
+
+    def __init__(self, encoder: Any, retriever: HybridRetriever) -> None:
+        self.encoder = encoder
+        self.retriever = retriever
+
+    def search_photo(self, image: Image.Image, query: SearchQuery | None) -> list[ProductHit]:
+        vector = self.encoder.encode_image([image])[0]
+        return self.retriever.search_image(vector, query)
 
 
 def catalog_path(settings: Settings) -> Path:
-    """The catalog to serve: explicit setting, else one ingested into the data dir, else the demo catalog."""
+    """The catalog file to serve when no store exists: the explicit setting, else the demo catalog."""
     if settings.catalog is not None:
         return settings.catalog
-    ingested = settings.data_dir / "catalog" / "products.jsonl"
-    if ingested.exists():
-        return ingested
     return ensure_demo_catalog(settings.data_dir)
+
+
+def serves_store(settings: Settings) -> bool:
+    """True when the served catalog is the ingested store (no explicit file, and the store has products)."""
+    if settings.catalog is not None or not store_exists(settings.data_dir):
+        return False
+    with default_store(settings.data_dir) as store:
+        return store.count() > 0
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    """The served catalog: an explicit file, else the ingested store, else the generated demo catalog."""
+    if serves_store(settings):
+        with default_store(settings.data_dir) as store:
+            return store.load_catalog()
+    return Catalog.load_jsonl(catalog_path(settings))
 
 
 def configure_threads(settings: Settings) -> None:
@@ -54,28 +98,45 @@ def configure_threads(settings: Settings) -> None:
     torch.set_num_threads(threads)
 
 
-def build_search(settings: Settings) -> tuple[Catalog, EmbeddingSearcher]:
+def build_image_encoder(settings: Settings) -> Any:
+    """The image–text encoder, with the aligned heads when ``shoptalk vision align`` has produced them."""
+    from vision import create_encoder
+
+    checkpoint = settings.aligned_checkpoint if settings.aligned_checkpoint.exists() else None
+    if checkpoint is None:
+        log.warning("no aligned heads at %s: photo lookup uses raw image features and text->image is off "
+                    "(run `shoptalk vision align`)", settings.aligned_checkpoint)
+    return create_encoder(settings.vision_model, cache_dir=settings.cache_dir / "vision", checkpoint=checkpoint,
+                          device=settings.device)
+
+
+def build_search(settings: Settings, *, vision: bool = True) -> tuple[Catalog, HybridRetriever, Any]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_threads(settings)
-    catalog = Catalog.load_jsonl(catalog_path(settings))
+    catalog = load_catalog(settings)
     encoder = TextEncoder(device=settings.device)
-    return catalog, EmbeddingSearcher(catalog, encoder, cache_dir=settings.data_dir / "index")
+    image_encoder = build_image_encoder(settings) if vision else None
+    retriever = HybridRetriever(catalog, encoder, image_encoder=image_encoder, cache_dir=settings.data_dir / "index")
+    return catalog, retriever, image_encoder
 
 
 def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     t0 = time.perf_counter()
-    catalog, searcher = build_search(settings)
+    catalog, retriever, image_encoder = build_search(settings)
     stt = create_stt(settings.stt_model, cache_dir=settings.cache_dir, device=settings.device,
                      cpu_threads=settings.cpu_threads)
     tts = create_tts(settings.tts_model, cache_dir=settings.cache_dir, device=settings.device)
     images = ImageStore(settings.data_dir / "uploads")
-    brain = Brain(searcher, tts, options=BrainOptions(k=settings.search_k), images=images)
+    photos = EncoderPhotoSearcher(image_encoder, retriever) if image_encoder is not None else None
+    brain = Brain(retriever, tts, options=BrainOptions(k=settings.search_k), images=images, photos=photos)
     engines = Engines(stt=stt, brain=brain, vad_factory=SileroVAD)
+    store = default_store(settings.data_dir) if serves_store(settings) else None
     if warmup:
         # First calls pay for lazy initialisation (ONNX graphs, CT2 allocations); pay it before the first shopper.
         stt.transcribe(np.zeros(16000, dtype=np.float32))
         tts.synthesize("Hello.")
-        searcher.encoder.encode_query("warm up")
-    log.info("engines ready in %.1f s (%d products, stt=%s, tts=%s)", time.perf_counter() - t0, len(catalog),
-             settings.stt_model, settings.tts_model)
-    return App(settings=settings, engines=engines, catalog=catalog, searcher=searcher, tts=tts, images=images)
+        retriever.encoder.encode_query("warm up")
+    log.info("engines ready in %.1f s (%d products, stt=%s, tts=%s, vision=%s)", time.perf_counter() - t0,
+             len(catalog), settings.stt_model, settings.tts_model, getattr(image_encoder, "name", None))
+    return App(settings=settings, engines=engines, catalog=catalog, searcher=retriever, tts=tts, images=images,
+               store=store)

@@ -22,7 +22,10 @@ class Settings(BaseSettings):
     catalog: Path | None = None  # products.jsonl; default: what is ingested in data_dir, else the demo catalog
     stt_model: str = "faster-whisper:tiny.en"
     tts_model: str = "hibari"
+    vision_model: str = "lite0-minilm-lit"
+    vision_checkpoint: Path | None = None  # default: the aligned heads `shoptalk vision align` wrote, if any
     device: str = "auto"
+    fetch_image_urls: bool = False  # let catalog admin calls make the server fetch http(s) images (SSRF risk)
     cpu_threads: int = 0  # 0: all cores
     host: str = "127.0.0.1"
     port: int = 8000
@@ -49,3 +52,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def aligned_checkpoint(self) -> Path:
+        """Where ``shoptalk vision align`` writes (and the server looks for) the aligned heads."""
+        if self.vision_checkpoint is not None:
+            return self.vision_checkpoint
+        return self.cache_dir / "vision" / f"{self.vision_model.replace('/', '_')}-aligned.pt"

@@ -307,6 +307,7 @@ async def test_clear_drops_buffered_audio(server: Any) -> None:
         await client.update(turn_detection=None)
         await client.stream_audio(tone(1.0), realtime=False)
         await client.send({"type": "input_audio_buffer.clear"})
-        assert (await client.recv_event())["type"] == "input_audio_buffer.cleared"
+        while (await client.recv_event())["type"] != "input_audio_buffer.cleared":
+            pass  # partial transcripts of the cleared audio may arrive first
         await client.send({"type": "input_audio_buffer.commit"})
         await expect_error(client, "empty_buffer")

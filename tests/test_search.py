@@ -8,7 +8,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from assistant.catalog import Catalog  # noqa: E402
 from assistant.demo_catalog import generate_demo_catalog  # noqa: E402
 from assistant.search import EmbeddingSearcher, SearchQuery, parse_query, words_to_numbers  # noqa: E402
-from ranking.index import VectorIndex  # noqa: E402
 from tests.shared_data import LUMA_DIR
 
 LUMA = LUMA_DIR / "products.jsonl"
@@ -57,50 +56,6 @@ def test_words_to_numbers():
     assert words_to_numbers("two thousand five hundred and ten dollars") == "2510 dollars"
     assert words_to_numbers("Twenty-one") == "21"
     assert words_to_numbers("nine nine") == "9 9"  # two numbers, not 18
-
-
-# --- VectorIndex ---------------------------------------------------------------------------------------------------
-
-
-def tiny_index() -> VectorIndex:
-    # Unit vectors at 0, 60 and 90 degrees: against q = (1, 0) they score cos 0 = 1, cos 60 = 0.5, cos 90 = 0.
-    index = VectorIndex()
-    index.add(["a", "b", "c"], np.array([[1.0, 0.0], [0.5, np.sqrt(3) / 2], [0.0, 1.0]]))
-    return index
-
-
-def test_index_search_order_and_whitelist():
-    index = tiny_index()
-    q = np.array([1.0, 0.0], dtype=np.float32)
-    assert [i for i, _ in index.search(q, 2)] == ["a", "b"]
-    assert index.search(q, 10)[1][1] == pytest.approx(0.5)
-    assert [i for i, _ in index.search(q, 5, allowed={"c", "b", "zz"})] == ["b", "c"]
-    assert index.search(q, 3, allowed=set()) == [] and index.search(q, 0) == []
-
-
-def test_index_rejects_bad_input():
-    index = tiny_index()
-    with pytest.raises(ValueError, match="duplicate"):
-        index.add(["a"], np.zeros((1, 2)))
-    with pytest.raises(ValueError, match="dimension"):
-        index.add(["d"], np.zeros((1, 3)))
-    with pytest.raises(ValueError):
-        index.search(np.zeros(3), 1)
-
-
-def test_index_save_load_round_trip(tmp_path):
-    index = tiny_index()
-    index.metadata["encoder"] = "minilm"
-    path = tmp_path / "sub" / "index.npz"
-    index.save(path)
-    loaded = VectorIndex.load(path)
-    assert len(loaded) == 3 and loaded.ids == ["a", "b", "c"] and loaded.metadata == {"encoder": "minilm"}
-    q = np.array([0.6, 0.8], dtype=np.float32)
-    assert loaded.search(q, 3) == index.search(q, 3)
-    assert [p.name for p in path.parent.iterdir()] == ["index.npz"]  # no temporary file left behind
-    (tmp_path / "junk.npz").write_bytes(b"not an index")
-    with pytest.raises(ValueError):
-        VectorIndex.load(tmp_path / "junk.npz")
 
 
 # --- real MiniLM search --------------------------------------------------------------------------------------------
@@ -178,7 +133,7 @@ def test_index_cache_is_reused(demo, encoder, monkeypatch):
     monkeypatch.setattr(encoder, "encode", lambda texts: pytest.fail("index was rebuilt, not loaded"))
     again = EmbeddingSearcher(demo.catalog, encoder, cache_dir=cache_dir)
     assert again.index.ids == demo.index.ids
-    assert np.array_equal(again.index.vector("HD01-BLACK"), demo.index.vector("HD01-BLACK"))  # type: ignore[arg-type]
+    assert np.array_equal(again.index.vectors("HD01-BLACK"), demo.index.vectors("HD01-BLACK"))
     q = parse_query("red running shoes")
     assert [h.product.id for h in again.search(q)] == [h.product.id for h in demo.search(q)]
 
