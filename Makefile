@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run test lint bench-voice clean
+.PHONY: install run test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,7 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(VENV)/bin/shoptalk models prepare --data-dir $(DATA)
+	$(VENV)/bin/shoptalk vision align --data-dir $(DATA)
 	$(VENV)/bin/shoptalk serve --data-dir $(DATA) --host $(HOST) --port $(PORT)
 
 test: install
@@ -33,8 +34,10 @@ lint: install
 	$(VENV)/bin/ruff check assistant speech vision ranking server bench tests
 	$(VENV)/bin/mypy assistant speech vision ranking server
 
-bench-voice: install
+bench: install
 	$(VENV)/bin/shoptalk bench voice --data-dir $(DATA)
+	$(VENV)/bin/shoptalk bench photo --data-dir $(DATA)
+	$(VENV)/bin/shoptalk bench index
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
