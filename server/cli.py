@@ -309,6 +309,14 @@ def bench_index(
     bench_main(out=out, quick=quick)
 
 
+@bench_app.command("report")
+def bench_report() -> None:
+    """Rewrite the README's benchmark tables from bench/results/*.json."""
+    from bench.report import update_readme
+
+    update_readme()
+
+
 def main() -> None:
     try:
         app()
