@@ -38,6 +38,7 @@ bench: install
 	$(VENV)/bin/shoptalk bench voice --data-dir $(DATA)
 	$(VENV)/bin/shoptalk bench photo --data-dir $(DATA)
 	$(VENV)/bin/shoptalk bench index
+	$(VENV)/bin/shoptalk bench ranking
 	$(VENV)/bin/shoptalk bench report
 
 clean:

@@ -17,7 +17,7 @@ def _load(name: str) -> dict[str, Any] | None:
 
 
 def section() -> str:
-    from bench import index_scale, photo_lookup, voice_latency
+    from bench import index_scale, photo_lookup, ranking, voice_latency
 
     parts = ["Numbers from the last `make bench` on the 2-core CPU machine (JSON in `bench/results/`); each "
              "benchmark runs its baseline in the same run."]
@@ -28,6 +28,9 @@ def section() -> str:
     photo = _load("photo_lookup")
     if photo:
         parts += ["", "### Photo lookup (`shoptalk bench photo`, Luma catalog photos)", "", photo_lookup.markdown(photo)]
+    rank = _load("ranking")
+    if rank:
+        parts += ["", "### Ranking quality (`shoptalk bench ranking`, Luma catalog)", "", ranking.table(rank)]
     index = _load("index_scale")
     if index:
         parts += ["", "### Vector index at scale (`shoptalk bench index`)", "", index_scale.table(index)]

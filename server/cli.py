@@ -309,6 +309,17 @@ def bench_index(
     bench_main(out=out, quick=quick)
 
 
+@bench_app.command("ranking")
+def bench_ranking(
+    quick: Annotated[bool, typer.Option("--quick", help="A subset of the queries.")] = False,
+    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/ranking.json"),
+) -> None:
+    """nDCG@10 / MRR of BM25, vector-only and hybrid retrieval on generated and hand-judged Luma queries."""
+    from bench.ranking import main as bench_main
+
+    bench_main(out=out, quick=quick)
+
+
 @bench_app.command("report")
 def bench_report() -> None:
     """Rewrite the README's benchmark tables from bench/results/*.json."""

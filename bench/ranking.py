@@ -1,0 +1,421 @@
+"""Ranking quality: nDCG@10 and MRR of BM25, vector-only, hybrid retrieval and retrieval + ranker, in one run.
+
+Query sets:
+
+* (a) ``generated``: a held-out split of generated (query, judgments) examples — given by the caller, or made by
+  ``ranking.train.make_training_data`` over the Luma products and split by ``ranking.train.split_examples``
+  (graded over every product by ``ranking.train.grade``); skipped with a note when that module is missing.
+* (b) ``luma``: ``bench/data/luma_queries.jsonl``, hand-written spoken-style shopper queries over the Luma catalog
+  with graded judgments (0–3) at the level search returns (parents for configurables; simple products as
+  themselves). How it was written: ``bench/data/README.md``.
+
+Systems (all through `HybridRetriever.search(parse_query(text, vocab))`, k = 10, a hit counted by its parent id):
+
+* ``bm25``: ``sources=("lexical",)``;  ``vector``: ``sources=("text",)`` (MiniLM);  ``hybrid``: the default
+  sources (lexical + text fused by reciprocal rank, #3);
+* ``hybrid+ranker``: the hybrid's top `POOL` candidates re-ranked by ``ranker.rerank(query_text, hits)``; reported
+  as absent when no ranker is given.
+
+Target (#4): ``hybrid+ranker`` nDCG@10 on (b) at least `TARGET_RATIO` × the best of the others.
+Run: ``shoptalk bench ranking`` or ``python -m bench.ranking`` (results to bench/results/ranking.json).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import machine, shared_data_dir, write_results
+
+log = logging.getLogger(__name__)
+
+K = 10
+POOL = 50  # hybrid candidates the ranker re-orders
+TARGET_RATIO = 1.10
+QUERIES = Path(__file__).resolve().parent / "data" / "luma_queries.jsonl"
+HELDOUT_FRACTION = 0.2  # of generated examples; ranking.train.train holds out the same share
+GENERATED_QUERIES = 2000  # make_training_data examples drawn (seed 0), so (a) has 400 queries
+QUICK_QUERIES = 30
+BASELINES = ("bm25", "vector", "hybrid")
+RANKED = "hybrid+ranker"
+SYSTEMS = (*BASELINES, RANKED)
+
+Search = Callable[[str], list[str]]
+"""A system under test: query text -> ranked product ids (parents), best first."""
+
+
+# --- metrics -------------------------------------------------------------------------------------------------------
+
+
+def _unique(ids: Sequence[str]) -> list[str]:
+    """`ids` without repeats (a parent returned twice counts once, at its first rank)."""
+    return list(dict.fromkeys(ids))
+
+
+def ndcg_at_k(ranked_ids: Sequence[str], judgments: Mapping[str, int], k: int = K) -> float:
+    """Normalised discounted cumulative gain at `k`: gain 2^g − 1, discount log2(rank + 1), ideal from `judgments`.
+
+    Args:
+        ranked_ids: Returned ids, best first; unjudged ids have grade 0.
+        judgments: Id -> graded relevance (0–3).
+        k: Cut-off.
+
+    Returns:
+        nDCG in [0, 1]; 0 when nothing is relevant.
+    """
+    gains = [2 ** judgments.get(pid, 0) - 1 for pid in _unique(ranked_ids)[:k]]
+    dcg = sum(g / math.log2(rank + 2) for rank, g in enumerate(gains))
+    ideal = sorted((2**g - 1 for g in judgments.values() if g > 0), reverse=True)[:k]
+    idcg = sum(g / math.log2(rank + 2) for rank, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def mrr(ranked_ids: Sequence[str], judgments: Mapping[str, int], min_grade: int = 2) -> float:
+    """Reciprocal rank of the first id graded at least `min_grade` (0 when none is returned)."""
+    for rank, pid in enumerate(_unique(ranked_ids), start=1):
+        if judgments.get(pid, 0) >= min_grade:
+            return 1.0 / rank
+    return 0.0
+
+
+# --- query sets ----------------------------------------------------------------------------------------------------
+
+
+def load_queries(path: Path = QUERIES) -> list[dict[str, Any]]:
+    """The hand-written set (b): ``{"qid", "query", "intent", "judgments"}`` per line."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def judged_stats(queries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Size of a judged set: queries, judged products per query, and how the grades are spread."""
+    judged = [len(q["judgments"]) for q in queries]
+    grades = [g for q in queries for g in q["judgments"].values()]
+    intents: dict[str, int] = {}
+    for q in queries:
+        intents[q.get("intent", "-")] = intents.get(q.get("intent", "-"), 0) + 1
+    return {
+        "queries": len(queries),
+        "mean_judged": round(float(np.mean(judged)), 1) if judged else 0.0,
+        "mean_relevant": round(
+            float(np.mean([sum(g >= 2 for g in q["judgments"].values()) for q in queries])), 1
+        )
+        if queries
+        else 0.0,
+        "grades": {str(g): grades.count(g) for g in (3, 2, 1)},
+        "intents": intents,
+    }
+
+
+def heldout_split(
+    examples: Sequence[Mapping[str, Any]], fraction: float = HELDOUT_FRACTION
+) -> list[dict[str, Any]]:
+    """The examples whose query text hashes into the held-out `fraction` (same split whatever their order)."""
+
+    def bucket(text: str) -> float:
+        return int(hashlib.sha1(text.strip().lower().encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    return [dict(e) for e in examples if bucket(str(e["query"])) < fraction]
+
+
+def luma_product_dicts(catalog: Any) -> list[dict[str, Any]]:
+    """Shoppable products as the plain dicts ``ranking.train`` works on (colours and sizes over the variants)."""
+    out = []
+    for p in catalog.parents():
+        variants = catalog.variants_of(p.id)
+        colors = list(dict.fromkeys(c for v in [p, *variants] for c in v.colors()))
+        sizes = list(dict.fromkeys(str(z) for v in [p, *variants] for z in v.sizes()))
+        prices = [v.price for v in variants if v.price is not None] or [p.price]
+        out.append(
+            {
+                "id": p.id,
+                "title": p.title,
+                "description": p.description,
+                "category": p.category,
+                "brand": p.brand,
+                "price": min(prices) if prices[0] is not None else None,
+                "attributes": {"colors": colors, "sizes": sizes},
+            }
+        )
+    return out
+
+
+def _raw_query(rendered: str) -> str:
+    """The transcript part of a rendered ranker query (``"red tee | colour: red"`` → ``"red tee"``)."""
+    return rendered.split(" | ", 1)[0].strip()
+
+
+def _judged_example(example: Any, products: Sequence[Mapping[str, Any]], grade: Any) -> dict[str, Any]:
+    """A generated example as ``{"query", "judgments"}``: graded over every product when its spec is known
+    (candidates outside the example's pool would otherwise count as irrelevant), else over its candidates."""
+    spec = (getattr(example, "meta", None) or {}).get("spec")
+    if spec is not None and grade is not None:
+        judgments = {str(p["id"]): g for p in products if (g := int(grade(spec, p))) > 0}
+    else:
+        judgments = {
+            str(pid): int(g) for pid, g in zip(example.product_ids, example.labels, strict=True) if int(g) > 0
+        }
+    return {"query": _raw_query(str(example.query)), "judgments": judgments}
+
+
+def generated_queries(
+    catalog: Any, generated: Sequence[Mapping[str, Any]] | None
+) -> tuple[list[dict[str, Any]], str]:
+    """Set (a) and a note on where it came from (an empty set and the reason when it cannot be made).
+
+    Given examples are split by `heldout_split`. Otherwise ``ranking.train.make_training_data`` generates
+    `GENERATED_QUERIES` examples (seed 0) over the shoppable products and ``split_examples(examples, 0.2, seed=0)``
+    holds out the same share that ``ranking.train.train`` keeps for evaluation when given those examples.
+    """
+    if generated is not None:
+        return heldout_split(generated), f"held-out {HELDOUT_FRACTION:.0%} of {len(generated)} given examples"
+    try:
+        train = importlib.import_module("ranking.train")
+    except ImportError as err:
+        return [], f"skipped: ranking.train cannot be imported ({err})"
+    make = getattr(train, "make_training_data", None)
+    if make is None:
+        return [], "skipped: ranking.train has no make_training_data"
+    products = luma_product_dicts(catalog)
+    try:
+        examples = make(products, GENERATED_QUERIES, 0)
+        split = getattr(train, "split_examples", None)
+        heldout = split(examples, HELDOUT_FRACTION, 0)[1] if split else examples[: len(examples) // 5]
+        out = [_judged_example(e, products, getattr(train, "grade", None)) for e in heldout]
+    except Exception as err:  # noqa: BLE001 - (a) is reported as skipped rather than failing (b)
+        log.warning("make_training_data failed: %s", err)
+        return [], f"skipped: make_training_data failed ({type(err).__name__}: {err})"
+    out = [e for e in out if any(g >= 2 for g in e["judgments"].values())]
+    return out, (
+        f"held-out {HELDOUT_FRACTION:.0%} of {len(examples)} ranking.train.make_training_data examples (seed 0), "
+        f"graded over all {len(products)} products by ranking.train.grade"
+    )
+
+
+# --- evaluation ----------------------------------------------------------------------------------------------------
+
+
+def evaluate(search: Search, queries: Sequence[Mapping[str, Any]], k: int = K) -> dict[str, Any]:
+    """Mean nDCG@k and MRR of one system over `queries`, with each query's scores and the search latency."""
+    per_query: dict[str, dict[str, float]] = {}
+    ndcgs, mrrs, ms = [], [], []
+    for i, q in enumerate(queries):
+        start = time.perf_counter()
+        ranked = _unique(search(str(q["query"])))[:k]
+        ms.append((time.perf_counter() - start) * 1000)
+        n, r = ndcg_at_k(ranked, q["judgments"], k), mrr(ranked, q["judgments"])
+        ndcgs.append(n)
+        mrrs.append(r)
+        per_query[str(q.get("qid", i))] = {"ndcg@10": round(n, 4), "mrr": round(r, 4)}
+    return {
+        "ndcg@10": round(float(np.mean(ndcgs)), 4) if ndcgs else None,
+        "mrr": round(float(np.mean(mrrs)), 4) if mrrs else None,
+        "search_ms_p50": round(float(np.median(ms)), 1) if ms else None,
+        "per_query": per_query,
+    }
+
+
+def by_intent(
+    queries: Sequence[Mapping[str, Any]], per_query: Mapping[str, Mapping[str, float]]
+) -> dict[str, float]:
+    """Mean nDCG@10 per query intent (category, attribute, price, use case, product line, ...)."""
+    groups: dict[str, list[float]] = {}
+    for q in queries:
+        groups.setdefault(q.get("intent", "-"), []).append(per_query[q["qid"]]["ndcg@10"])
+    return {name: round(float(np.mean(v)), 4) for name, v in sorted(groups.items())}
+
+
+def retriever_search(retriever: Any, k: int = K) -> Search:
+    """A system from a `HybridRetriever`: parse with its vocabulary, search `k`, return parent ids."""
+    from assistant.search import parse_query
+
+    def search(text: str) -> list[str]:
+        query = replace(parse_query(text, retriever.vocab), k=k)
+        return [hit.product.id for hit in retriever.search(query)]
+
+    return search
+
+
+def reranked_search(retriever: Any, ranker: Any, pool: int = POOL) -> Search:
+    """The hybrid's top `pool` candidates re-ordered by ``ranker.rerank(query_text, hits)``."""
+    from assistant.search import parse_query
+
+    def search(text: str) -> list[str]:
+        hits = retriever.search(replace(parse_query(text, retriever.vocab), k=pool))
+        return [hit.product.id for hit in ranker.rerank(text, hits)]
+
+    return search
+
+
+def build_systems(catalog: Any, encoder: Any, ranker: Any | None) -> dict[str, Search]:
+    """BM25, vector and hybrid retrieval over `catalog` (and hybrid + `ranker` when given)."""
+    from assistant.retrieval import HybridRetriever
+
+    bm25 = HybridRetriever(catalog, encoder, sources=("lexical",))
+    vector = HybridRetriever(catalog, encoder, sources=("text",))
+    hybrid = HybridRetriever(catalog, encoder)
+    systems = {
+        "bm25": retriever_search(bm25),
+        "vector": retriever_search(vector),
+        "hybrid": retriever_search(hybrid),
+    }
+    if ranker is not None:
+        systems[RANKED] = reranked_search(hybrid, ranker)
+    return systems
+
+
+def run_sets(
+    systems: Mapping[str, Search], sets: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> dict[str, Any]:
+    """Every system on every non-empty query set."""
+    return {
+        name: {s: evaluate(search, qs) for s, search in systems.items()} for name, qs in sets.items() if qs
+    }
+
+
+def target(luma: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The #4 target on (b): ranker nDCG@10 over the best baseline's."""
+    best = max(BASELINES, key=lambda s: luma[s]["ndcg@10"] if s in luma else -1.0)
+    out: dict[str, Any] = {
+        "best_baseline": best,
+        "best_ndcg@10": luma[best]["ndcg@10"],
+        "needed_ratio": TARGET_RATIO,
+    }
+    if RANKED in luma:
+        ratio = luma[RANKED]["ndcg@10"] / luma[best]["ndcg@10"] if luma[best]["ndcg@10"] else float("inf")
+        out.update(ratio=round(ratio, 3), met=bool(ratio >= TARGET_RATIO))
+    else:
+        out.update(ratio=None, met=None, note="no ranker given")
+    return out
+
+
+def main(
+    data_dir: Path | None = None,
+    out: Path = Path("bench/results/ranking.json"),
+    ranker: Any | None = None,
+    quick: bool = False,
+    generated: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run every system on (a) and (b), write `out` and print the table.
+
+    Args:
+        data_dir: The Luma catalog folder (``products.jsonl``); default ``shared_data_dir() / "luma-dev"``.
+        out: Results JSON.
+        ranker: An object with ``rerank(query_text, hits) -> hits``; None reports ``hybrid+ranker`` as absent.
+        quick: The first `QUICK_QUERIES` queries of each set only.
+        generated: Generated ``{"query", "judgments"}`` examples for (a); None asks ``ranking.train``.
+
+    Returns:
+        The results written to `out`.
+    """
+    import torch
+
+    from assistant.catalog import Catalog
+    from ranking.text_encoder import TextEncoder
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    luma_dir = data_dir or shared_data_dir() / "luma-dev"
+    catalog = Catalog.load_jsonl(luma_dir / "products.jsonl")
+    start = time.perf_counter()
+    systems = build_systems(catalog, TextEncoder(), ranker)
+    build_s = time.perf_counter() - start
+    luma = load_queries()
+    gen, gen_note = generated_queries(catalog, generated)
+    if quick:
+        luma, gen = luma[:QUICK_QUERIES], gen[:QUICK_QUERIES]
+    sets = run_sets(systems, {"generated": gen, "luma": luma})
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "k": K,
+        "pool": POOL,
+        "quick": quick,
+        "build_s": round(build_s, 1),
+        "systems": list(SYSTEMS),
+        "absent": [] if ranker is not None else [RANKED],
+        "generated": {
+            "note": gen_note,
+            "queries": len(gen),
+            "judged": judged_stats(gen) if gen else None,
+            "systems": {
+                s: {m: r[m] for m in ("ndcg@10", "mrr", "search_ms_p50")}
+                for s, r in sets.get("generated", {}).items()
+            },
+        },
+        "luma": {
+            "file": str(QUERIES.relative_to(QUERIES.parents[2])),
+            "judged": judged_stats(luma),
+            "systems": {
+                s: {m: r[m] for m in ("ndcg@10", "mrr", "search_ms_p50")} for s, r in sets["luma"].items()
+            },
+            "by_intent": {s: by_intent(luma, r["per_query"]) for s, r in sets["luma"].items()},
+            "per_query": {
+                q["qid"]: {
+                    "query": q["query"],
+                    **{s: r["per_query"][q["qid"]] for s, r in sets["luma"].items()},
+                }
+                for q in luma
+            },
+        },
+    }
+    results["target"] = target(results["luma"]["systems"])
+    write_results(out, results)
+    print(table(results))
+    print(f"\nresults written to {out}")
+    return results
+
+
+def _cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def table(results: Mapping[str, Any]) -> str:
+    """Markdown: one row per system, nDCG@10 and MRR on (a) and (b), then the judged set and the target."""
+    gen, luma = results["generated"], results["luma"]
+    lines = [
+        "| system | (a) generated nDCG@10 | (a) MRR | (b) Luma nDCG@10 | (b) MRR | (b) search p50 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in results.get("systems", SYSTEMS):
+        a, b = gen["systems"].get(s, {}), luma["systems"].get(s)
+        if b is None:
+            lines.append(f"| {s} | absent | absent | absent | absent | — |")
+            continue
+        ms = b.get("search_ms_p50")
+        lines.append(
+            f"| {s} | {_cell(a.get('ndcg@10'))} | {_cell(a.get('mrr'))} | {_cell(b['ndcg@10'])} | {_cell(b['mrr'])} "
+            f"| {'—' if ms is None else f'{ms:.1f}'} |"
+        )
+    j = luma["judged"]
+    lines += [
+        "",
+        f"(a) {gen['queries']} queries — {gen['note']}. (b) {j['queries']} hand-written queries, "
+        f"{j['mean_judged']} judged products per query ({j['mean_relevant']} graded ≥ 2); k = {results['k']}, "
+        f"MRR counts the first grade ≥ 2 hit.",
+    ]
+    t = results.get("target")
+    if t:
+        if t.get("ratio") is None:
+            lines.append(
+                f"Target: {RANKED} ≥ {t['needed_ratio']:.2f}× {t['best_baseline']} "
+                f"({t['best_ndcg@10']:.3f}) on (b) — no ranker given."
+            )
+        else:
+            lines.append(
+                f"Target: {RANKED} / {t['best_baseline']} nDCG@10 on (b) = {t['ratio']:.2f}× "
+                f"(needed {t['needed_ratio']:.2f}×): {'met' if t['met'] else 'not met'}."
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main()
