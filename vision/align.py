@@ -60,6 +60,9 @@ class AlignConfig:
             a merchant, who indexes exactly these photos.
         unlock_conv_head: also train the trunk's last 1x1 conv and its BN affine.
         conv_head_lr_scale: learning-rate factor for those pretrained layers.
+        index_weight: weight of the view→index loss: a batch of phone-style views is classified against the clean
+            photos of *every* catalog image (cross-entropy over the whole index at ``image_temperature``), which is
+            exactly the lookup the server does; 0 turns it off.
     """
 
     epochs: int = 30
@@ -76,6 +79,7 @@ class AlignConfig:
     adapt_all_images: bool = True
     unlock_conv_head: bool = True
     conv_head_lr_scale: float = 0.1
+    index_weight: float = 1.0
 
 
 def _text_key(text: str, context_length: int) -> str:
@@ -301,6 +305,17 @@ def align(
                 ii = multi_positive_nce(z1 @ z2.T / cfg.image_temperature, il[:, None] == il[None])
                 last["image_loss"] = ii
                 loss = loss + cfg.image_weight * ii
+                if cfg.index_weight > 0:
+                    # view -> whole index: every catalog photo's clean view is a candidate, the own one(s) positive
+                    vq = torch.randint(1, cfg.image_views + 1, (len(pick),), generator=gen)
+                    zq = nn.functional.normalize(enc.image_from_body(body[pick, vq].float()), dim=-1)
+                    zi = nn.functional.normalize(enc.image_from_body(body[:, 0].float()), dim=-1)
+                    pos = torch.from_numpy(img_labels[pick][:, None] == img_labels[None])
+                    logits = zq @ zi.T / cfg.image_temperature
+                    xl = -(torch.logsumexp(logits.masked_fill(~pos, torch.finfo(logits.dtype).min), 1)
+                           - torch.logsumexp(logits, 1)).mean()
+                    last["index_loss"] = xl
+                    loss = loss + cfg.index_weight * xl
             opt.zero_grad(set_to_none=True)
             if loss.requires_grad:
                 loss.backward()
