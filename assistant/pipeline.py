@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -84,9 +85,12 @@ class Brain:
         self.options = options or BrainOptions()
 
     async def search(
-        self, text: str, k: int | None = None, image_id: str | None = None
+        self, text: str, k: int | None = None, image_id: str | None = None, *, use_ranker: bool = True
     ) -> tuple[SearchQuery, list[ProductHit]]:
-        """Text search, photo search, or photo refined by words ("like this but in blue, under $40")."""
+        """Text search, photo search, or photo refined by words ("like this but in blue, under $40").
+
+        ``use_ranker=False`` skips a re-ranking searcher's second stage (`assistant.rerank.RankedSearcher`).
+        """
         # The searcher's vocabulary (the catalog's brands and categories) lets the parser find those slots too.
         query = replace(parse_query(text, getattr(self.searcher, "vocab", None)), k=k or self.options.k)
         if image_id is not None:
@@ -102,7 +106,11 @@ class Brain:
                 raise SearchError(f"photo search failed: {err}") from err
             return query, hits
         try:
-            hits = await asyncio.to_thread(self.searcher.search, query)
+            if not use_ranker and hasattr(self.searcher, "reranker"):
+                bypass = functools.partial(self.searcher.search, query, use_ranker=False)  # type: ignore[call-arg]
+                hits = await asyncio.to_thread(bypass)
+            else:
+                hits = await asyncio.to_thread(self.searcher.search, query)
         except Exception as err:
             raise SearchError(f"product search failed: {err}") from err
         return query, hits

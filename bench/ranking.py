@@ -13,8 +13,9 @@ Systems (all through `HybridRetriever.search(parse_query(text, vocab))`, k = 10,
 
 * ``bm25``: ``sources=("lexical",)``;  ``vector``: ``sources=("text",)`` (MiniLM);  ``hybrid``: the default
   sources (lexical + text fused by reciprocal rank, #3);
-* ``hybrid+ranker``: the hybrid's top `POOL` candidates re-ranked by ``ranker.rerank(query_text, hits)``; reported
-  as absent when no ranker is given.
+* ``hybrid+ranker``: the hybrid's top `POOL` candidates re-ranked by ``ranker.rerank(query_text, hits)``; without a
+  given ranker, the trained LLM ranker (`default_checkpoint`) through ``assistant.rerank.LLMReranker.rerank_text``,
+  with its latency for 100 candidates (``rerank_latency``); reported as absent when there is no checkpoint.
 
 Target (#4): ``hybrid+ranker`` nDCG@10 on (b) at least `TARGET_RATIO` × the best of the others.
 Run: ``shoptalk bench ranking`` or ``python -m bench.ranking`` (results to bench/results/ranking.json).
@@ -256,8 +257,11 @@ def reranked_search(retriever: Any, ranker: Any, pool: int = POOL) -> Search:
     return search
 
 
-def build_systems(catalog: Any, encoder: Any, ranker: Any | None) -> dict[str, Search]:
-    """BM25, vector and hybrid retrieval over `catalog` (and hybrid + `ranker` when given)."""
+def build_systems(
+    catalog: Any, encoder: Any, ranker: Any | None, reranker: Any | None = None
+) -> tuple[dict[str, Search], Any]:
+    """BM25, vector and hybrid retrieval over `catalog` (and hybrid + `ranker` when given, else hybrid + the
+    `LLMReranker` `reranker` via ``rerank_text``), and the hybrid retriever."""
     from assistant.retrieval import HybridRetriever
 
     bm25 = HybridRetriever(catalog, encoder, sources=("lexical",))
@@ -268,9 +272,91 @@ def build_systems(catalog: Any, encoder: Any, ranker: Any | None) -> dict[str, S
         "vector": retriever_search(vector),
         "hybrid": retriever_search(hybrid),
     }
+    if ranker is None and reranker is not None:
+        ranker = TextReranker(reranker, hybrid.vocab)
     if ranker is not None:
         systems[RANKED] = reranked_search(hybrid, ranker)
-    return systems
+    return systems, hybrid
+
+
+LATENCY_CANDIDATES = 100
+LATENCY_QUERIES = 40
+
+
+def default_checkpoint() -> Path | None:
+    """The trained ranker the bench uses when none is given: the configured one, else the checkout's ``.data``."""
+    try:
+        from server.settings import Settings
+
+        configured = Settings().ranker_checkpoint_path
+    except Exception:  # noqa: BLE001 - a broken environment only means "no ranker"
+        configured = None
+    local = Path(__file__).resolve().parents[1] / ".data" / "models" / "ranker" / "smollm2-lora.pt"
+    for path in (configured, local):
+        if path is not None and path.exists():
+            return path
+    return None
+
+
+class TextReranker:
+    """``rerank(query_text, hits)`` for `reranked_search`, via ``LLMReranker.rerank_text`` with the retriever's vocab."""
+
+    def __init__(self, reranker: Any, vocab: Any) -> None:
+        self.reranker = reranker
+        self.vocab = vocab
+
+    def rerank(self, query_text: str, hits: list[Any]) -> list[Any]:
+        return self.reranker.rerank_text(query_text, hits, self.vocab)  # type: ignore[no-any-return]
+
+
+def load_reranker(catalog: Any, checkpoint: Path) -> Any:
+    """An `assistant.rerank.LLMReranker` over `catalog` from a trained checkpoint."""
+    from assistant.rerank import LLMReranker
+    from ranking.registry import create_ranker
+
+    ranker = create_ranker("smollm2-lora", cache_dir=checkpoint.parent.parent, checkpoint=checkpoint, device="cpu")
+    return LLMReranker(ranker, catalog, pool=POOL)
+
+
+def rerank_latency(
+    retriever: Any, reranker: Any, queries: Sequence[Mapping[str, Any]], n: int = LATENCY_CANDIDATES
+) -> dict[str, Any]:
+    """Milliseconds to re-rank exactly `n` candidates (query encode + features + scoring), p50/p95.
+
+    The candidates are the hybrid's hits for the query, padded with other catalog products (score 0) up to `n`
+    (the hybrid's filters and gate often return fewer). Timed with one torch thread (the reranker's setting) and
+    with the process's threads, alternating per query so neither setting gets the warmer cache.
+    """
+    import torch
+
+    from assistant.search import ProductHit, parse_query
+
+    parents = list(retriever.catalog.parents())
+    one: list[float] = []
+    many: list[float] = []
+    for q in queries:
+        query = parse_query(str(q["query"]), retriever.vocab)
+        hits = list(retriever.search(replace(query, k=n)))
+        seen = {h.product.id for h in hits}
+        hits += [ProductHit(p, 0.0, "filler") for p in parents if p.id not in seen][: max(0, n - len(hits))]
+        for one_thread, out in ((True, one), (False, many)):
+            reranker.one_thread = one_thread
+            reranker.rerank(query, hits)  # warm-up
+            start = time.perf_counter()
+            reranker.rerank(query, hits)
+            out.append((time.perf_counter() - start) * 1000)
+    reranker.one_thread = True
+
+    def pct(ms: list[float], p: int) -> float | None:
+        return round(float(np.percentile(ms, p)), 1) if ms else None
+
+    return {
+        "candidates": min(n, len(parents)),
+        "queries": len(queries),
+        "p50_ms": pct(one, 50),
+        "p95_ms": pct(one, 95),
+        f"threads_{torch.get_num_threads()}": {"p50_ms": pct(many, 50), "p95_ms": pct(many, 95)},
+    }
 
 
 def run_sets(
@@ -310,7 +396,8 @@ def main(
     Args:
         data_dir: The Luma catalog folder (``products.jsonl``); default ``shared_data_dir() / "luma-dev"``.
         out: Results JSON.
-        ranker: An object with ``rerank(query_text, hits) -> hits``; None reports ``hybrid+ranker`` as absent.
+        ranker: An object with ``rerank(query_text, hits) -> hits``; None: the trained LLM ranker
+            (`default_checkpoint`) through ``LLMReranker.rerank_text``, or ``hybrid+ranker`` absent without one.
         quick: The first `QUICK_QUERIES` queries of each set only.
         generated: Generated ``{"query", "judgments"}`` examples for (a); None asks ``ranking.train``.
 
@@ -326,13 +413,16 @@ def main(
     luma_dir = data_dir or shared_data_dir() / "luma-dev"
     catalog = Catalog.load_jsonl(luma_dir / "products.jsonl")
     start = time.perf_counter()
-    systems = build_systems(catalog, TextEncoder(), ranker)
+    checkpoint = default_checkpoint() if ranker is None else None
+    reranker = load_reranker(catalog, checkpoint) if checkpoint is not None else None
+    systems, hybrid = build_systems(catalog, TextEncoder(), ranker, reranker)
     build_s = time.perf_counter() - start
     luma = load_queries()
     gen, gen_note = generated_queries(catalog, generated)
     if quick:
         luma, gen = luma[:QUICK_QUERIES], gen[:QUICK_QUERIES]
     sets = run_sets(systems, {"generated": gen, "luma": luma})
+    latency = rerank_latency(hybrid, reranker, luma[:LATENCY_QUERIES]) if reranker is not None else None
     results: dict[str, Any] = {
         "machine": machine(),
         "k": K,
@@ -340,7 +430,9 @@ def main(
         "quick": quick,
         "build_s": round(build_s, 1),
         "systems": list(SYSTEMS),
-        "absent": [] if ranker is not None else [RANKED],
+        "absent": [] if RANKED in systems else [RANKED],
+        "ranker_checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "rerank_latency": latency,
         "generated": {
             "note": gen_note,
             "queries": len(gen),
@@ -401,6 +493,12 @@ def table(results: Mapping[str, Any]) -> str:
         f"{j['mean_judged']} judged products per query ({j['mean_relevant']} graded ≥ 2); k = {results['k']}, "
         f"MRR counts the first grade ≥ 2 hit.",
     ]
+    lat = results.get("rerank_latency")
+    if lat:
+        lines.append(
+            f"Re-ranking {lat['candidates']} candidates: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms "
+            f"(1 torch thread, {lat['queries']} queries)."
+        )
     t = results.get("target")
     if t:
         if t.get("ratio") is None:

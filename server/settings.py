@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     tts_model: str = "hibari"
     vision_model: str = "lite0-minilm-lit"
     vision_checkpoint: Path | None = None  # default: the aligned heads `shoptalk vision align` wrote, if any
+    ranker: str = "smollm2-lora"  # the second-stage ranker `shoptalk ranker train/eval` works on
+    # Serve it (opt-in, once trained): the current checkpoint still ranks below hybrid retrieval on the
+    # hand-judged Luma queries (`shoptalk bench ranking`), so retrieval alone is the default.
+    serve_ranker: bool = False
+    ranker_checkpoint: Path | None = None  # default: cache_dir/ranker/<ranker>.pt (`shoptalk ranker train`)
     device: str = "auto"
     fetch_image_urls: bool = False  # let catalog admin calls make the server fetch http(s) images (SSRF risk)
     cpu_threads: int = 0  # 0: all cores
@@ -52,6 +57,17 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def ranker_enabled(self) -> bool:
+        return self.serve_ranker and bool(self.ranker) and self.ranker != "none"
+
+    @property
+    def ranker_checkpoint_path(self) -> Path:
+        """Where ``shoptalk ranker train`` writes (and the server looks for) the trained ranker."""
+        if self.ranker_checkpoint is not None:
+            return self.ranker_checkpoint
+        return self.cache_dir / "ranker" / f"{self.ranker.replace('/', '_')}.pt"
 
     @property
     def aligned_checkpoint(self) -> Path:

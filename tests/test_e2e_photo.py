@@ -14,7 +14,7 @@ from assistant.catalog_store import default_store
 from assistant.demo_catalog import generate_demo_catalog
 from assistant.ingest import ingest_file
 from server.app import create_app
-from server.client import TalkClient, TurnResult
+from server.client import TalkClient
 from server.engines import App, build_app_state
 from server.settings import Settings
 

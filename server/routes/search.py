@@ -30,8 +30,16 @@ async def search(body: SearchRequest, state: StateDep) -> dict[str, Any]:
     text = (body.text or "").strip()
     if not text and body.image_id is None:
         raise HTTPException(422, detail="give 'text', 'image_id', or both")
+    use_ranker = True
+    if body.ranker is not None:
+        ranked = hasattr(state.searcher, "reranker")
+        valid = ["none", *([state.settings.ranker] if ranked else [])]
+        if body.ranker not in valid:
+            raise HTTPException(422, detail=f"unknown ranker {body.ranker!r}; valid: {', '.join(valid)}")
+        use_ranker = body.ranker != "none"
     try:
-        query, hits = await state.engines.brain.search(text, k=body.k, image_id=body.image_id)
+        query, hits = await state.engines.brain.search(text, k=body.k, image_id=body.image_id,
+                                                       use_ranker=use_ranker)
     except ImageNotFound as err:
         raise HTTPException(404, detail=err.message) from err
     except AssistantError as err:

@@ -1,0 +1,309 @@
+"""Second-stage re-ranking of retrieval hits with the LLM ranker (`ranking.ranker.Ranker`).
+
+`LLMReranker` keeps one product-tower vector per shoppable product (computed once, refreshed by `update`),
+builds the 14 `FEATURE_NAMES` per hit (retrieval score and rank, slot matches, the shopper's session signals),
+scores and reorders the hits, and rewrites each hit's ``reason`` from the score's top contributions.
+`RankedSearcher` puts it behind the `ProductSearcher` interface: a retriever's top ``pool`` candidates, re-ranked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from assistant.catalog import Catalog, Product
+from assistant.search import ProductHit, SearchQuery, canonical_color, canonical_size, parse_query
+from ranking.ranker import FEATURE_NAMES, NUM_FEATURES, RankOutput, render_query
+from ranking.train import product_text, slot_features
+
+log = logging.getLogger(__name__)
+
+_COL = {name: j for j, name in enumerate(FEATURE_NAMES)}
+DEFAULT_POOL = 50
+_THREADS_LOCK = threading.Lock()
+
+ImageVectors = Callable[[list[str]], "np.ndarray | None"]
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block (the ranker's tiny matmuls are far slower with more), then restore.
+
+    ``torch.set_num_threads`` is process-wide, so concurrent callers are serialised by a lock.
+    """
+    import torch
+
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+@dataclass
+class SessionSignals:
+    """What one shopper (and their friends) did with products: ids, friend counts, recency.
+
+    Attributes:
+        viewed, liked, bought, disliked: Product ids (parents).
+        friends_bought, friends_liked: Product id -> how many friends did so.
+        recency: Product id -> decay of the shopper's last interaction, 1 = just now, 0 = long ago.
+    """
+
+    viewed: set[str] = field(default_factory=set)
+    liked: set[str] = field(default_factory=set)
+    bought: set[str] = field(default_factory=set)
+    disliked: set[str] = field(default_factory=set)
+    friends_bought: dict[str, int] = field(default_factory=dict)
+    friends_liked: dict[str, int] = field(default_factory=dict)
+    recency: dict[str, float] = field(default_factory=dict)
+
+
+def product_dict(catalog: Catalog | None, product: Product, variant: Product | None = None) -> dict[str, Any]:
+    """A catalog product as the plain dict ``ranking.train`` works on (colours/sizes over its variants).
+
+    With `variant`, the price is the variant's; otherwise the cheapest variant's (or the product's own).
+    """
+    variants = catalog.variants_of(product.id) if catalog is not None else []
+    rows = [product, *variants]
+    colors = list(dict.fromkeys(c for v in rows for c in v.colors()))
+    sizes = list(dict.fromkeys(str(s) for v in rows for s in v.sizes()))
+    if variant is not None:
+        price = variant.price
+    else:
+        price = min([v.price for v in variants] or [product.price])
+    return {
+        "id": product.id,
+        "title": product.title,
+        "description": product.description,
+        "category": product.category,
+        "brand": product.brand,
+        "price": price,
+        "attributes": {"colors": colors, "sizes": sizes},
+    }
+
+
+def query_slots(query: SearchQuery) -> dict[str, Any]:
+    """The parsed query's slots under the names the ranker was trained with (absent ones left out)."""
+    slots = {
+        "colour": query.color,
+        "size": query.size,
+        "max_price": query.max_price,
+        "category": query.category.rsplit("/", 1)[-1].lower() if query.category else None,
+        "brand": query.brand,
+    }
+    return {k: v for k, v in slots.items() if v not in (None, "")}
+
+
+def _reason_words(name: str, query: SearchQuery, hit: ProductHit) -> str | None:
+    text = " ".join(query.text.split())
+    words = {
+        "text_relevance": f"matches '{text}'" if text else None,
+        "image_relevance": "looks like what you asked for",
+        "retrieval_score": f"matches '{text}'" if text else None,
+        "retrieval_rank_recip": f"matches '{text}'" if text else None,
+        "colour_match": f"comes in {query.color}" if query.color else None,
+        "size_match": f"in size {query.size}" if query.size else None,
+        "category_match": f"is a {query.category}" if query.category else None,
+        "brand_match": f"by {query.brand}" if query.brand else None,
+        "price_ok": f"within ${query.max_price:.0f}" if query.max_price is not None else None,
+        "viewed": "you looked at it before",
+        "liked": "you liked it before",
+        "bought": "you bought it before",
+        "friends_bought": "friends bought it",
+        "friends_liked": "friends liked it",
+        "recency": "you saw it recently",
+    }
+    return words.get(name)
+
+
+class LLMReranker:
+    """Re-rank retrieval hits with a `Ranker`.
+
+    Args:
+        ranker: The trained ranker (``ranking.registry.create_ranker``).
+        catalog: The catalog whose shoppable products get product vectors now.
+        image_vectors: Product ids -> ``[n, ranker.config.image_dim]`` image embeddings (zero rows: no image),
+            or None (no image term).
+        pool: Retrieval candidates a `RankedSearcher` hands over.
+        one_thread: Score under `single_thread` (on a small CPU box torch with several threads was 10–30×
+            slower for the ranker's short query encode).
+    """
+
+    def __init__(
+        self,
+        ranker: Any,
+        catalog: Catalog,
+        *,
+        image_vectors: ImageVectors | None = None,
+        pool: int = DEFAULT_POOL,
+        one_thread: bool = True,
+    ) -> None:
+        self.ranker = ranker
+        self.one_thread = one_thread
+        self.image_vectors = image_vectors
+        self.pool = pool
+        self.catalog = catalog
+        self._texts: dict[str, str] = {}
+        self._vectors: dict[str, np.ndarray] = {}
+        self._lock = threading.RLock()
+        if hasattr(ranker, "eval"):
+            ranker.eval()
+        self.update(catalog)
+
+    def update(self, catalog: Catalog) -> dict[str, int]:
+        """Encode only the new and changed products of `catalog` (and forget removed ones)."""
+        with self._lock:
+            texts = {p.id: product_text(product_dict(catalog, p)) for p in catalog.parents()}
+            todo = [pid for pid, t in texts.items() if self._texts.get(pid) != t]
+            removed = [pid for pid in self._texts if pid not in texts]
+            if todo:
+                vecs = self.ranker.encode_products([texts[pid] for pid in todo])
+                for pid, vec in zip(todo, vecs, strict=True):
+                    self._vectors[pid] = np.asarray(vec, dtype=np.float32)
+            for pid in removed:
+                self._vectors.pop(pid, None)
+            self._texts = texts
+            self.catalog = catalog
+            return {"encoded": len(todo), "removed": len(removed)}
+
+    def _vector(self, product: Product) -> np.ndarray:
+        vec = self._vectors.get(product.id)
+        if vec is None:  # a product the catalog snapshot did not have (e.g. a fake searcher's)
+            text = product_text(product_dict(self.catalog, product))
+            vec = np.asarray(self.ranker.encode_products([text])[0], dtype=np.float32)
+            self._vectors[product.id] = vec
+            self._texts[product.id] = text
+        return vec
+
+    def features(
+        self, query: SearchQuery, hits: list[ProductHit], signals: SessionSignals | None = None
+    ) -> np.ndarray:
+        """``[len(hits), 14]`` features in `FEATURE_NAMES` order."""
+        feats = np.zeros((len(hits), NUM_FEATURES), np.float32)
+        if not hits:
+            return feats
+        scores = np.array([h.score for h in hits], np.float32)
+        top = float(scores.max()) if scores.size else 0.0
+        feats[:, _COL["retrieval_score"]] = scores / top if top > 0 else 0.0
+        feats[:, _COL["retrieval_rank_recip"]] = 1.0 / (1.0 + np.arange(len(hits)))
+        slots = query_slots(query)
+        for i, hit in enumerate(hits):
+            product = product_dict(self.catalog, hit.product, hit.variant)
+            if hit.variant is not None:  # the variant's own colour/size are what matched
+                product["attributes"]["colors"] = [*hit.variant.colors(), *product["attributes"]["colors"]]
+                product["attributes"]["sizes"] = [*hit.variant.sizes(), *product["attributes"]["sizes"]]
+            product["attributes"]["colors"] = [canonical_color(c) for c in product["attributes"]["colors"]]
+            product["attributes"]["sizes"] = [canonical_size(str(s)) for s in product["attributes"]["sizes"]]
+            match_slots = dict(slots)
+            if query.color:
+                match_slots["colour"] = canonical_color(query.color)
+            if query.size:
+                match_slots["size"] = canonical_size(query.size)
+            for name, value in slot_features(match_slots, product).items():
+                feats[i, _COL[name]] = value
+            if signals is not None:
+                pid = hit.product.id
+                feats[i, _COL["viewed"]] = float(pid in signals.viewed)
+                feats[i, _COL["liked"]] = float(pid in signals.liked)
+                feats[i, _COL["bought"]] = float(pid in signals.bought)
+                feats[i, _COL["disliked"]] = float(pid in signals.disliked)
+                feats[i, _COL["friends_bought"]] = math.log1p(max(0, signals.friends_bought.get(pid, 0)))
+                feats[i, _COL["friends_liked"]] = math.log1p(max(0, signals.friends_liked.get(pid, 0)))
+                feats[i, _COL["recency"]] = float(signals.recency.get(pid, 0.0))
+        return feats
+
+    def score(
+        self, query: SearchQuery, hits: list[ProductHit], signals: SessionSignals | None = None
+    ) -> RankOutput:
+        """The ranker's scores (and their contributions) for `hits`, in their order."""
+        feats = self.features(query, hits, signals)
+        threads = single_thread() if self.one_thread else contextlib.nullcontext()
+        with self._lock, threads:
+            product_vecs = np.stack([self._vector(h.product) for h in hits])
+            images = None
+            if self.image_vectors is not None:
+                images = self.image_vectors([h.product.id for h in hits])
+            qvec = self.ranker.encode_query(render_query(query.text, query_slots(query)))
+            return self.ranker.score(qvec, product_vecs, images, feats)  # type: ignore[no-any-return]
+
+    def rerank(
+        self, query: SearchQuery, hits: list[ProductHit], signals: SessionSignals | None = None
+    ) -> list[ProductHit]:
+        """`hits` reordered by the ranker, best first, each ``reason`` naming its top reasons."""
+        if not hits:
+            return []
+        out = self.score(query, hits, signals)
+        order = np.argsort(-out.scores, kind="stable")
+        ranked = []
+        for i in order:
+            hit = hits[int(i)]
+            words = []
+            for name, _ in out.top_reasons(int(i), k=3):
+                w = _reason_words(name, query, hit)
+                if w and w not in words:
+                    words.append(w)
+            reason = "; ".join(words) if words else hit.reason
+            ranked.append(replace(hit, score=float(out.scores[int(i)]), reason=reason))
+        return ranked
+
+    def rerank_text(self, query_text: str, hits: list[ProductHit], vocab: Any | None = None) -> list[ProductHit]:
+        """Bench adapter: parse `query_text` (with `vocab`) and `rerank`."""
+        return self.rerank(parse_query(query_text, vocab), hits)
+
+
+class RankedSearcher:
+    """A `ProductSearcher`: a retriever's top ``max(k, pool)`` candidates re-ranked by an `LLMReranker`.
+
+    Args:
+        retriever: A `HybridRetriever` (or anything with ``search`` and ``vocab``).
+        reranker: The re-ranker.
+        pool: Candidates fetched per query (default: the reranker's).
+    """
+
+    def __init__(self, retriever: Any, reranker: LLMReranker, *, pool: int | None = None) -> None:
+        self.retriever = retriever
+        self.reranker = reranker
+        self.pool = pool if pool is not None else reranker.pool
+
+    @property
+    def vocab(self) -> Any:
+        return getattr(self.retriever, "vocab", None)
+
+    @property
+    def catalog(self) -> Any:
+        return getattr(self.retriever, "catalog", None)
+
+    @property
+    def encoder(self) -> Any:
+        return getattr(self.retriever, "encoder", None)
+
+    def search(
+        self, query: SearchQuery, *, use_ranker: bool = True, signals: SessionSignals | None = None
+    ) -> list[ProductHit]:
+        """Top `query.k` hits; with ``use_ranker=False`` the retriever's own ranking."""
+        if query.k <= 0:
+            return []
+        if not use_ranker:
+            return list(self.retriever.search(query))
+        hits = self.retriever.search(replace(query, k=max(query.k, self.pool)))
+        return self.reranker.rerank(query, hits, signals)[: query.k]
+
+    def search_image(self, image_vector: np.ndarray, query: SearchQuery | None = None) -> list[ProductHit]:
+        """Photo search, passed through to the retriever (not re-ranked)."""
+        return list(self.retriever.search_image(image_vector, query))
+
+    def update(self, catalog: Catalog) -> Mapping[str, int]:
+        """Update the retriever's indexes and the reranker's product vectors."""
+        stats = dict(self.retriever.update(catalog)) if hasattr(self.retriever, "update") else {}
+        self.reranker.update(catalog)
+        return stats
