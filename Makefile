@@ -26,7 +26,8 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(VENV)/bin/shoptalk models prepare --data-dir $(DATA)
-	$(VENV)/bin/shoptalk vision align --data-dir $(DATA)
+	# 10 epochs keep the one-time alignment on the demo catalog to a few minutes on 2 cores
+	$(VENV)/bin/shoptalk vision align --data-dir $(DATA) --epochs 10
 	$(VENV)/bin/shoptalk serve --data-dir $(DATA) --host $(HOST) --port $(PORT)
 
 test: install
