@@ -26,6 +26,7 @@ from assistant.frames import Frame, ProductResults, ReplyTextDelta, ResponseDone
 from assistant.grounding import check_grounding, facts_from_hits
 from assistant.images import ImageStore
 from assistant.reply import compose_reply
+from assistant.rerank import SessionSignals
 from assistant.search import ProductHit, ProductSearcher, SearchQuery, parse_query
 from speech.audio import float32_to_pcm16, resample
 from speech.tts import SentenceBuffer, TTSEngine
@@ -58,6 +59,14 @@ class TemplateReplyWriter:
             yield sentence if i == 0 else " " + sentence
 
 
+def demote_disliked(hits: list[ProductHit], signals: SessionSignals | None) -> list[ProductHit]:
+    """Move products the shopper disliked to the end (stable), so a dislike takes effect at once."""
+    if signals is None or not signals.disliked:
+        return hits
+    keep = [h for h in hits if h.product.id not in signals.disliked]
+    return keep + [h for h in hits if h.product.id in signals.disliked]
+
+
 @dataclass(frozen=True)
 class BrainOptions:
     k: int = 5
@@ -85,12 +94,26 @@ class Brain:
         self.options = options or BrainOptions()
 
     async def search(
-        self, text: str, k: int | None = None, image_id: str | None = None, *, use_ranker: bool = True
+        self,
+        text: str,
+        k: int | None = None,
+        image_id: str | None = None,
+        *,
+        use_ranker: bool = True,
+        signals: SessionSignals | None = None,
     ) -> tuple[SearchQuery, list[ProductHit]]:
         """Text search, photo search, or photo refined by words ("like this but in blue, under $40").
 
         ``use_ranker=False`` skips a re-ranking searcher's second stage (`assistant.rerank.RankedSearcher`).
+        ``signals`` (this shopper's views, likes, dislikes, purchases) go to the ranker, and whatever the searcher,
+        a product the shopper disliked is never shown first again.
         """
+        query, hits = await self._search(text, k, image_id, use_ranker=use_ranker, signals=signals)
+        return query, demote_disliked(hits, signals)
+
+    async def _search(
+        self, text: str, k: int | None, image_id: str | None, *, use_ranker: bool, signals: SessionSignals | None
+    ) -> tuple[SearchQuery, list[ProductHit]]:
         # The searcher's vocabulary (the catalog's brands and categories) lets the parser find those slots too.
         query = replace(parse_query(text, getattr(self.searcher, "vocab", None)), k=k or self.options.k)
         if image_id is not None:
@@ -106,9 +129,10 @@ class Brain:
                 raise SearchError(f"photo search failed: {err}") from err
             return query, hits
         try:
-            if not use_ranker and hasattr(self.searcher, "reranker"):
-                bypass = functools.partial(self.searcher.search, query, use_ranker=False)  # type: ignore[call-arg]
-                hits = await asyncio.to_thread(bypass)
+            if hasattr(self.searcher, "reranker"):
+                call = functools.partial(self.searcher.search, query, use_ranker=use_ranker,  # type: ignore[call-arg]
+                                         signals=signals)
+                hits = await asyncio.to_thread(call)
             else:
                 hits = await asyncio.to_thread(self.searcher.search, query)
         except Exception as err:
@@ -116,12 +140,17 @@ class Brain:
         return query, hits
 
     async def respond(
-        self, turn: UserTurn, response_id: str, *, output_rate: int | None = None
+        self,
+        turn: UserTurn,
+        response_id: str,
+        *,
+        output_rate: int | None = None,
+        signals: SessionSignals | None = None,
     ) -> AsyncIterator[Frame]:
         """Stream the reply to ``turn``: products, text deltas and (if wanted) speech, then ``ResponseDone``."""
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        query, hits = await self.search(turn.text, image_id=turn.image_id)
+        query, hits = await self.search(turn.text, image_id=turn.image_id, signals=signals)
         timings["search_ms"] = 1000 * (time.perf_counter() - t0)
         yield ProductResults(response_id=response_id, hits=tuple(hits))
 

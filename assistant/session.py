@@ -20,6 +20,7 @@ from assistant.frames import (
     DataFrame,
     ErrorFrame,
     Frame,
+    ProductResults,
     ResponseDone,
     ResponseStarted,
     SpeechStarted,
@@ -27,6 +28,7 @@ from assistant.frames import (
     UserTurn,
 )
 from assistant.pipeline import Brain
+from assistant.rerank import SessionSignals
 from assistant.voice import VoiceInput, VoiceOptions
 from speech.stt import STTEngine
 from speech.vad import SileroVAD
@@ -34,6 +36,7 @@ from speech.vad import SileroVAD
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Frame], Awaitable[None]]
+MAX_SIGNAL_IDS = 500  # products remembered per signal kind and session
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class ConversationSession:
         self._pending_image: str | None = None  # a photo the next turn (typed or spoken) is about
         self.history: list[tuple[str, str]] = []  # (role, text), bounded
         self._cancelled: deque[str] = deque(maxlen=16)  # recent cancelled replies whose late frames are dropped
+        self.signals = SessionSignals()  # what this shopper viewed/liked/bought/disliked, for ranking
 
     # --- configuration --------------------------------------------------------------------------------------
     def update(self, options: SessionOptions) -> None:
@@ -135,7 +139,10 @@ class ConversationSession:
         text = ""
         timings: dict[str, float] = {}
         try:
-            async for frame in self.engines.brain.respond(turn, response_id, output_rate=self.options.output_rate):
+            async for frame in self.engines.brain.respond(turn, response_id, output_rate=self.options.output_rate,
+                                                          signals=self.signals):
+                if isinstance(frame, ProductResults):
+                    self._remember_shown(frame)
                 if isinstance(frame, ResponseDone):
                     status, text, timings = frame.status, frame.text, frame.timings_ms
                     continue
@@ -154,6 +161,27 @@ class ConversationSession:
             if self._response_id == response_id:
                 self._response_id = None
             await self._emit_raw(ResponseDone(response_id=response_id, status=status, text=text, timings_ms=timings))
+
+    def record_feedback(self, product_id: str, action: str) -> None:
+        """A ``feedback`` event: it shifts this session's ranking at once (a disliked item is not shown first)."""
+        signals = self.signals
+        target = {"like": signals.liked, "click": signals.viewed, "add_to_cart": signals.liked,
+                  "purchase": signals.bought, "dislike": signals.disliked}[action]
+        if action == "dislike":
+            signals.liked.discard(product_id)
+        else:
+            signals.disliked.discard(product_id)
+        target.add(product_id)
+        signals.recency[product_id] = 1.0
+        for ids in (signals.viewed, signals.liked, signals.bought, signals.disliked):
+            while len(ids) > MAX_SIGNAL_IDS:  # bounded per-session state
+                ids.pop()
+
+    def _remember_shown(self, frame: ProductResults) -> None:
+        for hit in frame.hits:
+            self.signals.viewed.add(hit.product.id)
+        while len(self.signals.viewed) > MAX_SIGNAL_IDS:
+            self.signals.viewed.pop()
 
     async def cancel_response(self) -> bool:
         """Cancel the reply in flight (``response.cancel`` or barge-in); True if there was one."""

@@ -311,3 +311,17 @@ async def test_clear_drops_buffered_audio(server: Any) -> None:
             pass  # partial transcripts of the cleared audio may arrive first
         await client.send({"type": "input_audio_buffer.commit"})
         await expect_error(client, "empty_buffer")
+
+
+async def test_dislike_takes_effect_at_once(server: Any) -> None:
+    async with TalkClient(server.ws_url) as client:
+        first = await client.ask_text("black hoodie")
+        top = first.products[0]["id"]
+        await client.send({"type": "feedback", "product_id": top, "action": "dislike"})
+        again = await client.ask_text("black hoodie")
+        assert again.products and again.products[0]["id"] != top
+        await client.send({"type": "feedback", "product_id": top, "action": "like"})
+        liked = await client.ask_text("black hoodie")
+        assert liked.products[0]["id"] == top  # un-disliked: back to the retrieval order
+        await client.send({"type": "feedback", "product_id": top, "action": "teleport"})
+        await expect_error(client, "invalid_event")
