@@ -127,3 +127,9 @@ class ColourPhotoSearcher:
         words = f"{color} {query.text if query else ''}"
         limit = query.max_price if query else None
         return self.searcher.search(SearchQuery(text=words, k=5, max_price=limit))
+
+
+def order_ok(types: list[str], expected: list[str]) -> bool:
+    """True when ``expected`` appears in ``types`` in this order (other events may come between)."""
+    it = iter(types)
+    return all(any(t == want for t in it) for want in expected)

@@ -14,6 +14,7 @@ from server.client import TalkClient
 from server.engines import App, build_app_state
 from server.settings import Settings
 from speech.audio import pcm16_to_float32, resample
+from tests.fakes import order_ok
 
 pytestmark = pytest.mark.real_model
 
@@ -34,11 +35,6 @@ def spoken_query(real_state: App) -> np.ndarray:
 @pytest.fixture
 def server(real_state: App, live_server_factory: Any) -> Any:
     return live_server_factory(create_app(state=real_state))
-
-
-def order_ok(types: list[str], expected: list[str]) -> bool:
-    it = iter(types)
-    return all(any(t == want for t in it) for want in expected)
 
 
 async def test_spoken_query_end_to_end(server: Any, spoken_query: np.ndarray, real_state: App) -> None:

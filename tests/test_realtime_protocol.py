@@ -21,7 +21,16 @@ from server.client import TalkClient, TurnResult
 from server.engines import App
 from server.settings import Settings
 from speech.audio import float32_to_pcm16, resample
-from tests.fakes import ColourPhotoSearcher, EnergyVAD, FakeSTT, FakeTTS, KeywordSearcher, silence, tone
+from tests.fakes import (
+    ColourPhotoSearcher,
+    EnergyVAD,
+    FakeSTT,
+    FakeTTS,
+    KeywordSearcher,
+    order_ok,
+    silence,
+    tone,
+)
 
 
 def make_state(tmp_path: Path, *, tts_delay: float = 0.0, stt_delay: float = 0.0) -> App:
@@ -57,11 +66,6 @@ async def still_alive(client: TalkClient) -> None:
     result = await client.ask_text("black hoodie", timeout=20)
     assert result.status == "completed", result.types()
     assert result.products
-
-
-def order_ok(types: list[str], expected: list[str]) -> bool:
-    it = iter(types)
-    return all(any(t == want for t in it) for want in expected)
 
 
 async def test_session_created_describes_limits(server: Any) -> None:
