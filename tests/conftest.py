@@ -11,8 +11,6 @@ from bench.common import ThreadServer
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-
-
 LiveServer = ThreadServer  # uvicorn on a free loopback port, in a background thread
 
 
