@@ -221,6 +221,28 @@ def main(
         "real": topk(real_e, views, view_labels, real_labels),
         "phone": topk(phone_e, views, view_labels, phone_labels),
     }
+    # -- query test-time augmentation: whole photo + centre + 4 corner crops at 90%, mean of unit embeddings
+    #    (what ``encode_image(..., query_tta=True)`` does for a shopper photo; the index is unchanged)
+    real_imgs = [Image.open(p).convert("RGB") for p, _ in real_q]
+    real_tta = enc.encode_image(real_imgs, query_tta=True)
+    phone_tta = enc.encode_image(phone_imgs, query_tta=True)
+    results["rows"]["aligned+adapted, 1 view, query TTA"] = {
+        "real": topk(real_tta, idx, labels, real_labels),
+        "phone": topk(phone_tta, idx, labels, phone_labels),
+    }
+    results["rows"][f"aligned+adapted, {n_index_views} views, query TTA"] = {
+        "real": topk(real_tta, views, view_labels, real_labels),
+        "phone": topk(phone_tta, views, view_labels, phone_labels),
+    }
+    shopper = phone_imgs[:16]
+    t = time.perf_counter()
+    for im in shopper:
+        enc.encode_image([im])
+    query_ms = (time.perf_counter() - t) / len(shopper) * 1000
+    t = time.perf_counter()
+    for im in shopper:
+        enc.encode_image([im], query_tta=True)
+    query_tta_ms = (time.perf_counter() - t) / len(shopper) * 1000
     t = time.perf_counter()
     q = enc.encode_text(titles)
     text_ms_aligned = (time.perf_counter() - t) / len(titles) * 1000
@@ -239,6 +261,8 @@ def main(
                         "index_views": n_index_views, "quick": quick},
             "timings": {
                 "encode_ms_per_image_end_to_end": round(encode_ms, 1),
+                "shopper_photo_ms_single": round(query_ms, 1),
+                "shopper_photo_ms_query_tta": round(query_tta_ms, 1),
                 "text_ms_per_query": round(text_ms, 1),
                 "text_ms_per_query_batched_aligned": round(text_ms_aligned, 1),
                 "tower_features_s": round(features_s, 1),

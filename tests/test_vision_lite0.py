@@ -61,6 +61,22 @@ def test_raw_model_is_unaligned_and_normalized(raw):
     assert raw.encode_text(["red hoodie"]).shape == (1, 512)
 
 
+def test_query_tta_averages_whole_photo_and_crops(raw):
+    from vision.augment import tta_crops
+
+    img = Image.new("RGB", (300, 200), (200, 10, 10))
+    ImageDraw.Draw(img).ellipse((40, 30, 200, 170), fill=(10, 10, 200))
+    crops = tta_crops(img, 0.9)
+    assert len(crops) == 6 and crops[0].size == (300, 200)
+    assert all(c.size == (270, 180) for c in crops[1:])
+    views = raw.encode_image(crops)
+    z = raw.encode_image([img, img], query_tta=True)
+    assert z.shape == (2, 512) and np.allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+    mean = views.mean(0)
+    np.testing.assert_allclose(z[0], mean / np.linalg.norm(mean), atol=1e-4)
+    assert raw.encode_image([], query_tta=True).shape == (0, 512)
+
+
 @pytest.mark.skipif(not (LUMA_DIR / "images").is_dir(), reason="shared luma-dev data absent")
 def test_mild_augmentation_is_nearest_to_itself(raw, tmp_path):
     mains = sorted((LUMA_DIR / "images").glob("*_main.jpg"))[::20][:10]

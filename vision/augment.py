@@ -30,6 +30,19 @@ def pad_to_square(img: Image.Image, fill: tuple[int, int, int] = WHITE) -> Image
     return out
 
 
+def tta_crops(img: Image.Image, scale: float = 0.9) -> list[Image.Image]:
+    """Test-time views of a shopper photo: the whole photo, its centre crop and its four corner crops at ``scale``.
+
+    Averaging the normalised embeddings of these views makes a query less sensitive to framing (off-centre product,
+    busy margins).  Only for queries: catalog photos are indexed as a single view.
+    """
+    img = img.convert("RGB")
+    w, h = img.size
+    cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
+    boxes = [((w - cw) // 2, (h - ch) // 2)] + [(x, y) for x in (0, w - cw) for y in (0, h - ch)]
+    return [img] + [img.crop((x, y, x + cw, y + ch)) for x, y in boxes]
+
+
 def shrink(img: Image.Image, size: int = WORK_SIZE) -> Image.Image:
     """Downscale so the longer side is ``size`` (never upscale)."""
     img = img.convert("RGB")

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vision.augment import pad_to_square, phone_style
+from vision.augment import pad_to_square, phone_style, tta_crops
 from vision.cache import EmbeddingCache
 from vision.towers import lite0_body, lite0_top
 
@@ -128,11 +128,28 @@ class ImageTextEncoder:
         return torch.cat(out).cpu().numpy() if out else np.zeros((0, self.dim), np.float32)
 
     def encode_image(
-        self, images: Sequence[Image.Image], normalize: bool = True, batch_size: int = 16
+        self,
+        images: Sequence[Image.Image],
+        normalize: bool = True,
+        batch_size: int = 16,
+        query_tta: bool = False,
     ) -> np.ndarray:
-        """Encode PIL images → float32 [n, dim] (unit rows when ``normalize``)."""
+        """Encode PIL images → float32 [n, dim] (unit rows when ``normalize``).
+
+        With ``query_tta`` (for shopper photos, never catalog photos) each image is encoded as the whole photo plus
+        its centre and four corner crops at 90% (``tta_crops``); the normalised embeddings are averaged, then
+        re-normalised when ``normalize``.  Six tower passes per photo.
+        """
         if not images:
             return np.zeros((0, self.dim), np.float32)
+        if query_tta:
+            views = [tta_crops(im) for im in images]
+            k = len(views[0])
+            flat = self.encode_image([v for vs in views for v in vs], normalize=True, batch_size=batch_size)
+            mean = flat.reshape(len(images), k, -1).mean(1)
+            if normalize:
+                mean /= np.linalg.norm(mean, axis=1, keepdims=True).clip(1e-12)
+            return mean.astype(np.float32)
         pixels = torch.stack([self.preprocess(im) for im in images])
         return self.encode_pixels(pixels, normalize=normalize, batch_size=batch_size)
 
