@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ranking.text_encoder import resolve_device
+
 log = logging.getLogger(__name__)
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -187,13 +189,6 @@ class _HFTokenizer:
             list(texts), max_length=max_length, truncation=True, padding=True, return_tensors="pt"
         )
         return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
-
-
-def resolve_device(device: str) -> str:
-    """Map ``auto`` to ``cuda`` when available, else ``cpu``; other values pass through."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def autocast_for(device: str) -> contextlib.AbstractContextManager[Any]:

@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 SHORT_WINDOW_MAX_S = 25.0  # longer audio takes faster-whisper's regular 30 s-window path
 SHORT_WINDOW_PAD_S = 0.5  # silence appended so the last word is not cut at the window's edge
 SHORT_WINDOW_MIN_S = 10.0  # shorter windows make Whisper loop or drop very short utterances
-MEL_HOP = 160  # samples per mel frame at 16 kHz (10 ms)
 MAX_NEW_TOKENS = 128  # a spoken shopping turn is far shorter
 
 

@@ -133,3 +133,15 @@ def order_ok(types: list[str], expected: list[str]) -> bool:
     """True when ``expected`` appears in ``types`` in this order (other events may come between)."""
     it = iter(types)
     return all(any(t == want for t in it) for want in expected)
+
+
+VOICE_TURN_EVENTS = [  # the ordered events of one hands-free voice turn
+    "input_audio_buffer.speech_started",
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "conversation.item.input_audio_transcription.completed",
+    "response.created",
+    "response.products",
+    "response.output_text.delta",
+    "response.done",
+]

@@ -22,6 +22,7 @@ from server.engines import App
 from server.settings import Settings
 from speech.audio import float32_to_pcm16, resample
 from tests.fakes import (
+    VOICE_TURN_EVENTS,
     ColourPhotoSearcher,
     EnergyVAD,
     FakeSTT,
@@ -82,16 +83,7 @@ async def test_server_vad_turn_event_order(server: Any, state: App) -> None:
     async with TalkClient(server.ws_url) as client:
         result = await client.say(tone(1.6), realtime=False)
     types = result.types()
-    assert order_ok(types, [
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.input_audio_transcription.completed",
-        "response.created",
-        "response.products",
-        "response.output_text.delta",
-        "response.done",
-    ]), types
+    assert order_ok(types, VOICE_TURN_EVENTS), types
     assert result.transcript == "black hoodie under fifty dollars"
     assert result.status == "completed"
     assert result.products and all(p["price"] <= 50 for p in result.products)
