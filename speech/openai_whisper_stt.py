@@ -35,6 +35,26 @@ def resolve_torch_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+
+def half_except_norms(model: Any) -> Any:
+    """fp16 weights for everything but the layer norms, in place.
+
+    openai-whisper's ``LayerNorm`` computes in float32 (``x.float()``) and needs float32 weights, while its
+    ``Linear``/``Conv1d`` cast their weights to the input's dtype; ``model.half()`` breaks the former (seen on a GPU:
+    "expected scalar type Float but found Half").
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            continue
+        for param in module.parameters(recurse=False):
+            param.data = param.data.half()
+        for name, buf in module.named_buffers(recurse=False):
+            if buf.is_floating_point():
+                setattr(module, name, buf.half())
+    return model
+
 class OpenAIWhisperSTT(STTEngine):
     """Whisper through the reference openai-whisper package.
 
@@ -64,7 +84,7 @@ class OpenAIWhisperSTT(STTEngine):
         except (RuntimeError, ValueError, OSError) as err:
             raise SpeechToTextError(f"cannot load {self.name} from {checkpoint}: {err}") from err
         if self.fp16:
-            self.model = self.model.half()
+            half_except_norms(self.model)
         log.info("loaded %s (%s) in %.2f s", self.name, self.device, time.perf_counter() - start)
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcription:
