@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install run test lint bench clean
+.PHONY: install system-deps run test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -30,7 +30,13 @@ run: install
 	$(VENV)/bin/shoptalk vision align --data-dir $(DATA) --epochs 10
 	$(VENV)/bin/shoptalk serve --data-dir $(DATA) --host $(HOST) --port $(PORT)
 
-test: install
+# Services the integration tests start for real (they skip, saying so, where these are missing).
+system-deps:
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; } || \
+		echo "redis-server is missing: the Redis memory tests will skip (apt-get install redis-server)"
+
+test: install system-deps
 	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
 
 lint: install

@@ -105,6 +105,8 @@ class ResponseDone(SystemFrame):
     status: str  # "completed" | "cancelled" | "failed"
     text: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    intent: str | None = None  # what the dialogue understood the turn as (None without one)
+    handoff: bool = False  # the reply offers the shopper a person
 
 
 @dataclass(frozen=True)

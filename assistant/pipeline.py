@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from assistant.dialogue import Dialogue, DialogueState, Plan, check_quoted
 from assistant.errors import AssistantError, ReplyError, SearchError
 from assistant.frames import Frame, ProductResults, ReplyTextDelta, ResponseDone, SpeechAudio, UserTurn
 from assistant.grounding import check_grounding, facts_from_hits
@@ -50,6 +51,8 @@ class ReplyWriter(Protocol):
 
 class TemplateReplyWriter:
     """The grounded template reply of ``assistant.reply``, released sentence by sentence."""
+
+    sentence_deltas = True  # every delta is a whole sentence: speech may start on it at once
 
     async def write(self, text: str, query: SearchQuery, hits: Sequence[ProductHit]) -> AsyncIterator[str]:
         reply = compose_reply(query, list(hits))
@@ -85,12 +88,14 @@ class Brain:
         *,
         photos: PhotoSearcher | None = None,
         images: ImageStore | None = None,
+        dialogue: Dialogue | None = None,
     ) -> None:
         self.searcher = searcher
         self.photos = photos
         self.images = images
         self.tts = tts
         self.writer: ReplyWriter = writer or TemplateReplyWriter()
+        self.dialogue = dialogue
         self.options = options or BrainOptions()
 
     async def search(
@@ -101,21 +106,26 @@ class Brain:
         *,
         use_ranker: bool = True,
         signals: SessionSignals | None = None,
+        query: SearchQuery | None = None,
     ) -> tuple[SearchQuery, list[ProductHit]]:
         """Text search, photo search, or photo refined by words ("like this but in blue, under $40").
+
+        ``query``: an already built query (a refinement merged by the dialogue) instead of parsing ``text``.
 
         ``use_ranker=False`` skips a re-ranking searcher's second stage (`assistant.rerank.RankedSearcher`).
         ``signals`` (this shopper's views, likes, dislikes, purchases) go to the ranker, and whatever the searcher,
         a product the shopper disliked is never shown first again.
         """
-        query, hits = await self._search(text, k, image_id, use_ranker=use_ranker, signals=signals)
+        query, hits = await self._search(text, k, image_id, use_ranker=use_ranker, signals=signals, query=query)
         return query, demote_disliked(hits, signals)
 
     async def _search(
-        self, text: str, k: int | None, image_id: str | None, *, use_ranker: bool, signals: SessionSignals | None
+        self, text: str, k: int | None, image_id: str | None, *, use_ranker: bool, signals: SessionSignals | None,
+        query: SearchQuery | None = None,
     ) -> tuple[SearchQuery, list[ProductHit]]:
         # The searcher's vocabulary (the catalog's brands and categories) lets the parser find those slots too.
-        query = replace(parse_query(text, getattr(self.searcher, "vocab", None)), k=k or self.options.k)
+        parsed = query if query is not None else parse_query(text, getattr(self.searcher, "vocab", None))
+        query = replace(parsed, k=k or self.options.k)
         if image_id is not None:
             if self.photos is None or self.images is None:
                 raise SearchError("photo search is not available on this server", code="photo_search_unavailable")
@@ -146,15 +156,47 @@ class Brain:
         *,
         output_rate: int | None = None,
         signals: SessionSignals | None = None,
+        state: DialogueState | None = None,
     ) -> AsyncIterator[Frame]:
-        """Stream the reply to ``turn``: products, text deltas and (if wanted) speech, then ``ResponseDone``."""
+        """Stream the reply to ``turn``: products, text deltas and (if wanted) speech, then ``ResponseDone``.
+
+        With a ``Dialogue`` and the conversation's ``state`` the turn is planned by intent (references,
+        refinements, policy, orders, cart ...); without, every turn is a product search.
+        """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        query, hits = await self.search(turn.text, image_id=turn.image_id, signals=signals)
+        if self.dialogue is not None and state is not None:
+            plan = await self.dialogue.plan(turn.text, image_id=turn.image_id, state=state, search=self.search,
+                                            signals=signals, k=self.options.k)
+        else:
+            query, hits = await self.search(turn.text, image_id=turn.image_id, signals=signals)
+            plan = Plan(None, query, hits=hits, facts=facts_from_hits(hits))
         timings["search_ms"] = 1000 * (time.perf_counter() - t0)
-        yield ProductResults(response_id=response_id, hits=tuple(hits))
+        if plan.hits is not None:
+            yield ProductResults(response_id=response_id, hits=tuple(plan.hits))
+        query, hits, facts = plan.query, plan.hits or [], plan.facts
 
-        facts = facts_from_hits(hits)
+        def violations_of(text: str) -> list[str]:
+            screened = self.dialogue.screen(text) if self.dialogue is not None else []
+            if plan.reply is not None:  # built from its sources by the dialogue: its numbers must be theirs
+                return screened + check_quoted(text, plan.sources, facts)
+            return screened + check_grounding(text, facts, query=query)
+
+        async def reply_deltas() -> AsyncIterator[tuple[str, bool]]:
+            """(text delta, whether it is whole sentences): whole ones go to speech at once, unbuffered."""
+            if plan.preface:
+                yield plan.preface + " ", True
+            if plan.reply is not None:
+                buffer = SentenceBuffer()
+                for i, sentence in enumerate(buffer.feed(plan.reply) + buffer.flush()):
+                    yield (sentence if i == 0 else " " + sentence), True
+            else:
+                whole = bool(getattr(self.writer, "sentence_deltas", False))
+                async for delta in self.writer.write(turn.text, query, hits):
+                    yield delta, whole
+            if plan.postscript:
+                yield " " + plan.postscript, True
+
         speak = turn.wants_audio and self.tts is not None
         out: asyncio.Queue[Frame | None] = asyncio.Queue()
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
@@ -163,11 +205,17 @@ class Brain:
         async def produce_text() -> None:
             buffer = SentenceBuffer()
             try:
-                async for delta in self.writer.write(turn.text, query, hits):
+                async for delta, whole in reply_deltas():
                     parts.append(delta)
                     await out.put(ReplyTextDelta(response_id=response_id, delta=delta))
-                    for sentence in buffer.feed(delta):
-                        await sentences.put(sentence)
+                    if whole:
+                        for sentence in buffer.flush():
+                            await sentences.put(sentence)
+                        if delta.strip():
+                            await sentences.put(delta.strip())
+                    else:
+                        for sentence in buffer.feed(delta):
+                            await sentences.put(sentence)
                 for sentence in buffer.flush():
                     await sentences.put(sentence)
             finally:
@@ -176,7 +224,7 @@ class Brain:
         async def produce_audio() -> None:
             assert self.tts is not None
             while (sentence := await sentences.get()) is not None:
-                violations = check_grounding(sentence, facts, query=query)
+                violations = violations_of(sentence)
                 if violations:
                     raise ReplyError(f"reply failed its grounding check: {violations}")
                 try:
@@ -214,8 +262,9 @@ class Brain:
                 with contextlib.suppress(BaseException):
                     await worker
         text = "".join(parts)
-        violations = check_grounding(text, facts, query=query)
+        violations = violations_of(text)
         if violations:
             raise ReplyError(f"reply failed its grounding check: {violations}")
         timings["total_ms"] = 1000 * (time.perf_counter() - t0)
-        yield ResponseDone(response_id=response_id, status="completed", text=text, timings_ms=timings)
+        yield ResponseDone(response_id=response_id, status="completed", text=text, timings_ms=timings,
+                           intent=plan.intent.name if plan.intent is not None else None, handoff=plan.handoff)

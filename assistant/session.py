@@ -13,8 +13,9 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
+from assistant.dialogue import DialogueState
 from assistant.errors import AssistantError
 from assistant.frames import (
     DataFrame,
@@ -27,8 +28,10 @@ from assistant.frames import (
     Transcript,
     UserTurn,
 )
+from assistant.memory import MemoryStore, SessionMemory
 from assistant.pipeline import Brain
 from assistant.rerank import SessionSignals
+from assistant.search import ProductHit, SearchQuery
 from assistant.voice import VoiceInput, VoiceOptions
 from speech.stt import STTEngine
 from speech.vad import SileroVAD
@@ -54,6 +57,7 @@ class Engines:
     stt: STTEngine
     brain: Brain
     vad_factory: Callable[[], SileroVAD]
+    memory: MemoryStore | None = None  # durable session/user memory; None keeps it in this process only
 
 
 def new_response_id() -> str:
@@ -62,8 +66,9 @@ def new_response_id() -> str:
 
 class ConversationSession:
     def __init__(self, engines: Engines, emit: Emit, options: SessionOptions | None = None) -> None:
-        self.id = "sess_" + uuid.uuid4().hex[:16]
         self.engines = engines
+        self.memory: SessionMemory | None = engines.memory.open_session() if engines.memory is not None else None
+        self.id = self.memory.session_id if self.memory is not None else "sess_" + uuid.uuid4().hex[:16]
         self._emit_raw = emit
         self.options = options or SessionOptions()
         self.voice = VoiceInput(engines.stt, engines.vad_factory, self.options.voice, self._emit, self._on_transcript)
@@ -74,6 +79,41 @@ class ConversationSession:
         self.history: list[tuple[str, str]] = []  # (role, text), bounded
         self._cancelled: deque[str] = deque(maxlen=16)  # recent cancelled replies whose late frames are dropped
         self.signals = SessionSignals()  # what this shopper viewed/liked/bought/disliked, for ranking
+        self.dialogue = DialogueState(memory=self.memory)  # what "the second one" and "cheaper" refer to
+
+    # --- memory ---------------------------------------------------------------------------------------------
+    def resume(self, token: str, user_id: str | None = None) -> bool:
+        """Continue an earlier session (``session.update {resume_token}``): its turns, results, cart and signals."""
+        store = self.engines.memory
+        found = store.resume(token, user_id=user_id) if store is not None else None
+        if found is None:
+            return False
+        self.memory, self.id = found, found.session_id
+        self.history = [(t.role, t.text) for t in found.turns()]
+        self.dialogue = DialogueState(memory=found)
+        catalog = getattr(self.engines.brain.searcher, "catalog", None)
+        if catalog is not None:
+            products = [catalog.get(pid) for pid in found.shown()]
+            self.dialogue.shown = [ProductHit(p, 0.0, "shown before") for p in products if p is not None]
+        saved = found.preferences().get("last_query")
+        if isinstance(saved, dict):
+            with contextlib.suppress(TypeError):
+                self.dialogue.last_query = SearchQuery(**saved)
+        self._refresh_signals()
+        return True
+
+    def sign_in(self, user_id: str) -> None:
+        """The shopper's user id (``session.update {user_id}``): their history (with consent) and friends count."""
+        if self.memory is not None:
+            self.memory.attach_user(user_id)
+            self._refresh_signals()
+
+    def _refresh_signals(self) -> None:
+        if self.memory is None:
+            return
+        shown = self.signals.viewed
+        self.signals = self.memory.signals()
+        self.signals.viewed |= shown
 
     # --- configuration --------------------------------------------------------------------------------------
     def update(self, options: SessionOptions) -> None:
@@ -130,6 +170,8 @@ class ConversationSession:
         self._response_id = response_id
         self.history.append(("user", turn.text))
         del self.history[:-40]
+        if self.memory is not None and turn.text:
+            self.memory.add_turn("user", turn.text)
         await self._emit(ResponseStarted(response_id=response_id))
         self._response = asyncio.ensure_future(self._run_response(turn, response_id))
         return response_id
@@ -138,13 +180,14 @@ class ConversationSession:
         status = "failed"
         text = ""
         timings: dict[str, float] = {}
+        done: ResponseDone | None = None
         try:
             async for frame in self.engines.brain.respond(turn, response_id, output_rate=self.options.output_rate,
-                                                          signals=self.signals):
+                                                          signals=self.signals, state=self.dialogue):
                 if isinstance(frame, ProductResults):
                     self._remember_shown(frame)
                 if isinstance(frame, ResponseDone):
-                    status, text, timings = frame.status, frame.text, frame.timings_ms
+                    status, text, timings, done = frame.status, frame.text, frame.timings_ms, frame
                     continue
                 await self._emit(frame)
         except asyncio.CancelledError:
@@ -158,12 +201,26 @@ class ConversationSession:
         finally:
             if status == "completed" and text:
                 self.history.append(("assistant", text))
+                if self.memory is not None:
+                    self.memory.add_turn("assistant", text)
+                    if self.dialogue.last_query is not None:
+                        self.memory.set_preference("last_query", asdict(self.dialogue.last_query))
             if self._response_id == response_id:
                 self._response_id = None
-            await self._emit_raw(ResponseDone(response_id=response_id, status=status, text=text, timings_ms=timings))
+            await self._emit_raw(ResponseDone(response_id=response_id, status=status, text=text, timings_ms=timings,
+                                              intent=done.intent if done else None,
+                                              handoff=done.handoff if done else False))
 
     def record_feedback(self, product_id: str, action: str) -> None:
-        """A ``feedback`` event: it shifts this session's ranking at once (a disliked item is not shown first)."""
+        """A ``feedback`` event: it shifts this session's ranking at once (a disliked item is not shown first).
+
+        With memory the event is durable before this returns (it trains the next ranker) and the signals are
+        rebuilt from memory; without, they change in this process only.
+        """
+        if self.memory is not None:
+            self.memory.record_event(product_id, action)
+            self._refresh_signals()
+            return
         signals = self.signals
         target = {"like": signals.liked, "click": signals.viewed, "add_to_cart": signals.liked,
                   "purchase": signals.bought, "dislike": signals.disliked}[action]
@@ -178,6 +235,8 @@ class ConversationSession:
                 ids.pop()
 
     def _remember_shown(self, frame: ProductResults) -> None:
+        if self.memory is not None:
+            self.memory.set_shown([hit.product.id for hit in frame.hits])
         for hit in frame.hits:
             self.signals.viewed.add(hit.product.id)
         while len(self.signals.viewed) > MAX_SIGNAL_IDS:

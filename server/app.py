@@ -11,7 +11,7 @@ from fastapi import FastAPI, WebSocket
 from assistant.catalog_store import default_store
 from server.engines import App, build_app_state
 from server.realtime import serve_realtime
-from server.routes import catalog, health, images, search
+from server.routes import catalog, health, images, merchant, search, users
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None, *, state: App | None = None) ->
     app.include_router(search.router)
     app.include_router(images.router)
     app.include_router(catalog.router)
+    app.include_router(users.router)
+    app.include_router(merchant.router)
 
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:

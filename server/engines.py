@@ -17,6 +17,7 @@ from assistant.catalog import Catalog
 from assistant.catalog_store import CatalogStore, default_store, store_exists
 from assistant.demo_catalog import ensure_demo_catalog
 from assistant.images import ImageStore
+from assistant.memory import MemoryConfig, MemoryStore, create_memory
 from assistant.pipeline import Brain, BrainOptions
 from assistant.retrieval import HybridRetriever
 from assistant.search import ProductHit, SearchQuery
@@ -41,7 +42,12 @@ class App:
     tts: TTSEngine | None
     images: ImageStore
     store: CatalogStore | None = None
+    copy_writer: Any = None  # built on the first POST /v1/copy
     _reindex_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def memory(self) -> MemoryStore | None:
+        return self.engines.memory
 
     def reload_catalog(self) -> dict[str, int]:
         """Re-read the catalog store and update the indexes incrementally (after an ingest or a delete)."""
@@ -53,6 +59,9 @@ class App:
             if hasattr(self.searcher, "update"):
                 stats = self.searcher.update(catalog)
             self.catalog = catalog
+            dialogue = self.engines.brain.dialogue
+            if dialogue is not None:
+                dialogue.catalog = catalog
             return stats
 
 
@@ -139,6 +148,28 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     return searcher
 
 
+def build_dialogue(settings: Settings, catalog: Catalog, retriever: HybridRetriever, memory: MemoryStore | None,
+                   *, warmup: bool = True) -> Any:
+    """The conversation layer: intents, the knowledge base, orders, moderation, references (``assistant.dialogue``)."""
+    from collections import Counter
+
+    from assistant.dialogue import Dialogue
+    from assistant.intent import IntentRecognizer
+    from assistant.kb import open_kb
+    from assistant.moderation import Moderator
+    from assistant.orders import open_demo_orders
+
+    encoder = retriever.encoder
+    recognizer = IntentRecognizer(retriever.vocab, encoder, cache_dir=settings.cache_dir / "intent")
+    if warmup:
+        recognizer.warmup()
+    kb = open_kb(settings.data_dir, encoder, docs=settings.kb_dir)
+    orders = open_demo_orders(settings.data_dir)
+    leaves = Counter(p.leaf_category.lower() for p in catalog.parents() if p.leaf_category)
+    return Dialogue(recognizer, kb=kb, orders=orders, moderator=Moderator(encoder), memory_store=memory,
+                    categories=[c for c, _ in leaves.most_common(6)], catalog=catalog)
+
+
 def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     t0 = time.perf_counter()
     catalog, retriever, image_encoder = build_search(settings)
@@ -148,8 +179,20 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     images = ImageStore(settings.data_dir / "uploads")
     photos = EncoderPhotoSearcher(image_encoder, retriever) if image_encoder is not None else None
     searcher = build_ranked(settings, catalog, retriever)
-    brain = Brain(searcher, tts, options=BrainOptions(k=settings.search_k), images=images, photos=photos)
-    engines = Engines(stt=stt, brain=brain, vad_factory=SileroVAD)
+    memory = create_memory(settings.memory_url, settings.data_dir,
+                           MemoryConfig(session_ttl_s=settings.memory_ttl_days * 86400))
+    memory.purge_expired()
+    dialogue = build_dialogue(settings, catalog, retriever, memory, warmup=warmup) if settings.dialogue else None
+    writer = None
+    if settings.reply_writer == "llm":
+        from assistant.llm_reply import LLMReplyWriter
+
+        writer = LLMReplyWriter.from_cache(settings.cache_dir, device=settings.device)
+        if warmup:
+            writer.warm_up()
+    brain = Brain(searcher, tts, writer, options=BrainOptions(k=settings.search_k), images=images, photos=photos,
+                  dialogue=dialogue)
+    engines = Engines(stt=stt, brain=brain, vad_factory=SileroVAD, memory=memory)
     store = default_store(settings.data_dir) if serves_store(settings) else None
     if warmup:
         # First calls pay for lazy initialisation (ONNX graphs, CT2 allocations); pay it before the first shopper.

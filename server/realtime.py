@@ -68,7 +68,8 @@ class RealtimeConnection:
         self.audio_transport = "binary"
         self.tts_rate = output_rate
         self.session = ConversationSession(engines, self._on_frame)
-        self.resume_token = secrets.token_urlsafe(24)
+        memory = self.session.memory
+        self.resume_token = memory.resume_token if memory is not None else secrets.token_urlsafe(24)
         self.feedback: list[dict[str, str]] = []
         self._started = time.monotonic()
 
@@ -126,6 +127,7 @@ class RealtimeConnection:
                     metrics.RESPONSE_LATENCY.labels(stage=name).observe(value / 1000)
             return [event(ServerEvent.RESPONSE_DONE, response={
                 "id": frame.response_id, "status": frame.status, "output_text": frame.text,
+                "intent": frame.intent, "handoff": frame.handoff,
                 "timings_ms": {k: round(v, 1) for k, v in frame.timings_ms.items()}})]
         if isinstance(frame, ErrorFrame):
             metrics.ERRORS.labels(code=frame.code).inc()
@@ -226,6 +228,13 @@ class RealtimeConnection:
 
     def _update(self, update: SessionUpdate, has_turn_detection: bool) -> None:
         cfg = update.session
+        if cfg.resume_token:
+            if not self.session.resume(cfg.resume_token, user_id=cfg.user_id):
+                raise InvalidInputError("unknown or expired resume_token; this session goes on as a new one",
+                                        code="invalid_resume_token", param="session.resume_token")
+            self.resume_token = cfg.resume_token
+        if cfg.user_id:
+            self.session.sign_in(cfg.user_id)
         options = self.session.options
         voice = options.voice
         if cfg.input_audio is not None:

@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     vad_silence_ms: int = 500
     partial_interval_ms: int = 700
     max_sessions: int = 64
+    dialogue: bool = True  # intents, references, policy and order answers; False: every turn is a product search
+    # "template": grounded template replies (instant); "llm": SmolLM2 writes the follow-up sentence (checked,
+    # dropped on any violation) -- about 6 s per sentence on 2 busy CPU cores, so opt-in unless a GPU serves it
+    reply_writer: str = "template"
+    copy_llm: bool = True  # POST /v1/copy drafts with SmolLM2 (checked); False: attribute templates only
+    kb_dir: Path | None = None  # the merchant's policy documents (markdown); default: the demo policies
+    memory_url: str | None = None  # None/"sqlite": data_dir/memory.sqlite; "redis://host:6379/0" for several servers
+    memory_ttl_days: float = 30.0  # an idle session's memory is forgotten after this
     outbound_queue: int = 512  # events buffered per client before it counts as not reading
     log_level: str = "info"
 
@@ -46,6 +54,13 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: object) -> object:
         return Path(str(value)).expanduser() if value is not None else value
+
+    @field_validator("reply_writer")
+    @classmethod
+    def _writer(cls, value: str) -> str:
+        if value not in ("template", "llm"):
+            raise ValueError("reply_writer must be 'template' or 'llm'")
+        return value
 
     @field_validator("vad_threshold")
     @classmethod

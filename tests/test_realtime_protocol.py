@@ -321,3 +321,80 @@ async def test_dislike_takes_effect_at_once(server: Any) -> None:
         assert liked.products[0]["id"] == top  # un-disliked: back to the retrieval order
         await client.send({"type": "feedback", "product_id": top, "action": "teleport"})
         await expect_error(client, "invalid_event")
+
+
+@pytest.fixture
+def memory_server(tmp_path: Path, live_server_factory: Any) -> Any:
+    from assistant.memory import SQLiteMemory
+
+    state = make_state(tmp_path)
+    state.engines.memory = SQLiteMemory(tmp_path / "memory.sqlite")
+    server = live_server_factory(create_app(state=state))
+    server.memory = state.engines.memory
+    return server
+
+
+async def test_resume_after_disconnect_keeps_turns_and_feedback(memory_server: Any, tmp_path: Path) -> None:
+    async with TalkClient(memory_server.ws_url) as client:
+        token, first_id = client.session["resume_token"], client.session["id"]
+        first = await client.ask_text("black hoodie")
+        top = first.products[0]["id"]
+        await client.send({"type": "feedback", "product_id": top, "action": "dislike"})
+        await client.ask_text("black hoodie")  # the feedback event was handled before this turn
+    # the connection dropped; a new one resumes the same memory
+    async with TalkClient(memory_server.ws_url) as client:
+        updated = await client.update(resume_token=token)
+        assert updated["type"] == "session.updated" and updated["session"]["id"] == first_id
+        again = await client.ask_text("black hoodie")
+        assert again.products[0]["id"] != top  # the dislike survived the disconnect
+        resumed = memory_server.memory.resume(token)
+        assert [t.text for t in resumed.turns() if t.role == "user"] == ["black hoodie"] * 3
+        assert [(e.product_id, e.action) for e in resumed.events()] == [(top, "dislike")]
+    # an unknown token is a coded error and the session goes on
+    async with TalkClient(memory_server.ws_url) as client:
+        await client.send({"type": "session.update", "session": {"resume_token": "nope"}})
+        await expect_error(client, "invalid_resume_token")
+        await still_alive(client)
+    n = memory_server.memory.export_feedback(tmp_path / "feedback.jsonl")
+    assert n == 1 and json.loads((tmp_path / "feedback.jsonl").read_text())["kind"] == "dislike"
+
+
+async def test_friends_and_consent_routes(memory_server: Any) -> None:
+    async with httpx.AsyncClient(base_url=memory_server.http_url, timeout=10) as http:
+        products = (await http.post("/v1/search", json={"text": "black hoodie"})).json()["products"]
+        pid = products[0]["id"]
+        r = await http.put("/v1/users/dave/friends", json={"friends": [{"id": "ana", "name": "Ana"}]})
+        assert r.status_code == 200 and r.json()["friends"] == [{"id": "ana", "name": "Ana"}]
+        assert (await http.post("/v1/users/ana/events", json={"product_id": pid, "action": "purchase"})).status_code \
+            == 201
+        assert (await http.post("/v1/users/ana/events", json={"product_id": "nope", "action": "purchase"})) \
+            .status_code == 404
+        assert (await http.post("/v1/users/ana/events", json={"product_id": pid, "action": "steal"})).status_code \
+            == 422
+        bad = await http.put("/v1/users/dave/friends", json={"friends": [{"id": "dave"}]})
+        assert bad.status_code == 422 and "own friend" in bad.json()["detail"]
+        assert (await http.put("/v1/users/dave/consent", json={"consent": True})).json()["consent"] is True
+    assert memory_server.memory.social("dave").bought == {pid: ["Ana"]}
+    async with TalkClient(memory_server.ws_url) as client:
+        assert (await client.update(user_id="dave"))["type"] == "session.updated"
+        await still_alive(client)
+        assert client.session["resume_token"]
+        token = client.session["resume_token"]
+    signed_in = memory_server.memory.resume(token)
+    assert signed_in.user_id == "dave" and signed_in.signals().friends_bought == {pid: 1}
+
+
+async def test_http_search_shares_the_session_memory(memory_server: Any) -> None:
+    async with TalkClient(memory_server.ws_url) as client:
+        token = client.session["resume_token"]
+        first = await client.ask_text("black hoodie")
+        top = first.products[0]["id"]
+        await client.send({"type": "feedback", "product_id": top, "action": "dislike"})
+        await client.ask_text("black hoodie")
+    async with httpx.AsyncClient(base_url=memory_server.http_url, timeout=10) as http:
+        plain = (await http.post("/v1/search", json={"text": "black hoodie"})).json()["products"]
+        mine = (await http.post("/v1/search", json={"text": "black hoodie", "resume_token": token})).json()["products"]
+        assert plain[0]["id"] == top and mine[0]["id"] != top  # the websocket's dislike applies over HTTP too
+        gone = await http.post("/v1/search", json={"text": "black hoodie", "resume_token": "nope"})
+        assert gone.status_code == 404 and "resume_token" in gone.json()["detail"]
+    assert memory_server.memory.resume(token).shown()[0] == mine[0]["id"]

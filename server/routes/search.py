@@ -21,7 +21,8 @@ class SearchRequest(BaseModel):
     text: str | None = Field(None, max_length=2000)
     image_id: str | None = Field(None, max_length=128)
     k: int = Field(5, ge=1, le=100)
-    session_id: str | None = Field(None, max_length=128)
+    session_id: str | None = Field(None, max_length=128)  # accepted for compatibility; memory needs resume_token
+    resume_token: str | None = Field(None, max_length=256)  # a realtime session's: its signals rank, it remembers
     ranker: str | None = Field(None, max_length=64)
 
 
@@ -37,14 +38,24 @@ async def search(body: SearchRequest, state: StateDep) -> dict[str, Any]:
         if body.ranker not in valid:
             raise HTTPException(422, detail=f"unknown ranker {body.ranker!r}; valid: {', '.join(valid)}")
         use_ranker = body.ranker != "none"
+    session = None
+    if body.resume_token is not None:
+        session = state.memory.resume(body.resume_token) if state.memory is not None else None
+        if session is None:
+            raise HTTPException(404, detail="unknown or expired resume_token")
     try:
         query, hits = await state.engines.brain.search(text, k=body.k, image_id=body.image_id,
-                                                       use_ranker=use_ranker)
+                                                       use_ranker=use_ranker,
+                                                       signals=session.signals() if session else None)
     except ImageNotFound as err:
         raise HTTPException(404, detail=err.message) from err
     except AssistantError as err:
         raise HTTPException(503 if err.code == "photo_search_unavailable" else 500, detail=err.message) from err
     metrics.SEARCHES.inc()
+    if session is not None:
+        if text:
+            session.add_turn("user", text)
+        session.set_shown([h.product.id for h in hits])
     return {"query": {"text": text, "image_id": body.image_id, "max_price": query.max_price, "min_price": query.min_price,
                       "color": query.color, "size": query.size},
             "products": [product_json(h) for h in hits]}

@@ -1,0 +1,576 @@
+"""The conversation layer: what a turn means given the conversation so far, and what the reply may say.
+
+``Dialogue.plan`` turns one user turn into a ``Plan``: the products to show (if any), and either a reply that is
+built here from known facts (a policy passage, an order row, a product's attributes, the cart) or ``None`` for the
+search reply the ``ReplyWriter`` composes from the hits.  The brain streams either the same way (text deltas,
+sentence-by-sentence speech, the grounding check).
+
+What it handles, by intent (``assistant.intent``):
+
+* ``search``/``photo_lookup``: a new query (a photo turn searches by the photo, refined by the words); a request too
+  broad to search ("show me some stuff") gets a clarifying question naming the catalog's categories;
+* ``refine``: the last query with the new slots on top ("in blue", "size M", "no, under forty" replaces the limit,
+  "cheaper" caps the price below the cheapest shown);
+* references to what is on screen: "the second one", "the last one", "the cheaper one", "the blue one",
+  "that jacket";
+* ``compare``, ``product_question`` (material, sizes, colours, care), ``add_to_cart`` (variant by size/colour; asks
+  for the size when one is needed), ``order_status``, ``policy`` (quoted from the knowledge base, or "I don't know,
+  let me connect you"), ``recommendation`` (for me: the shopper's history; for a friend / "what goes with the one my
+  friend bought": friends' purchases, named), ``greeting``, ``human``, ``complaint``, ``out_of_scope``;
+* sentiment and moderation: an abusive or unsafe turn gets a polite refusal (no search); a frustrated shopper gets an
+  apology, fewer options and the offer of a person.
+
+Every reply built here states only what its sources say; ``check_quoted`` verifies its numbers against them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from assistant.grounding import ProductFact, facts_from_hits, format_price, spoken_name
+from assistant.intent import DialogueContext, Intent
+from assistant.memory import SessionMemory
+from assistant.rerank import SessionSignals
+from assistant.search import COLOR_SYNONYMS, ProductHit, SearchQuery, canonical_color
+
+log = logging.getLogger(__name__)
+
+SearchFn = Callable[..., Awaitable[tuple[SearchQuery, list[ProductHit]]]]
+
+FRUSTRATED = 0.5  # smoothed frustration from which the strategy changes
+HANDOFF = "I'll connect you with someone from our team who can help."
+BROAD_WORDS = frozenset({"something", "stuff", "things", "anything", "clothes", "products", "items", "gear",
+                         "show", "me", "some", "want", "need", "looking", "for", "i", "a", "to", "buy", "i'm",
+                         "what", "do", "you", "have", "got", "can", "see", "please", "like", "would", "the"})
+COMPLEMENTS = {  # what goes with a leaf category, for "what goes with it?"
+    "hoodies": ("pants", "joggers", "leggings", "shorts"), "jackets": ("pants", "shirts", "tees", "hoodies"),
+    "tees": ("shorts", "pants", "jackets"), "shirts": ("pants", "jackets"), "pants": ("tees", "hoodies", "shirts"),
+    "shorts": ("tees", "tanks"), "leggings": ("bras", "tanks", "hoodies"), "bras": ("leggings", "shorts"),
+    "tanks": ("shorts", "leggings"), "shoes": ("socks", "shorts"), "bags": ("bottles", "mats"),
+}
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "1st": 1, "2nd": 2, "3rd": 3,
+             "4th": 4, "5th": 5, "one": 1, "two": 2, "three": 3}
+_PRICE = re.compile(r"\$\s?\d[\d,]*(?:\.\d+)?|\b\d+(?:\.\d+)?\s?%|\b\d[\d,]*(?:\.\d+)?\b")
+
+
+@dataclass
+class DialogueState:
+    """One conversation's working state (the durable part lives in ``SessionMemory``)."""
+
+    last_query: SearchQuery | None = None
+    shown: list[ProductHit] = field(default_factory=list)
+    focus: ProductHit | None = None  # the product the shopper last pointed at
+    last_intent: str | None = None
+    frustration: float = 0.0  # smoothed over turns
+    memory: SessionMemory | None = None
+
+
+@dataclass
+class Plan:
+    """What to answer.
+
+    Attributes:
+        intent: The recognised turn (None when recognition is off).
+        query: The query to echo in the reply and to check prices and colours against.
+        hits: Products to show (a ``response.products`` event), or None for none.
+        reply: The reply text, built here from ``sources``; None: the reply writer composes it from ``hits``.
+        sources: The texts ``reply`` was built from (passages, order sentences, attribute lists).
+        facts: Product facts the reply may state (for the grounding check).
+        handoff: The shopper should be offered a person.
+        preface: Said before the reply (an apology to a frustrated shopper).
+        postscript: Said after it (the offer of a person).
+    """
+
+    intent: Intent | None
+    query: SearchQuery
+    hits: list[ProductHit] | None = None
+    reply: str | None = None
+    sources: list[str] = field(default_factory=list)
+    facts: list[ProductFact] = field(default_factory=list)
+    handoff: bool = False
+    preface: str = ""
+    postscript: str = ""
+
+
+def check_quoted(reply: str, sources: Sequence[str], facts: Sequence[ProductFact] = ()) -> list[str]:
+    """Numbers and prices in ``reply`` that none of ``sources`` (or the facts' prices) contain."""
+    allowed = " ".join(sources)
+    known = {round(f.price, 2) for f in facts}
+    bad = []
+    for m in _PRICE.finditer(reply):
+        token = m.group(0)
+        digits = re.sub(r"[^\d.]", "", token).rstrip(".")
+        if not digits:
+            continue
+        try:
+            if round(float(digits), 2) in known:
+                continue
+        except ValueError:
+            pass
+        if digits not in re.sub(r"[,$]", "", allowed):
+            bad.append(f"unsupported number {token!r}")
+    return bad
+
+
+_QUESTION_WORDS = frozenset({"what", "which", "how", "does", "is", "are", "made", "material", "fabric", "wash",
+                             "care", "fit", "sizes", "colours", "colors", "come", "much", "cost", "price", "?"})
+
+
+def _asks_about(text: str) -> bool:
+    """Whether the turn asks something ("what is it made of?") rather than picks ("the second one in medium")."""
+    return "?" in text or bool(_QUESTION_WORDS & set(_words(text)))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def resolve_reference(intent: Intent | None, text: str, shown: Sequence[ProductHit],
+                      focus: ProductHit | None = None) -> ProductHit | None:
+    """The on-screen product the shopper points at, or None."""
+    if not shown:
+        return focus
+    words = _words(text)
+    if intent is not None and intent.reference is not None:
+        ref = intent.reference
+        if ref == -1:
+            return shown[-1]
+        if 1 <= ref <= len(shown):
+            return shown[ref - 1]
+    for w in words:
+        if w in _ORDINALS and _ORDINALS[w] <= len(shown) and w not in ("one", "two", "three"):
+            return shown[_ORDINALS[w] - 1]
+    if "last" in words:
+        return shown[-1]
+    if any(w in words for w in ("cheaper", "cheapest", "less")):
+        return min(shown, key=lambda h: h.price)
+    if any(w in words for w in ("pricier", "expensive", "priciest")):
+        return max(shown, key=lambda h: h.price)
+    colours = [COLOR_SYNONYMS[w] for w in words if w in COLOR_SYNONYMS]
+    if colours:
+        for hit in shown:
+            if colours[0] in [canonical_color(c) for c in hit.product.colors()]:
+                return hit
+    for hit in shown:  # "that jacket": a word of the title or the leaf category
+        title_words = set(_words(hit.product.title)) | set(_words(hit.product.leaf_category))
+        nouns = [w for w in words if len(w) > 3 and w not in BROAD_WORDS]
+        if any(w in title_words or w.rstrip("s") in {t.rstrip("s") for t in title_words} for w in nouns):
+            return hit
+    return focus
+
+
+def merge_refinement(last: SearchQuery, new: SearchQuery, intent: Intent | None, shown: Sequence[ProductHit],
+                     text: str) -> SearchQuery:
+    """The previous query with this turn's slots on top; a correction ("no, under forty") replaces a slot."""
+    merged = last
+    for name in ("max_price", "min_price", "color", "size", "category", "brand", "gender"):
+        value = getattr(new, name)
+        if value is not None:
+            merged = replace(merged, **{name: value})
+    direction = intent.price_direction if intent is not None else None
+    words = set(_words(text))
+    if direction is None and words & {"cheaper", "cheapest", "less", "budget", "affordable"}:
+        direction = "lower"
+    if direction == "lower" and new.max_price is None and shown:
+        merged = replace(merged, max_price=round(min(h.price for h in shown) - 0.01, 2), min_price=None)
+    elif direction == "higher" and new.min_price is None and shown:
+        merged = replace(merged, min_price=round(max(h.price for h in shown) + 0.01, 2), max_price=None)
+    if new.category is not None and new.category != last.category:
+        merged = replace(merged, text=new.text)
+    return replace(merged, k=last.k)
+
+
+def _name(hit: ProductHit) -> str:
+    return spoken_name(hit.product.title)
+
+
+def _labels(hits: Sequence[ProductHit]) -> list[str]:
+    """Speakable names that tell ``hits`` apart: "the Velocity Running Shoes in red" when two share a name."""
+    names = [_name(h) for h in hits]
+    out = []
+    for hit, name in zip(hits, names, strict=True):
+        colours = (hit.variant.colors() if hit.variant is not None else []) or hit.product.colors()
+        if names.count(name) > 1 and len(colours) == 1:
+            name = f"{name} in {colours[0].lower()}"
+        out.append(name)
+    return out
+
+
+def _attr(hit: ProductHit, *keys: str) -> list[str]:
+    out: list[str] = []
+    for product in (hit.variant, hit.product):
+        if product is None:
+            continue
+        for key in keys:
+            value = product.attributes.get(key)
+            if isinstance(value, str) and value:
+                out.append(value)
+            elif isinstance(value, list | tuple):
+                out.extend(str(v) for v in value if v)
+    return list(dict.fromkeys(out))
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+class Dialogue:
+    """Plans each turn of a conversation.
+
+    Args:
+        recognizer: ``assistant.intent.IntentRecognizer`` (or anything with ``recognize(text, context)``).
+        kb: ``assistant.kb.KnowledgeBase`` for policy questions (None: always hands off).
+        orders: ``assistant.orders.OrderStore`` for order status (None: hands off).
+        moderator: ``assistant.moderation.Moderator`` (None: no sentiment or moderation).
+        memory_store: ``assistant.memory.MemoryStore``, for friends' purchases and their names.
+        categories: The catalog's leaf categories, for clarifying questions.
+        catalog: The catalog (variants for add to cart; friends' products).
+    """
+
+    def __init__(self, recognizer: Any, *, kb: Any | None = None, orders: Any | None = None,
+                 moderator: Any | None = None, memory_store: Any | None = None,
+                 categories: Sequence[str] = (), catalog: Any | None = None) -> None:
+        self.recognizer = recognizer
+        self.kb = kb
+        self.orders = orders
+        self.moderator = moderator
+        self.memory_store = memory_store
+        self.categories = list(categories)
+        self.catalog = catalog
+
+    async def plan(self, text: str, *, image_id: str | None, state: DialogueState, search: SearchFn,
+                   signals: SessionSignals | None, k: int) -> Plan:
+        text = text.strip()
+        if self.moderator is not None and text:
+            from assistant.moderation import safety_reply
+
+            assessment = self.moderator.assess(text)
+            safe = safety_reply(assessment)
+            if safe is not None:
+                return self._said(None, text, safe, sources=[safe], handoff=True)
+            if assessment.abusive:
+                return self._said(None, text, "I'd like to help, but let's keep it friendly. What are you "
+                                  "shopping for?")
+            state.frustration = 0.5 * state.frustration + 0.5 * assessment.frustration
+        context = DialogueContext(products_shown=len(state.shown), has_photo=image_id is not None,
+                                  last_intent=state.last_intent)
+        intent: Intent = self.recognizer.recognize(text, context) if text else \
+            Intent("photo_lookup", {}, 1.0, source="rule")
+        state.last_intent = intent.name
+        frustrated = state.frustration >= FRUSTRATED
+        plan = await self._dispatch(intent, text, image_id, state, search, signals, k)
+        if frustrated and intent.name not in ("greeting", "complaint", "human"):
+            if plan.reply is None and plan.hits:
+                plan.hits = plan.hits[:2]  # simplify: fewer options
+                state.shown = list(plan.hits)
+                plan.facts = facts_from_hits(plan.hits)
+            plan.preface = "I'm sorry this has been frustrating."
+            if not plan.handoff:
+                plan.postscript = "If you'd rather, I can connect you with a person."
+                plan.handoff = True
+        return plan
+
+    def screen(self, reply: str) -> list[str]:
+        """What makes a reply unfit to say (profanity, personal data other than the shop's published contacts)."""
+        from assistant.moderation import screen_output
+
+        allow = self.kb.published_contacts() if self.kb is not None else ()
+        result = screen_output(reply, allow=allow)
+        return [] if result.ok else [f"output screen: {issue}" for issue in result.issues]
+
+    # --- dispatch -------------------------------------------------------------------------------------------
+    async def _dispatch(self, intent: Intent, text: str, image_id: str | None, state: DialogueState,
+                        search: SearchFn, signals: SessionSignals | None, k: int) -> Plan:
+        name = intent.name
+        if image_id is not None or name == "photo_lookup":
+            return await self._search(intent, text, image_id, state, search, signals, k, fresh=True)
+        if name == "greeting":
+            return self._said(intent, text, self._greeting(text))
+        if name == "human":
+            return self._said(intent, text, HANDOFF, handoff=True)
+        if name == "complaint":
+            return self._said(intent, text, "I'm sorry about that. " + HANDOFF, handoff=True)
+        if name == "out_of_scope":
+            return self._said(intent, text, "I can help you find products, answer questions about them and our "
+                              "policies, and check an order. What would you like?")
+        if name == "policy":
+            return self._policy(intent, text)
+        if name == "order_status":
+            return self._order(intent, text)
+        if name in ("product_question", "compare", "add_to_cart"):
+            return getattr(self, f"_{name}")(intent, text, state)
+        if name == "recommendation":
+            return await self._recommend(intent, text, state, search, signals, k)
+        if intent.reference is not None and state.shown and (
+                name in ("refine", "search") or name == "product_question" and not _asks_about(text)):
+            return self._select(intent, text, state)
+        if name == "refine" and state.last_query is not None:
+            return await self._search(intent, text, None, state, search, signals, k, fresh=False)
+        return await self._search(intent, text, None, state, search, signals, k, fresh=True)
+
+    def _said(self, intent: Intent | None, text: str, reply: str, *, sources: Sequence[str] = (),
+              facts: Sequence[ProductFact] = (), hits: list[ProductHit] | None = None,
+              handoff: bool = False) -> Plan:
+        return Plan(intent, SearchQuery(text=text), hits=hits, reply=reply, sources=list(sources),
+                    facts=list(facts), handoff=handoff)
+
+    @staticmethod
+    def _greeting(text: str) -> str:
+        words = set(_words(text))
+        if words & {"bye", "goodbye", "later", "night"}:
+            return "Thanks for shopping with us. Goodbye!"
+        if words & {"thanks", "thank", "thx", "cheers", "appreciate"}:
+            return "You're welcome! Anything else I can find for you?"
+        return "Hi! What are you shopping for today?"
+
+    async def _search(self, intent: Intent, text: str, image_id: str | None, state: DialogueState,
+                      search: SearchFn, signals: SessionSignals | None, k: int, *, fresh: bool) -> Plan:
+        if fresh and image_id is None and self._too_broad(intent, text):
+            cats = _join(self.categories[:4]) if self.categories else "a kind of product"
+            return self._said(intent, text, f"Sure! What are you looking for: {cats}, or something else?")
+        if not fresh and state.last_query is not None:
+            said = intent.query or SearchQuery(text=text)
+            anchor = [state.focus] if state.focus is not None else state.shown[:1]
+            merged = merge_refinement(state.last_query, said, intent, anchor, text)
+            query, hits = await search(merged.text, k=k, signals=signals, query=merged)
+        else:
+            query, hits = await search(text, k=k, image_id=image_id, signals=signals)
+        state.last_query = query
+        if hits:  # nothing found: "the second one" still means the list the shopper saw before
+            state.shown, state.focus = list(hits), None
+        return Plan(intent, query, hits=hits, facts=facts_from_hits(hits))
+
+    def _select(self, intent: Intent, text: str, state: DialogueState) -> Plan:
+        """"The second one, in medium": show that product (the variant in the asked size/colour, if any)."""
+        hit = self._pick(intent, text, state)
+        if hit is None:
+            return self._which_one(intent, text)
+        size, colour = intent.slots.get("size"), intent.slots.get("colour")
+        variant = self._variant(hit, size, colour) if (size or colour) else None
+        name = _name(hit)
+        price = variant.price if variant is not None else hit.price
+        chosen = ProductHit(hit.product, hit.score, hit.reason, variant or hit.variant)
+        asked = " ".join([*([str(colour)] if colour else []), *([f"size {size}"] if size else [])])
+        if (size or colour) and variant is None and self.catalog is not None and self.catalog.variants_of(
+                hit.product.id):
+            reply = f"Sorry, the {name} doesn't come in {asked}."
+        else:
+            detail = f" in {asked}" if asked else ""
+            reply = f"The {name}{detail} is {format_price(price, hit.product.currency)}."
+        state.focus = chosen
+        if state.last_query is not None and (size or colour):  # "add it to my cart" later means this size
+            state.last_query = replace(state.last_query, size=size or state.last_query.size,
+                                       color=colour or state.last_query.color)
+        facts = facts_from_hits([chosen])
+        sources = [hit.product.title, _join(hit.product.sizes()), _join(hit.product.colors()), asked]
+        return self._said(intent, text, reply, sources=sources, facts=facts, hits=[chosen])
+
+    def _too_broad(self, intent: Intent, text: str) -> bool:
+        if intent.slots or intent.query is not None and intent.query.has_filters:
+            return False
+        content = [w for w in _words(text) if w not in BROAD_WORDS]
+        return not content
+
+    # --- answers built from facts ---------------------------------------------------------------------------
+    def _pick(self, intent: Intent, text: str, state: DialogueState) -> ProductHit | None:
+        hit = resolve_reference(intent, text, state.shown, state.focus)
+        if hit is None and len(state.shown) >= 1 and intent.reference is None:
+            hit = state.shown[0] if len(state.shown) == 1 else state.focus
+        if hit is not None:
+            state.focus = hit
+        return hit
+
+    def _which_one(self, intent: Intent, text: str) -> Plan:
+        return self._said(intent, text, "Which one do you mean? You can say the first one, the second one, and so on."
+                          if text else "Which product do you mean?")
+
+    def _product_question(self, intent: Intent, text: str, state: DialogueState) -> Plan:
+        words = set(_words(text))
+        if intent.reference is None and words & {"they", "them", "these", "those", "both"} and len(state.shown) > 1:
+            return self._about_several(intent, text, state.shown[:2])
+        hit = self._pick(intent, text, state)
+        if hit is None:
+            return self._which_one(intent, text) if state.shown else \
+                self._said(intent, text, "Which product are you asking about? Tell me what you're looking for "
+                           "and I'll find it.")
+        words = set(_words(text))
+        name, facts = _name(hit), facts_from_hits([hit])
+        asked: list[str] = []
+        if words & {"made", "material", "fabric", "cotton", "wool", "polyester"}:
+            material = _attr(hit, "material", "fabric")
+            asked.append(f"The {name} is made of {_join(material)}." if material
+                         else f"I don't have the material of the {name}.")
+        if words & {"size", "sizes", "fit", "small", "medium", "large"}:
+            sizes = hit.product.sizes()
+            asked.append(f"It comes in sizes {_join(sizes)}." if sizes else f"I don't have sizes for the {name}.")
+        if words & {"colour", "color", "colours", "colors", "come"}:
+            colors = hit.product.colors()
+            asked.append(f"It comes in {_join(colors)}." if colors else f"I don't have colours for the {name}.")
+        if words & {"wash", "care", "clean", "dry", "iron"}:
+            care = _attr(hit, "care", "care_instructions")
+            asked.append(f"Care: {_join(care)}." if care else f"I don't have care instructions for the {name}.")
+        if words & {"price", "cost", "much", "expensive"}:
+            asked.append(f"The {name} is {format_price(hit.price, hit.product.currency)}.")
+        if not asked:
+            details = [f"{k}: {_join(v) if isinstance(v, list) else v}" for k, v in hit.product.attributes.items()
+                       if k not in ("size", "color") and v][:3]
+            asked.append(f"The {name} is {format_price(hit.price, hit.product.currency)}."
+                         + (f" {'; '.join(details)}." if details else ""))
+        sources = [hit.product.title, hit.product.description, str(hit.product.attributes),
+                   _join(hit.product.sizes()), _join(hit.product.colors())]
+        return self._said(intent, text, " ".join(asked), sources=sources, facts=facts, hits=[hit])
+
+    def _about_several(self, intent: Intent, text: str, hits: Sequence[ProductHit]) -> Plan:
+        """"What are they made of?" about the products just compared or listed: one sentence each."""
+        words = set(_words(text))
+        labels = _labels(hits)
+        parts = []
+        for hit, label in zip(hits, labels, strict=True):
+            if words & {"size", "sizes", "fit"}:
+                sizes = hit.product.sizes()
+                parts.append(f"The {label} comes in sizes {_join(sizes)}." if sizes else f"I don't have sizes for "
+                             f"the {label}.")
+            elif words & {"colour", "color", "colours", "colors"}:
+                parts.append(f"The {label} comes in {_join([c.lower() for c in hit.product.colors()])}.")
+            else:
+                material = _attr(hit, "material", "fabric")
+                parts.append(f"The {label} is made of {_join(material)}." if material
+                             else f"I don't have the material of the {label}.")
+        sources = [str(h.product.attributes) + " " + _join(h.product.sizes()) for h in hits]
+        return self._said(intent, text, " ".join(parts), sources=sources, facts=facts_from_hits(hits),
+                          hits=list(hits))
+
+    def _compare(self, intent: Intent, text: str, state: DialogueState) -> Plan:
+        shown = state.shown
+        picks: list[ProductHit] = []
+        for w in _words(text):
+            if w in _ORDINALS and _ORDINALS[w] <= len(shown) and w not in ("one", "two", "three"):
+                picks.append(shown[_ORDINALS[w] - 1])
+        if len(picks) < 2:
+            picks = list(shown[:2])
+        if len(picks) < 2:
+            return self._said(intent, text, "Show me two products first, then I can compare them.")
+        a, b = picks[0], picks[1]
+        label = dict(zip((id(a), id(b)), _labels([a, b]), strict=True))
+        cheaper, dearer = sorted((a, b), key=lambda h: h.price)
+        parts = [f"The {label[id(a)]} is {format_price(a.price, a.product.currency)} and the {label[id(b)]} is "
+                 f"{format_price(b.price, b.product.currency)}."]
+        if cheaper.price < dearer.price:
+            parts.append(f"The {label[id(cheaper)]} is the cheaper one.")
+        materials = [_attr(h, "material") for h in (a, b)]
+        if materials[0] and materials[0] == materials[1]:
+            parts.append(f"Both are made of {_join(materials[0])}.")
+        else:
+            parts += [f"The {label[id(h)]} is made of {_join(m)}." for h, m in zip((a, b), materials, strict=True)
+                      if m]
+        state.focus = None
+        facts = facts_from_hits([a, b])
+        sources = [h.product.title + " " + str(h.product.attributes) for h in (a, b)]
+        return self._said(intent, text, " ".join(parts), sources=sources, facts=facts, hits=[a, b])
+
+    def _add_to_cart(self, intent: Intent, text: str, state: DialogueState) -> Plan:
+        hit = self._pick(intent, text, state)
+        if hit is None:
+            return self._which_one(intent, text) if state.shown else \
+                self._said(intent, text, "What would you like to add? Tell me what you're looking for first.")
+        name, facts = _name(hit), facts_from_hits([hit])
+        size = intent.slots.get("size") or (hit.variant.sizes()[0] if hit.variant and hit.variant.sizes() else None) \
+            or (state.last_query.size if state.last_query is not None else None)
+        colour = intent.slots.get("colour") or (hit.variant.colors()[0] if hit.variant and hit.variant.colors()
+                                                else None)
+        sizes = hit.product.sizes()
+        sources = [hit.product.title, _join(sizes), _join(hit.product.colors())]
+        if sizes and size is None:
+            return self._said(intent, text, f"Which size would you like the {name} in? It comes in {_join(sizes)}.",
+                              sources=sources, facts=facts, hits=[hit])
+        variant = self._variant(hit, size, colour)
+        has_variants = self.catalog is not None and bool(self.catalog.variants_of(hit.product.id))
+        if (has_variants and variant is None) or (not has_variants and size is not None and size not in sizes):
+            asked = " ".join(str(v) for v in (colour, size) if v)
+            return self._said(intent, text, f"Sorry, the {name} doesn't come in {asked}. It comes in sizes "
+                              f"{_join(sizes)}.", sources=sources, facts=facts, hits=[hit])
+        quantity = int(intent.slots.get("quantity") or 1)
+        wishlist = "wish" in text.lower()
+        if state.memory is not None:
+            if wishlist:
+                saved = state.memory.preferences().get("wishlist", [])
+                state.memory.set_preference("wishlist", [*saved, hit.product.id][-100:])
+            else:
+                state.memory.add_to_cart(hit.product.id, variant.id if variant is not None else "", quantity)
+        detail = f" in size {size}" if size else ""
+        where = "your wishlist" if wishlist else "your cart"
+        count = f"{quantity} of " if quantity > 1 else ""
+        state.focus = hit
+        return self._said(intent, text, f"Added {count}the {name}{detail} to {where}.",
+                          sources=[*sources, str(quantity), str(size)], facts=facts, hits=[hit])
+
+    def _variant(self, hit: ProductHit, size: str | None, colour: str | None) -> Any | None:
+        """The variant of ``hit`` in ``size`` and ``colour`` (None: no variants, or none matches)."""
+        if self.catalog is None:
+            return hit.variant
+        for v in self.catalog.variants_of(hit.product.id):
+            colours = [canonical_color(c) for c in v.colors()]
+            if (size is None or size in v.sizes()) and (colour is None or canonical_color(colour) in colours):
+                return v
+        return None
+
+    def _policy(self, intent: Intent, text: str) -> Plan:
+        if self.kb is None:
+            return self._said(intent, text, "I don't know that one. " + HANDOFF, handoff=True)
+        answer = self.kb.answer_policy(text)
+        if not answer.supported:
+            return self._said(intent, text, answer.text, handoff=True)
+        cite = answer.citations[0] if answer.citations else None
+        passage = next((p.text for p in self.kb.passages() if cite is not None and p.id == cite.passage_id), "")
+        reply = answer.text + (f" (From our {cite.doc_title}.)" if cite is not None else "")
+        return self._said(intent, text, reply, sources=[passage, cite.doc_title if cite else ""])
+
+    def _order(self, intent: Intent, text: str) -> Plan:
+        order_id = intent.slots.get("order_id")
+        if not order_id:
+            return self._said(intent, text, "Sure, what's your order number? It starts with S T.")
+        if self.orders is None:
+            return self._said(intent, text, "I can't look up orders right now. " + HANDOFF, handoff=True)
+        from assistant.orders import status_sentence
+
+        order = self.orders.lookup(str(order_id))
+        if order is None:
+            return self._said(intent, text, "I couldn't find that order number. Could you read it to me again?")
+        return self._said(intent, text, status_sentence(order), sources=[str(order.to_dict()), str(order_id)])
+
+    async def _recommend(self, intent: Intent, text: str, state: DialogueState, search: SearchFn,
+                         signals: SessionSignals | None, k: int) -> Plan:
+        words = set(_words(text))
+        memory = state.memory
+        if words & {"friend", "friends", "buddy", "sister", "brother"} and memory is not None and memory.user_id \
+                and self.memory_store is not None and self.catalog is not None:
+            social = self.memory_store.social(memory.user_id)
+            bought = [(pid, names) for pid, names in social.bought.items() if self.catalog.get(pid) is not None]
+            if bought:
+                colours = [COLOR_SYNONYMS[w] for w in _words(text) if w in COLOR_SYNONYMS]
+                pid, names = next(((p, n) for p, n in bought if colours and colours[0] in
+                                   [canonical_color(c) for c in self.catalog.get(p).colors()]), bought[-1])
+                product = self.catalog.get(pid)
+                leaf = product.leaf_category.lower()
+                goes = COMPLEMENTS.get(leaf.split()[-1] if leaf else "", ())
+                target = goes[0] if goes else leaf
+                query, hits = await search(target, k=k, signals=signals)
+                hits = [h for h in hits if h.product.id != pid]
+                state.last_query, state.shown, state.focus = query, list(hits), None
+                friend = names[0]
+                opening = f"Your friend {friend} bought the {spoken_name(product.title)}."
+                if not hits:
+                    return self._said(intent, text, opening, sources=[product.title, friend])
+                picks = "; ".join(f"the {_name(h)}, {format_price(h.price, h.product.currency)}" for h in hits[:2])
+                reply = f"{opening} To go with it, you could try {picks}."
+                facts = facts_from_hits(hits) + [ProductFact(product.id, product.title, product.price,
+                                                            product.currency, name=spoken_name(product.title))]
+                return self._said(intent, text, reply, sources=[product.title, friend], facts=facts, hits=hits)
+        return await self._search(intent, text, None, state, search, signals, k, fresh=True)

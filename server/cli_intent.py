@@ -1,0 +1,66 @@
+"""``shoptalk intent`` and ``shoptalk bench dialogue`` (registered on the app in `server.cli`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from server.settings import Settings, default_data_dir
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Data dir (default: $SHOPTALK_DATA_DIR or ~/.shoptalk).",
+                                       default_factory=default_data_dir, show_default=False)]
+
+
+def _settings(data_dir: Path) -> Settings:
+    if not os.environ.get("SHOPTALK_ONLINE"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # packaged weights only; no hub round-trips
+    return Settings(data_dir=data_dir)
+
+
+def intent(
+    text: Annotated[str, typer.Argument(help="What the shopper said.")],
+    data_dir: DataDir,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {\"intent\", \"slots\", ...} as JSON.")] = False,
+    products_shown: Annotated[int, typer.Option(help="Products on screen from the previous reply.")] = 0,
+    photo: Annotated[bool, typer.Option("--photo", help="A photo is attached to this turn.")] = False,
+    rules: Annotated[bool, typer.Option("--rules", help="Keyword rules only (no model).")] = False,
+) -> None:
+    """Recognise the intent and slots of one utterance (against the served catalog's vocabulary)."""
+    from assistant.intent import DialogueContext, IntentRecognizer
+    from assistant.search import QueryVocab
+    from server.engines import configure_threads, load_catalog
+
+    settings = _settings(data_dir)
+    configure_threads(settings)
+    vocab = QueryVocab.from_catalog(load_catalog(settings))
+    recognizer = IntentRecognizer(vocab, mode="rules" if rules else "model", cache_dir=settings.cache_dir / "intent")
+    result = recognizer.recognize(text, DialogueContext(products_shown=products_shown, has_photo=photo))
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    slots = ", ".join(f"{k}={v}" for k, v in result.slots.items()) or "none"
+    ref = f"; refers to product {result.reference}" if result.reference is not None else ""
+    print(f"{result.name} ({result.confidence:.2f}, {result.source}); slots: {slots}{ref}")
+
+
+def bench_dialogue(
+    data_dir: DataDir,
+    rules: Annotated[bool, typer.Option("--rules", help="Benchmark the keyword-rules mode instead.")] = False,
+    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/dialogue.json"),
+    grounding: Annotated[bool, typer.Option("--grounding", help="Also run the SmolLM2 reply grounding section "
+                                            "(100 replies, ~10 min on 2 cores).")] = False,
+) -> None:
+    """Intent accuracy, slot F1, brain latency per turn, and (--grounding) SmolLM2 reply grounding.
+
+    Intents and slots on the hand-written utterances; the brain on scripted conversations; grounding violations
+    of SmolLM2 replies before and after the check.
+    """
+    from bench.dialogue import main as bench_main
+
+    sections = ("intent", "intent_fresh", "brain", *(("grounding",) if grounding else ()))
+    bench_main(out=out, cache_dir=_settings(data_dir).cache_dir / "intent", mode="rules" if rules else "model",
+               sections=sections)
