@@ -10,7 +10,8 @@ one entry per colourway, labelled by the photo's stem (``wh01-green``).  Queries
 
 Rows: a pixel baseline (32×32 colour thumbnails, cosine), the raw frozen image tower (1280-d avg and GeM pooling, no
 projection), and the aligned/adapted offline model (after ``vision.align``), with a single-view and a multi-view
-index (main photo + phone-style views of it, max over a product's rows).  Also text→image: product titles against
+index (main photo + phone-style views of it, max over a product's rows).  Each row's top-1 errors are split into
+sibling colourways of the same product and other products.  Also text→image: product titles against
 main photos, raw (random) heads vs aligned.  Tower features are cached in ``cache_dir``.
 Run: ``shoptalk bench photo`` (results to bench/results/photo_lookup.json).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from vision import DEFAULT_MODEL, EmbeddingCache, create_encoder
 from vision.align import AlignConfig, align, cache_body_features
 from vision.augment import pad_to_square
 from vision.encoder import INDEX_VIEW_SEED
+from vision.towers import LITE0_BODY_CHANNELS
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ _SUFFIX = re.compile(r"_(main|alt\d*|back|alternate|outfit)$")
 class Colourway:
     key: str
     main: Path
+    product: str = ""  # the parent product's id: colourways of one product are siblings
     others: list[Path] = field(default_factory=list)
     title: str = ""
     texts: list[str] = field(default_factory=list)
@@ -87,6 +91,7 @@ def load_colourways(luma_dir: Path) -> list[Colourway]:
         values = [v if isinstance(v, str) else ", ".join(map(str, v)) for k, v in attrs.items() if k != "size" and v]
         desc = re.sub(r"\s+", " ", (p.get("description") or "")).strip()[:300]
         g.title = title
+        g.product = parent["id"]
         g.texts = [title, f"{title}. {p.get('category') or ''}", ", ".join(values) or title]
         if desc:
             g.texts.append(desc)
@@ -103,8 +108,18 @@ def pixel_vectors(paths: list[Path] | None = None, images: list[Image.Image] | N
     return vecs / np.linalg.norm(vecs, axis=1, keepdims=True).clip(1e-6)
 
 
-def topk(queries: np.ndarray, index: np.ndarray, index_labels: np.ndarray, query_labels: np.ndarray) -> dict[str, float]:
-    """Top-1 / top-5 of label retrieval; an index may hold several rows per label (max per label is kept)."""
+def topk(
+    queries: np.ndarray,
+    index: np.ndarray,
+    index_labels: np.ndarray,
+    query_labels: np.ndarray,
+    products: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Top-1 / top-5 of label retrieval; an index may hold several rows per label (max per label is kept).
+
+    With ``products`` (the product of each label), top-1 errors are split into ``errors_sibling`` (another colourway
+    of the same product) and ``errors_other`` (another product).
+    """
     scores = queries @ index.T  # [q, rows]
     uniq = np.unique(index_labels)
     per_label = np.full((len(queries), len(uniq)), -np.inf, np.float32)
@@ -112,12 +127,18 @@ def topk(queries: np.ndarray, index: np.ndarray, index_labels: np.ndarray, query
         per_label[:, j] = scores[:, index_labels == lab].max(1)
     order = np.argsort(-per_label, axis=1)[:, :10]
     hits = uniq[order] == query_labels[:, None]
-    return {
+    out: dict[str, float] = {
         "top1": round(float(hits[:, 0].mean()), 3),
         "top5": round(float(hits[:, :5].any(1).mean()), 3),
         "recall10": round(float(hits.any(1).mean()), 3),
         "n": len(queries),
     }
+    if products is not None:
+        wrong = ~hits[:, 0]
+        sibling = wrong & (products[uniq[order[:, 0]]] == products[query_labels])
+        out["errors_sibling"] = int(sibling.sum())
+        out["errors_other"] = int((wrong & ~sibling).sum())
+    return out
 
 
 def _unit(x: torch.Tensor) -> np.ndarray:
@@ -134,9 +155,15 @@ def main(
     out: Path = Path("bench/results/photo_lookup.json"),
     luma_dir: Path | None = None,
     quick: bool = False,
+    checkpoint: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark, write JSON to ``out``, print a markdown table, return the results."""
+    """Run the benchmark, write JSON to ``out``, print a markdown table, return the results.
+
+    With ``checkpoint`` (an ``align`` checkpoint trained on this catalog's main photos and texts), it is benched
+    instead of training a new one; the align timings are then the checkpoint's own.
+    """
     t_start = time.perf_counter()
+    load_start = os.getloadavg()[0]  # timings mean little on a busy machine: record how busy it was
     luma_dir = luma_dir or default_luma_dir()
     cache_dir = Path(cache_dir)
     cache = EmbeddingCache(cache_dir / "align_features.sqlite")
@@ -144,6 +171,7 @@ def main(
     if quick:
         groups = groups[::4]
     labels = np.arange(len(groups))
+    products = np.array([g.product for g in groups])
     mains = [g.main for g in groups]
     real_q = [(p, n) for n, g in enumerate(groups) for p in g.others]
     n_phone = 1 if quick else 2
@@ -183,43 +211,47 @@ def main(
         phone_imgs += [phone_style(img, np.random.default_rng(view_seed(sha, v, BENCH_SEED))) for v in range(1, 1 + n_phone)]
     px_index = pixel_vectors(mains)
     results["rows"]["pixels 32x32"] = {
-        "real": topk(pixel_vectors([p for p, _ in real_q]), px_index, labels, real_labels),
-        "phone": topk(pixel_vectors(images=phone_imgs), px_index, labels, phone_labels),
+        "real": topk(pixel_vectors([p for p, _ in real_q]), px_index, labels, real_labels, products),
+        "phone": topk(pixel_vectors(images=phone_imgs), px_index, labels, phone_labels, products),
     }
 
     # -- raw tower, avg and GeM pooling of the frozen 1280-d features
     trunk = raw.model.visual.trunk
 
     def avg_pool(b: torch.Tensor) -> torch.Tensor:
-        return trunk.bn2(trunk.conv_head(b)).mean(dim=(-2, -1))
+        return trunk.bn2(trunk.conv_head(b[:, :LITE0_BODY_CHANNELS])).mean(dim=(-2, -1))
 
     for pname, fn in (("raw tower, avg pool", avg_pool), ("raw tower, GeM pool", raw.pooled_from_body)):
         idx = _unit(_batched(fn, main_body))
         results["rows"][pname] = {
-            "real": topk(_unit(_batched(fn, real_body)), idx, labels, real_labels),
-            "phone": topk(_unit(_batched(fn, phone_body)), idx, labels, phone_labels),
+            "real": topk(_unit(_batched(fn, real_body)), idx, labels, real_labels, products),
+            "phone": topk(_unit(_batched(fn, phone_body)), idx, labels, phone_labels, products),
         }
     titles = [g.title for g in groups]
     raw_t2i = topk(raw.encode_text(titles), _unit(_batched(raw.image_from_body, main_body)), labels, labels)
 
     # -- align (heads + image adapter) on the main photos and their texts
     pairs = [(g.main, text, g.key) for g in groups for text in g.texts]
-    ckpt = align(pairs, out=cache_dir / f"bench_align{'_quick' if quick else ''}.pt", cache_dir=cache_dir,
-                 config=align_cfg, progress=True)
+    if checkpoint is None:
+        ckpt = align(pairs, out=cache_dir / f"bench_align{'_quick' if quick else ''}.pt", cache_dir=cache_dir,
+                     config=align_cfg, progress=True)
+    else:
+        ckpt = Path(checkpoint)
+        align_cfg = AlignConfig(**torch.load(ckpt, map_location="cpu", weights_only=True)["align_config"])
     enc = create_encoder(DEFAULT_MODEL, checkpoint=ckpt, device="auto")
     align_metrics = torch.load(ckpt, map_location="cpu", weights_only=True)["metrics"]
     idx = _unit(_batched(enc.image_from_body, main_body))
     real_e = _unit(_batched(enc.image_from_body, real_body))
     phone_e = _unit(_batched(enc.image_from_body, phone_body))
     results["rows"]["aligned+adapted, 1 view"] = {
-        "real": topk(real_e, idx, labels, real_labels),
-        "phone": topk(phone_e, idx, labels, phone_labels),
+        "real": topk(real_e, idx, labels, real_labels, products),
+        "phone": topk(phone_e, idx, labels, phone_labels, products),
     }
     views = _unit(_batched(enc.image_from_body, view_body.reshape(-1, *view_body.shape[2:])))
     view_labels = np.repeat(labels, n_index_views)
     results["rows"][f"aligned+adapted, {n_index_views} views"] = {
-        "real": topk(real_e, views, view_labels, real_labels),
-        "phone": topk(phone_e, views, view_labels, phone_labels),
+        "real": topk(real_e, views, view_labels, real_labels, products),
+        "phone": topk(phone_e, views, view_labels, phone_labels, products),
     }
     # -- query test-time augmentation: whole photo + centre + 4 corner crops at 90%, mean of unit embeddings
     #    (what ``encode_image(..., query_tta=True)`` does for a shopper photo; the index is unchanged)
@@ -227,12 +259,12 @@ def main(
     real_tta = enc.encode_image(real_imgs, query_tta=True)
     phone_tta = enc.encode_image(phone_imgs, query_tta=True)
     results["rows"]["aligned+adapted, 1 view, query TTA"] = {
-        "real": topk(real_tta, idx, labels, real_labels),
-        "phone": topk(phone_tta, idx, labels, phone_labels),
+        "real": topk(real_tta, idx, labels, real_labels, products),
+        "phone": topk(phone_tta, idx, labels, phone_labels, products),
     }
     results["rows"][f"aligned+adapted, {n_index_views} views, query TTA"] = {
-        "real": topk(real_tta, views, view_labels, real_labels),
-        "phone": topk(phone_tta, views, view_labels, phone_labels),
+        "real": topk(real_tta, views, view_labels, real_labels, products),
+        "phone": topk(phone_tta, views, view_labels, phone_labels, products),
     }
     shopper = phone_imgs[:16]
     t = time.perf_counter()
@@ -256,7 +288,8 @@ def main(
     results.update(
         {
             "machine": {**machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                        "device": str(enc.device)},
+                        "device": str(enc.device),
+                        "load_avg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)]},
             "catalog": {"colourways": len(groups), "real_queries": len(real_q), "phone_queries": len(phone_labels),
                         "index_views": n_index_views, "quick": quick},
             "timings": {
@@ -271,7 +304,10 @@ def main(
                 "total_s": round(time.perf_counter() - t_start, 1),
             },
             "align_config": asdict(align_cfg),
+            "model_config": enc.config,
+            "colour_gain_heldout_top1": align_metrics.get("colour_gain_heldout_top1", {}),
             "checkpoint": str(ckpt),
+            "checkpoint_reused": checkpoint is not None,
         }
     )
     write_results(Path(out), results)
@@ -280,10 +316,14 @@ def main(
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = ["| method | real photos top-1 | top-5 | phone-style top-1 | top-5 |", "|---|---|---|---|---|"]
+    lines = [
+        "| method | real photos top-1 | top-5 | phone-style top-1 | top-5 | phone top-1 errors: sibling / other |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in results["rows"].items():
         r, p = row["real"], row["phone"]
-        lines.append(f"| {name} | {r['top1']:.3f} | {r['top5']:.3f} | {p['top1']:.3f} | {p['top5']:.3f} |")
+        errs = f"{p['errors_sibling']} / {p['errors_other']}" if "errors_sibling" in p else "-"
+        lines.append(f"| {name} | {r['top1']:.3f} | {r['top5']:.3f} | {p['top1']:.3f} | {p['top5']:.3f} | {errs} |")
     t2i = results["text_to_image"]
     lines += [
         "",
@@ -313,5 +353,6 @@ if __name__ == "__main__":
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "shoptalk" / "vision")
     ap.add_argument("--out", type=Path, default=Path("bench/results/photo_lookup.json"))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="bench this align checkpoint instead of training")
     a = ap.parse_args()
-    main(a.cache_dir, a.out, quick=a.quick)
+    main(a.cache_dir, a.out, quick=a.quick, checkpoint=a.checkpoint)

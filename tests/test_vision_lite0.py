@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from tests.shared_data import LUMA_DIR
 from vision import DEFAULT_MODEL, EmbeddingCache, create_encoder
-from vision.align import AlignConfig, align, multi_positive_nce
+from vision.align import COLOUR_GAINS, AlignConfig, align, multi_positive_nce
 from vision.towers import LITE0_STAGE_DEPTHS, lite0_body, lite0_top, load_lite0_trunk, remap_lite0_state_dict
 
 pytestmark = pytest.mark.real_model
@@ -144,6 +144,10 @@ def test_align_improves_text_to_image_and_checkpoint_roundtrips(raw, shapes):
     ckpt = torch.load(out, map_location="cpu", weights_only=True)
     assert ckpt["model_config"]["embed_dim"] == 512 and ckpt["align_config"]["epochs"] == 40
     assert "train_seconds" in ckpt["metrics"]
+    # the colour branch's gain was picked on the held-out view and travels in the model config
+    assert ckpt["model_config"]["colour_gain"] in COLOUR_GAINS and ckpt["model_config"]["colour_bins"] == 4
+    assert set(ckpt["metrics"]["colour_gain_heldout_top1"]) == {str(g) for g in COLOUR_GAINS}
+    assert enc.model.visual.colour_gain == ckpt["model_config"]["colour_gain"]
     # the loaded encoder computes the same embeddings as the trained heads applied to the cached tower features
     x = [Image.open(p) for p, _, _ in pairs[:3]]
     with torch.no_grad():

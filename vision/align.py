@@ -8,7 +8,10 @@ Two losses, both over features of the frozen towers computed once and cached:
   robust to crops, rotations, colour casts, blur, JPEG and busy backgrounds.
 
 With ``unlock_conv_head`` the image side also trains the trunk's last 1x1 conv (320→1280) and its BN affine, on
-top of the cached stem+blocks features; everything below stays frozen.  The checkpoint holds only the trained
+top of the cached stem+blocks features; everything below stays frozen.  The colour branch (``ColourPool``: an
+attention over the 7x7 cells that pools their colour histograms, cached beside the body features) trains with the
+heads: sibling colourways of one product look alike to the trunk, and the colour histogram of the product, not
+of the background, tells them apart.  The checkpoint holds only the trained
 parameters, the model's ``LitConfig``, this ``AlignConfig`` and the metrics.
 """
 
@@ -33,7 +36,7 @@ from vision.augment import phone_style
 from vision.cache import EmbeddingCache
 from vision.encoder import ImageTextEncoder, file_sha256, view_seed
 from vision.registry import CHECKPOINT_FORMAT, DEFAULT_MODEL, create_encoder
-from vision.towers import lit_trainable
+from vision.towers import LITE0_BODY_CHANNELS, colour_cells, lit_trainable
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +89,8 @@ def _text_key(text: str, context_length: int) -> str:
     return f"minilm-L6|{context_length}|{hashlib.sha256(text.encode()).hexdigest()}"
 
 
-def _body_key(sha: str, view: int, seed: int) -> str:
-    return f"lite0-body|{sha}|main" if view == 0 else f"lite0-body|{sha}|s{seed}v{view}"
+def _body_key(sha: str, view: int, seed: int, kind: str = "lite0-body") -> str:
+    return f"{kind}|{sha}|main" if view == 0 else f"{kind}|{sha}|s{seed}v{view}"
 
 
 def cache_body_features(
@@ -99,17 +102,20 @@ def cache_body_features(
     progress: bool = False,
     desc: str = "tower features",
 ) -> torch.Tensor:
-    """Frozen body features of each photo (view 0) and ``n_views - 1`` phone-style views → [n, n_views, 320, 7, 7].
+    """Frozen features of each photo (view 0) and ``n_views - 1`` phone-style views → [n, n_views, C, 7, 7].
 
-    Stored float16 in ``cache``, keyed by content hash, view and seed: the towers are frozen, so any head or
-    checkpoint reuses them.
+    ``C`` is 320 body channels, plus ``bins³`` colour-cell channels when the model has a colour branch (see
+    ``Lite0Visual.features``).  Both parts are stored float16 in ``cache``, separately, keyed by content hash, view
+    and seed: the towers are frozen, so any head or checkpoint reuses them.
     """
     with ThreadPoolExecutor(4) as pool:
         shas = list(pool.map(file_sha256, paths))
+    bins = enc.colour_bins
+    kinds = ["lite0-body"] + ([f"rgb{bins}-cells"] if bins else [])
     jobs = [(i, v) for i in range(len(paths)) for v in range(n_views)]
-    keys = [_body_key(shas[i], v, seed) for i, v in jobs]
-    found = cache.get_many(keys) if cache is not None else {}
-    todo = [j for j, k in enumerate(keys) if k not in found]
+    keys = {kind: [_body_key(shas[i], v, seed, kind) for i, v in jobs] for kind in kinds}
+    found = cache.get_many([k for ks in keys.values() for k in ks]) if cache is not None else {}
+    todo = [j for j in range(len(jobs)) if any(keys[kind][j] not in found for kind in kinds)]
     bar = _progress(len(todo), desc) if progress and todo else None
 
     def render(job: tuple[int, int]) -> torch.Tensor:
@@ -124,8 +130,14 @@ def cache_body_features(
         for c in range(0, len(todo), _FEATURE_CHUNK):
             chunk = todo[c : c + _FEATURE_CHUNK]
             pixels = torch.stack(list(pool.map(render, [jobs[j] for j in chunk])))
-            body = enc.image_body(pixels).half().numpy()
-            new = {keys[j]: body[n] for n, j in enumerate(chunk)}
+            new: dict[str, np.ndarray] = {}
+            need_body = [n for n, j in enumerate(chunk) if keys["lite0-body"][j] not in found]
+            if need_body:
+                body = enc.image_body(pixels[need_body])[:, :LITE0_BODY_CHANNELS].half().numpy()
+                new.update({keys["lite0-body"][chunk[n]]: body[m] for m, n in enumerate(need_body)})
+            if bins:
+                cells = colour_cells(pixels, bins).half().numpy()
+                new.update({keys[kinds[1]][j]: cells[n] for n, j in enumerate(chunk)})
             if cache is not None:
                 cache.put_many(new)
             found.update(new)
@@ -133,8 +145,9 @@ def cache_body_features(
                 bar.update(len(chunk))
     if bar is not None:
         bar.close()
-    stacked = np.stack([found[k] for k in keys]).reshape(len(paths), n_views, *found[keys[0]].shape)
-    return torch.from_numpy(stacked)
+    parts = [np.stack([found[k] for k in keys[kind]]) for kind in kinds]
+    stacked = np.concatenate(parts, axis=1)
+    return torch.from_numpy(stacked.reshape(len(paths), n_views, *stacked.shape[1:]))
 
 
 def cache_text_features(
@@ -195,6 +208,32 @@ def _metrics(
     top = (held @ clean.T).argmax(1).numpy()
     out["heldout_view_image_top1"] = float((img_labels[top] == img_labels).mean())
     return out
+
+
+COLOUR_GAINS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+
+
+@torch.no_grad()
+def calibrate_colour_gain(
+    enc: ImageTextEncoder, body: torch.Tensor, img_labels: np.ndarray, gains: Sequence[float] = COLOUR_GAINS
+) -> dict[str, float]:
+    """Set the colour branch's gain to the one under which the held-out view finds its photo best.
+
+    The held-out view (the last of ``body``'s views) is never trained on.  Ties go to the smaller gain.  Updates
+    ``enc`` in place (model and config) and returns the held-out top-1 of every gain tried.
+    """
+    visual = enc.model.visual
+    scores: dict[str, float] = {}
+    for gain in gains:
+        visual.colour_gain = gain
+        clean = nn.functional.normalize(enc.image_from_body(body[:, 0].float()), dim=-1)
+        held = nn.functional.normalize(enc.image_from_body(body[:, -1].float()), dim=-1)
+        scores[str(gain)] = float((img_labels[(held @ clean.T).argmax(1).numpy()] == img_labels).mean())
+    best = max(gains, key=lambda g: (scores[str(g)], -g))
+    visual.colour_gain = best
+    enc.config["colour_gain"] = best
+    log.info("align: colour gain %s (held-out view top-1 per gain: %s)", best, scores)
+    return scores
 
 
 def align(
@@ -329,6 +368,7 @@ def align(
     train_s = time.perf_counter() - t_train
     for param in params.values():
         param.requires_grad_(False)
+    gains = calibrate_colour_gain(enc, body, img_labels) if enc.colour_bins else {}
     after = _metrics(enc, body, img_labels, text_feats, text_labels, eval_labels)
     metrics: dict[str, Any] = {
         "before": before,
@@ -341,6 +381,7 @@ def align(
         "feature_seconds": round(t_features, 2),
         "train_seconds": round(train_s, 2),
         "steps": total,
+        "colour_gain_heldout_top1": gains,
     }
     log.info("align: %s", metrics)
     out = Path(out)

