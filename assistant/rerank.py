@@ -1,9 +1,12 @@
 """Second-stage re-ranking of retrieval hits with the LLM ranker (`ranking.ranker.Ranker`).
 
 `LLMReranker` keeps one product-tower vector per shoppable product (computed once, refreshed by `update`),
-builds the 14 `FEATURE_NAMES` per hit (retrieval score and rank, slot matches, the shopper's session signals),
+builds the `FEATURE_NAMES` per hit (the first stage's own signals, slot matches, the shopper's session signals),
 scores and reorders the hits, and rewrites each hit's ``reason`` from the score's top contributions.
-`RankedSearcher` puts it behind the `ProductSearcher` interface: a retriever's top ``pool`` candidates, re-ranked.
+`RankedSearcher` puts it behind the `ProductSearcher` interface: a retriever's top ``pool`` candidates (for a
+`HybridRetriever`, widened with the filtered products its relevance gate dropped, each with its BM25 and MiniLM
+ranks and scores: `retrieval_features`), re-ranked. `retrieval_examples` / `training_examples` draw training data
+through exactly this path, so the ranker trains on the pools and features it serves.
 """
 
 from __future__ import annotations
@@ -11,21 +14,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import random
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from assistant.catalog import Catalog, Product
+from assistant.retrieval import lexical_text, product_genders
 from assistant.search import ProductHit, SearchQuery, canonical_color, canonical_size, parse_query
-from ranking.ranker import FEATURE_NAMES, NUM_FEATURES, RankOutput, render_query
+from ranking.ranker import FEATURE_NAMES, NUM_FEATURES, RETRIEVAL_FEATURES, RankOutput, render_query
 from ranking.train import product_text, slot_features
 
 log = logging.getLogger(__name__)
 
 _COL = {name: j for j, name in enumerate(FEATURE_NAMES)}
+_NON_TERM_KEYS = {"color", "colour", "size", "available_color", "available_size", "associated_sku", "bundle_options",
+                  "gender"}  # fmt: skip
 DEFAULT_POOL = 50
 _THREADS_LOCK = threading.Lock()
 
@@ -81,6 +88,14 @@ def product_dict(catalog: Catalog | None, product: Product, variant: Product | N
         price = variant.price
     else:
         price = min([v.price for v in variants] or [product.price])
+    terms = [
+        str(value)
+        for key, raw in product.attributes.items()
+        if key not in _NON_TERM_KEYS
+        for value in (raw if isinstance(raw, list | tuple) else [raw])
+        if isinstance(value, str) and value.strip() and value.strip().lower() not in ("no", "yes")
+    ]
+    gender = sorted(product_genders(product))
     return {
         "id": product.id,
         "title": product.title,
@@ -88,7 +103,7 @@ def product_dict(catalog: Catalog | None, product: Product, variant: Product | N
         "category": product.category,
         "brand": product.brand,
         "price": price,
-        "attributes": {"colors": colors, "sizes": sizes},
+        "attributes": {"colors": colors, "sizes": sizes, "terms": terms, "gender": gender},
     }
 
 
@@ -111,6 +126,12 @@ def _reason_words(name: str, query: SearchQuery, hit: ProductHit) -> str | None:
         "image_relevance": "looks like what you asked for",
         "retrieval_score": f"matches '{text}'" if text else None,
         "retrieval_rank_recip": f"matches '{text}'" if text else None,
+        "in_retrieval": f"matches '{text}'" if text else None,
+        "lexical_score": f"has the words '{text}'" if text else None,
+        "lexical_rank_recip": f"has the words '{text}'" if text else None,
+        "lexical_coverage": f"has the words '{text}'" if text else None,
+        "text_cosine": f"means '{text}'" if text else None,
+        "text_rank_recip": f"means '{text}'" if text else None,
         "colour_match": f"comes in {query.color}" if query.color else None,
         "size_match": f"in size {query.size}" if query.size else None,
         "category_match": f"is a {query.category}" if query.category else None,
@@ -124,6 +145,76 @@ def _reason_words(name: str, query: SearchQuery, hit: ProductHit) -> str | None:
         "recency": "you saw it recently",
     }
     return words.get(name)
+
+
+def basic_retrieval_features(hits: list[ProductHit]) -> np.ndarray:
+    """First-stage features from hits alone: score over the best score, reciprocal rank, all returned."""
+    feats = np.zeros((len(hits), len(RETRIEVAL_FEATURES)), np.float32)
+    if not hits:
+        return feats
+    scores = np.array([h.score for h in hits], np.float32)
+    top = float(scores.max())
+    feats[:, _COL["retrieval_score"]] = scores / top if top > 0 else 0.0
+    feats[:, _COL["retrieval_rank_recip"]] = 1.0 / (1.0 + np.arange(len(hits)))
+    feats[:, _COL["in_retrieval"]] = 1.0
+    return feats
+
+
+def retrieval_features(
+    retriever: Any,
+    query: SearchQuery,
+    hits: list[ProductHit],
+    allowed: Mapping[str, Product | None],
+    n: int,
+    token_cache: dict[str, frozenset[str]],
+) -> tuple[list[ProductHit], np.ndarray]:
+    """Widen a `HybridRetriever`'s hits to at most `n` filtered candidates and give each its first-stage signals.
+
+    Args:
+        retriever: The `HybridRetriever` that returned `hits`.
+        query: The parsed query.
+        hits: Its hits for `query`, best first.
+        allowed: Products passing the query's hard filters, each with its matching variant
+            (``retriever.candidates(query)``).
+        n: Pool size.
+        token_cache: Product id -> BM25 tokens (filled here).
+
+    Returns:
+        The pool (hits first, then gated-out candidates by MiniLM cosine) and its ``[len(pool), R]`` features.
+    """
+    text = query.text.strip()
+    ids = set(allowed)
+    lexical: list[tuple[str, float]] = []
+    cosine: list[tuple[str, float]] = []
+    if text and ids:
+        lexical = retriever.lexical.search(text, len(ids), allowed=ids)
+        cosine = retriever.text_index.search(retriever.encoder.encode_query(text), len(ids), allowed=ids)
+    returned = {h.product.id for h in hits}
+    extra = [pid for pid, _ in cosine if pid not in returned][: max(0, n - len(hits))]
+    pool = list(hits)
+    for pid in extra:
+        product = retriever.catalog.get(pid)
+        if product is not None:
+            pool.append(ProductHit(product, 0.0, "", allowed.get(pid)))
+    feats = np.zeros((len(pool), len(RETRIEVAL_FEATURES)), np.float32)
+    feats[: len(hits)] = basic_retrieval_features(hits)
+    row = {h.product.id: i for i, h in enumerate(pool)}
+    for source, ranked in (("lexical", lexical), ("text", cosine)):
+        score_col = _COL["lexical_score" if source == "lexical" else "text_cosine"]
+        top = max((s for _, s in ranked), default=0.0) if source == "lexical" else 1.0
+        for rank, (pid, score) in enumerate(ranked):
+            if pid in row:
+                feats[row[pid], score_col] = score / top if top > 0 else 0.0
+                feats[row[pid], _COL[f"{source}_rank_recip"]] = 1.0 / (1.0 + rank)
+    q_tokens = set(retriever.lexical.tokenizer(text)) if text else set()
+    if q_tokens:
+        for i, hit in enumerate(pool):
+            tokens = token_cache.get(hit.product.id)
+            if tokens is None:
+                tokens = frozenset(retriever.lexical.tokenizer(lexical_text(hit.product)))
+                token_cache[hit.product.id] = tokens
+            feats[i, _COL["lexical_coverage"]] = len(q_tokens & tokens) / len(q_tokens)
+    return pool, feats
 
 
 class LLMReranker:
@@ -186,16 +277,27 @@ class LLMReranker:
         return vec
 
     def features(
-        self, query: SearchQuery, hits: list[ProductHit], signals: SessionSignals | None = None
+        self,
+        query: SearchQuery,
+        hits: list[ProductHit],
+        signals: SessionSignals | None = None,
+        retrieval: np.ndarray | None = None,
     ) -> np.ndarray:
-        """``[len(hits), 14]`` features in `FEATURE_NAMES` order."""
+        """``[len(hits), NUM_FEATURES]`` features in `FEATURE_NAMES` order.
+
+        Args:
+            query: The parsed query.
+            hits: Candidates, in the first stage's order.
+            signals: The shopper's session.
+            retrieval: ``[len(hits), len(RETRIEVAL_FEATURES)]`` from `retrieval_features`; None derives the
+                first-stage columns from the hits' scores and order alone (every hit counted as returned).
+        """
         feats = np.zeros((len(hits), NUM_FEATURES), np.float32)
         if not hits:
             return feats
-        scores = np.array([h.score for h in hits], np.float32)
-        top = float(scores.max()) if scores.size else 0.0
-        feats[:, _COL["retrieval_score"]] = scores / top if top > 0 else 0.0
-        feats[:, _COL["retrieval_rank_recip"]] = 1.0 / (1.0 + np.arange(len(hits)))
+        if retrieval is None:
+            retrieval = basic_retrieval_features(hits)
+        feats[:, : len(RETRIEVAL_FEATURES)] = retrieval
         slots = query_slots(query)
         for i, hit in enumerate(hits):
             product = product_dict(self.catalog, hit.product, hit.variant)
@@ -223,10 +325,14 @@ class LLMReranker:
         return feats
 
     def score(
-        self, query: SearchQuery, hits: list[ProductHit], signals: SessionSignals | None = None
+        self,
+        query: SearchQuery,
+        hits: list[ProductHit],
+        signals: SessionSignals | None = None,
+        retrieval: np.ndarray | None = None,
     ) -> RankOutput:
         """The ranker's scores (and their contributions) for `hits`, in their order."""
-        feats = self.features(query, hits, signals)
+        feats = self.features(query, hits, signals, retrieval)
         threads = single_thread() if self.one_thread else contextlib.nullcontext()
         with self._lock, threads:
             product_vecs = np.stack([self._vector(h.product) for h in hits])
@@ -237,12 +343,16 @@ class LLMReranker:
             return self.ranker.score(qvec, product_vecs, images, feats)  # type: ignore[no-any-return]
 
     def rerank(
-        self, query: SearchQuery, hits: list[ProductHit], signals: SessionSignals | None = None
+        self,
+        query: SearchQuery,
+        hits: list[ProductHit],
+        signals: SessionSignals | None = None,
+        retrieval: np.ndarray | None = None,
     ) -> list[ProductHit]:
         """`hits` reordered by the ranker, best first, each ``reason`` naming its top reasons."""
         if not hits:
             return []
-        out = self.score(query, hits, signals)
+        out = self.score(query, hits, signals, retrieval)
         order = np.argsort(-out.scores, kind="stable")
         ranked = []
         for i in order:
@@ -274,6 +384,7 @@ class RankedSearcher:
         self.retriever = retriever
         self.reranker = reranker
         self.pool = pool if pool is not None else reranker.pool
+        self._tokens: dict[str, frozenset[str]] = {}  # product id -> BM25 tokens of its text
 
     @property
     def vocab(self) -> Any:
@@ -295,8 +406,23 @@ class RankedSearcher:
             return []
         if not use_ranker:
             return list(self.retriever.search(query))
-        hits = self.retriever.search(replace(query, k=max(query.k, self.pool)))
-        return self.reranker.rerank(query, hits, signals)[: query.k]
+        hits, retrieval = self.candidates(query)
+        return self.reranker.rerank(query, hits, signals, retrieval)[: query.k]
+
+    def candidates(self, query: SearchQuery) -> tuple[list[ProductHit], np.ndarray]:
+        """The pool the ranker re-orders, and its first-stage features (`RETRIEVAL_FEATURES` columns).
+
+        The retriever's own top ``max(k, pool)`` hits come first, in its order. A `HybridRetriever` also adds the
+        products that pass every hard filter but that its relevance gate dropped (up to ``pool`` in all, by
+        MiniLM cosine), each with its BM25/vector ranks and scores: the ranker may lift one the gate missed.
+        """
+        n = max(query.k, self.pool)
+        hits = list(self.retriever.search(replace(query, k=n)))
+        retriever = self.retriever
+        if not all(hasattr(retriever, a) for a in ("candidates", "lexical", "text_index", "encoder")):
+            return hits, basic_retrieval_features(hits)
+        allowed = retriever.candidates(query)
+        return retrieval_features(retriever, query, hits, allowed, n, self._tokens)
 
     def search_image(self, image_vector: np.ndarray, query: SearchQuery | None = None) -> list[ProductHit]:
         """Photo search, passed through to the retriever (not re-ranked)."""
@@ -306,4 +432,96 @@ class RankedSearcher:
         """Update the retriever's indexes and the reranker's product vectors."""
         stats = dict(self.retriever.update(catalog)) if hasattr(self.retriever, "update") else {}
         self.reranker.update(catalog)
+        self._tokens.clear()
         return stats
+
+
+# --- training data through the serving pipeline --------------------------------------------------------------------
+
+
+def retrieval_examples(
+    searcher: RankedSearcher,
+    queries: Sequence[Any],
+    *,
+    session_fraction: float = 0.5,
+    seed: int = 0,
+) -> list[Any]:
+    """Training examples whose candidates and features come from the pipeline that serves the ranker.
+
+    Each generated query (``ranking.queries.GeneratedQuery``: ``text`` and ``judgments``) is parsed with the
+    retriever's vocabulary, its pool drawn by `RankedSearcher.candidates` (the hybrid's hits and the filtered
+    candidates its gate dropped: hard negatives) and featurised by `LLMReranker.features`, exactly as at
+    serving time; labels are the query's graded judgments. Queries whose pool holds nothing graded ≥ 1 are
+    dropped (a listwise loss learns nothing from them).
+
+    Args:
+        searcher: A `RankedSearcher` over the training catalog.
+        queries: Generated queries with judgments.
+        session_fraction: Share of examples given simulated session/social signals (``ranking.train``).
+        seed: Seed for those signals.
+    """
+    from ranking.train import Example, simulate_session
+
+    rng = random.Random(seed)
+    reranker = searcher.reranker
+    out = []
+    for gq in queries:
+        query = replace(parse_query(str(gq.text), searcher.vocab), k=searcher.pool)
+        hits, retrieval = searcher.candidates(query)
+        labels = np.array([int(gq.judgments.get(h.product.id, 0)) for h in hits], np.int64)
+        if not hits or labels.max() <= 0:
+            continue
+        feats = reranker.features(query, hits, None, retrieval)
+        if rng.random() < session_fraction:
+            simulate_session(feats, labels, rng, personal_labels=True)
+        for hit in hits:
+            reranker._vector(hit.product)  # noqa: SLF001 - makes sure its text is known
+        out.append(
+            Example(
+                query=render_query(query.text, query_slots(query)),
+                product_ids=[h.product.id for h in hits],
+                product_texts=[reranker._texts[h.product.id] for h in hits],  # noqa: SLF001
+                labels=labels,
+                features=feats,
+                meta={"text": gq.text, "intent": getattr(getattr(gq, "spec", None), "intent", "-")},
+            )
+        )
+    return out
+
+
+def feedback_candidates(searcher: RankedSearcher) -> Callable[[str, Mapping[str, Any]], tuple[list[str], list[str], np.ndarray]]:
+    """``ranking.train.feedback_examples``'s ``candidates``: a logged query's pool and features, as served."""
+
+    def candidates(text: str, slots: Mapping[str, Any]) -> tuple[list[str], list[str], np.ndarray]:
+        query = replace(parse_query(text, searcher.vocab), k=searcher.pool)
+        hits, retrieval = searcher.candidates(query)
+        feats = searcher.reranker.features(query, hits, None, retrieval)
+        texts = [product_text(product_dict(searcher.reranker.catalog, h.product)) for h in hits]
+        return [h.product.id for h in hits], texts, feats
+
+    return candidates
+
+
+def training_examples(
+    searcher: RankedSearcher,
+    n_queries: int,
+    *,
+    seed: int = 0,
+    feedback: Sequence[Mapping[str, Any]] | None = None,
+) -> list[Any]:
+    """What ``shoptalk ranker train`` trains on, drawn through the serving pipeline.
+
+    Generated spoken queries over the searcher's catalog (minus the held-out share the bench scores,
+    `ranking.queries.is_heldout`) and shopper feedback, pooled and featurised as at serving time
+    (`retrieval_examples`, `feedback_candidates`).
+    """
+    from ranking.queries import is_heldout, spoken_queries
+    from ranking.train import feedback_examples
+
+    catalog = searcher.reranker.catalog
+    products = [product_dict(catalog, p) for p in catalog.parents()]
+    generated = [g for g in spoken_queries(products, n_queries, seed) if not is_heldout(g.text)]
+    examples = retrieval_examples(searcher, generated, seed=seed)
+    if feedback:
+        examples += feedback_examples(feedback, products, candidates=feedback_candidates(searcher), seed=seed)
+    return examples

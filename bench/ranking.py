@@ -43,12 +43,14 @@ log = logging.getLogger(__name__)
 K = 10
 POOL = 50  # hybrid candidates the ranker re-orders
 TARGET_RATIO = 1.10
-QUERIES = Path(__file__).resolve().parent / "data" / "luma_queries.jsonl"
+ROOT = Path(__file__).resolve().parents[1]
+QUERIES = ROOT / "bench" / "data" / "luma_queries.jsonl"
 HELDOUT_FRACTION = 0.2  # of generated examples; ranking.train.train holds out the same share
 GENERATED_QUERIES = 2000  # make_training_data examples drawn (seed 0), so (a) has 400 queries
 QUICK_QUERIES = 30
 BASELINES = ("bm25", "vector", "hybrid")
 RANKED = "hybrid+ranker"
+CROSS = "hybrid+ranker (demo-trained)"  # the shipped checkpoint, trained on the demo catalog only
 SYSTEMS = (*BASELINES, RANKED)
 
 Search = Callable[[str], list[str]]
@@ -129,25 +131,10 @@ def heldout_split(
 
 
 def luma_product_dicts(catalog: Any) -> list[dict[str, Any]]:
-    """Shoppable products as the plain dicts ``ranking.train`` works on (colours and sizes over the variants)."""
-    out = []
-    for p in catalog.parents():
-        variants = catalog.variants_of(p.id)
-        colors = list(dict.fromkeys(c for v in [p, *variants] for c in v.colors()))
-        sizes = list(dict.fromkeys(str(z) for v in [p, *variants] for z in v.sizes()))
-        prices = [v.price for v in variants if v.price is not None] or [p.price]
-        out.append(
-            {
-                "id": p.id,
-                "title": p.title,
-                "description": p.description,
-                "category": p.category,
-                "brand": p.brand,
-                "price": min(prices) if prices[0] is not None else None,
-                "attributes": {"colors": colors, "sizes": sizes},
-            }
-        )
-    return out
+    """Shoppable products as the plain dicts ``ranking`` works on (colours and sizes over the variants)."""
+    from assistant.rerank import product_dict
+
+    return [product_dict(catalog, p) for p in catalog.parents()]
 
 
 def _raw_query(rendered: str) -> str:
@@ -173,32 +160,31 @@ def generated_queries(
 ) -> tuple[list[dict[str, Any]], str]:
     """Set (a) and a note on where it came from (an empty set and the reason when it cannot be made).
 
-    Given examples are split by `heldout_split`. Otherwise ``ranking.train.make_training_data`` generates
-    `GENERATED_QUERIES` examples (seed 0) over the shoppable products and ``split_examples(examples, 0.2, seed=0)``
-    holds out the same share that ``ranking.train.train`` keeps for evaluation when given those examples.
+    Given examples are split by `heldout_split`. Otherwise ``ranking.queries.spoken_queries`` generates
+    `GENERATED_QUERIES` spoken queries (seed 0, what ``shoptalk ranker train`` draws too) over the shoppable
+    products, each graded over every product, and the held-out share (``ranking.queries.is_heldout``, by a hash
+    of the text, which training skips) is kept.
     """
     if generated is not None:
         return heldout_split(generated), f"held-out {HELDOUT_FRACTION:.0%} of {len(generated)} given examples"
     try:
-        train = importlib.import_module("ranking.train")
+        queries = importlib.import_module("ranking.queries")
     except ImportError as err:
-        return [], f"skipped: ranking.train cannot be imported ({err})"
-    make = getattr(train, "make_training_data", None)
-    if make is None:
-        return [], "skipped: ranking.train has no make_training_data"
+        return [], f"skipped: ranking.queries cannot be imported ({err})"
     products = luma_product_dicts(catalog)
     try:
-        examples = make(products, GENERATED_QUERIES, 0)
-        split = getattr(train, "split_examples", None)
-        heldout = split(examples, HELDOUT_FRACTION, 0)[1] if split else examples[: len(examples) // 5]
-        out = [_judged_example(e, products, getattr(train, "grade", None)) for e in heldout]
+        drawn = queries.spoken_queries(products, GENERATED_QUERIES, 0)
     except Exception as err:  # noqa: BLE001 - (a) is reported as skipped rather than failing (b)
-        log.warning("make_training_data failed: %s", err)
-        return [], f"skipped: make_training_data failed ({type(err).__name__}: {err})"
-    out = [e for e in out if any(g >= 2 for g in e["judgments"].values())]
+        log.warning("spoken_queries failed: %s", err)
+        return [], f"skipped: spoken_queries failed ({type(err).__name__}: {err})"
+    out = [
+        {"qid": f"gen-{i:04d}", "query": g.text, "intent": g.spec.intent, "judgments": g.judgments}
+        for i, g in enumerate(drawn)
+        if queries.is_heldout(g.text)
+    ]
     return out, (
-        f"held-out {HELDOUT_FRACTION:.0%} of {len(examples)} ranking.train.make_training_data examples (seed 0), "
-        f"graded over all {len(products)} products by ranking.train.grade"
+        f"held-out {HELDOUT_FRACTION:.0%} (by text hash; training skips them) of {len(drawn)} "
+        f"ranking.queries.spoken_queries (seed 0), graded over all {len(products)} products by ranking.queries.grade"
     )
 
 
@@ -257,11 +243,24 @@ def reranked_search(retriever: Any, ranker: Any, pool: int = POOL) -> Search:
     return search
 
 
+def searcher_search(searcher: Any, k: int = K) -> Search:
+    """A system from a `RankedSearcher`: its pool (hybrid hits and gated-out filtered candidates) re-ranked."""
+    from assistant.search import parse_query
+
+    def search(text: str) -> list[str]:
+        query = replace(parse_query(text, searcher.vocab), k=k)
+        return [hit.product.id for hit in searcher.search(query)]
+
+    return search
+
+
 def build_systems(
-    catalog: Any, encoder: Any, ranker: Any | None, reranker: Any | None = None
+    catalog: Any, encoder: Any, ranker: Any | None, reranker: Any | None = None, extra: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, Search], Any]:
-    """BM25, vector and hybrid retrieval over `catalog` (and hybrid + `ranker` when given, else hybrid + the
-    `LLMReranker` `reranker` via ``rerank_text``), and the hybrid retriever."""
+    """BM25, vector and hybrid retrieval over `catalog`, and the hybrid re-ranked: by `ranker` (``rerank(text,
+    hits)``) when given, else by the `LLMReranker` `reranker` through a `RankedSearcher`; `extra` names more
+    `LLMReranker` s (e.g. one trained on another catalog). Returns the systems and the hybrid retriever."""
+    from assistant.rerank import RankedSearcher
     from assistant.retrieval import HybridRetriever
 
     bm25 = HybridRetriever(catalog, encoder, sources=("lexical",))
@@ -272,10 +271,12 @@ def build_systems(
         "vector": retriever_search(vector),
         "hybrid": retriever_search(hybrid),
     }
-    if ranker is None and reranker is not None:
-        ranker = TextReranker(reranker, hybrid.vocab)
     if ranker is not None:
         systems[RANKED] = reranked_search(hybrid, ranker)
+    elif reranker is not None:
+        systems[RANKED] = searcher_search(RankedSearcher(hybrid, reranker, pool=POOL))
+    for name, other in (extra or {}).items():
+        systems[name] = searcher_search(RankedSearcher(hybrid, other, pool=POOL))
     return systems, hybrid
 
 
@@ -284,18 +285,26 @@ LATENCY_QUERIES = 40
 
 
 def default_checkpoint() -> Path | None:
-    """The trained ranker the bench uses when none is given: the configured one, else the checkout's ``.data``."""
+    """The trained ranker the bench uses when none is given: the configured one, else the checkout's ``.data``,
+    else the shipped default (`shipped_checkpoint`)."""
     try:
         from server.settings import Settings
 
         configured = Settings().ranker_checkpoint_path
     except Exception:  # noqa: BLE001 - a broken environment only means "no ranker"
         configured = None
-    local = Path(__file__).resolve().parents[1] / ".data" / "models" / "ranker" / "smollm2-lora.pt"
-    for path in (configured, local):
+    local = ROOT / ".data" / "models" / "ranker" / "smollm2-lora.pt"
+    for path in (configured, local, shipped_checkpoint()):
         if path is not None and path.exists():
             return path
     return None
+
+
+def shipped_checkpoint() -> Path | None:
+    """The default checkpoint committed with the code (trained on the demo catalog only), if present."""
+    from ranking.registry import shipped_checkpoint as shipped
+
+    return shipped("smollm2-lora")
 
 
 class TextReranker:
@@ -314,36 +323,58 @@ def load_reranker(catalog: Any, checkpoint: Path) -> Any:
     from assistant.rerank import LLMReranker
     from ranking.registry import create_ranker
 
-    ranker = create_ranker("smollm2-lora", cache_dir=checkpoint.parent.parent, checkpoint=checkpoint, device="cpu")
+    ranker = create_ranker("smollm2-lora", cache_dir=model_cache(), checkpoint=checkpoint, device="cpu")
     return LLMReranker(ranker, catalog, pool=POOL)
+
+
+def model_cache() -> Path:
+    """Where the dequantized SmolLM2 backbone lives: the configured model cache or the checkout's ``.data`` one,
+    whichever has it prepared (else the configured one, where it is prepared on first use)."""
+    from ranking.registry import SMOLLM2_FOLDER
+
+    local = ROOT / ".data" / "models"
+    try:
+        from server.settings import Settings
+
+        configured: Path | None = Settings().cache_dir
+    except Exception:  # noqa: BLE001 - a broken environment: the checkout's cache
+        configured = None
+    for cache in (configured, local):
+        if cache is not None and (cache / SMOLLM2_FOLDER / "config.json").is_file():
+            return cache
+    return configured or local
 
 
 def rerank_latency(
     retriever: Any, reranker: Any, queries: Sequence[Mapping[str, Any]], n: int = LATENCY_CANDIDATES
 ) -> dict[str, Any]:
-    """Milliseconds to re-rank exactly `n` candidates (query encode + features + scoring), p50/p95.
+    """Milliseconds to re-rank exactly `n` candidates (first-stage features + query encode + features + scoring).
 
-    The candidates are the hybrid's hits for the query, padded with other catalog products (score 0) up to `n`
-    (the hybrid's filters and gate often return fewer). Timed with one torch thread (the reranker's setting) and
-    with the process's threads, alternating per query so neither setting gets the warmer cache.
+    The candidates are the hybrid's hits for the query, widened with other catalog products up to `n` (the
+    hybrid's filters and gate often return fewer) the way `RankedSearcher.candidates` widens a pool with the
+    filtered candidates its gate dropped. Timed with one torch thread (the reranker's setting) and with the
+    process's threads, alternating per query so neither setting gets the warmer cache.
     """
     import torch
 
-    from assistant.search import ProductHit, parse_query
+    from assistant.rerank import retrieval_features
+    from assistant.search import parse_query
 
     parents = list(retriever.catalog.parents())
+    everything = {p.id: None for p in parents}
+    tokens: dict[str, frozenset[str]] = {}
     one: list[float] = []
     many: list[float] = []
     for q in queries:
-        query = parse_query(str(q["query"]), retriever.vocab)
-        hits = list(retriever.search(replace(query, k=n)))
-        seen = {h.product.id for h in hits}
-        hits += [ProductHit(p, 0.0, "filler") for p in parents if p.id not in seen][: max(0, n - len(hits))]
+        query = replace(parse_query(str(q["query"]), retriever.vocab), k=n)
+        hits = list(retriever.search(query))
         for one_thread, out in ((True, one), (False, many)):
             reranker.one_thread = one_thread
-            reranker.rerank(query, hits)  # warm-up
+            pool, feats = retrieval_features(retriever, query, hits, everything, n, tokens)
+            reranker.rerank(query, pool, None, feats)  # warm-up
             start = time.perf_counter()
-            reranker.rerank(query, hits)
+            pool, feats = retrieval_features(retriever, query, hits, everything, n, tokens)
+            reranker.rerank(query, pool, None, feats)
             out.append((time.perf_counter() - start) * 1000)
     reranker.one_thread = True
 
@@ -357,6 +388,64 @@ def rerank_latency(
         "p95_ms": pct(one, 95),
         f"threads_{torch.get_num_threads()}": {"p50_ms": pct(many, 50), "p95_ms": pct(many, 95)},
     }
+
+
+PERSONAL_QUERIES = 12
+
+
+def personalisation(searcher: Any, queries: Sequence[Mapping[str, Any]], n: int = PERSONAL_QUERIES) -> dict[str, Any]:
+    """Two shoppers with different histories ask the same queries: do they get different, sensible orders?
+
+    For each query (the first `n` of `queries` with at least 8 hits): the order without a session, then shopper A
+    (liked and just viewed the 6th hit; two friends bought the 8th) and shopper B (disliked the 1st hit; viewed and
+    liked the 7th). Reported: how often A's and B's top 10 differ, how often each signal moved its product the
+    expected way, and how often the moved product's reason names the signal.
+    """
+    from assistant.rerank import SessionSignals
+    from assistant.search import parse_query
+
+    rows: list[dict[str, Any]] = []
+    example: dict[str, Any] = {}
+    for q in queries:
+        if len(rows) >= n:
+            break
+        query = replace(parse_query(str(q["query"]), searcher.vocab), k=K)
+        base = searcher.search(query)
+        if len(base) < 8:
+            continue
+        ids = [h.product.id for h in base]
+        a_like, a_friend, b_dislike, b_like = ids[5], ids[7], ids[0], ids[6]
+        shopper_a = SessionSignals(viewed={a_like}, liked={a_like}, recency={a_like: 1.0},
+                                   friends_bought={a_friend: 2})  # fmt: skip
+        shopper_b = SessionSignals(disliked={b_dislike}, viewed={b_like}, liked={b_like})
+        a = searcher.search(query, signals=shopper_a)
+        b = searcher.search(query, signals=shopper_b)
+        a_ids, b_ids = [h.product.id for h in a], [h.product.id for h in b]
+
+        def rank(pid: str, order: list[str]) -> int:
+            return order.index(pid) if pid in order else len(order)
+
+        reason_a = next((h.reason for h in a if h.product.id == a_like), "")
+        reason_b = next((h.reason for h in b if h.product.id == b_like), "")
+        rows.append({
+            "differ": a_ids != b_ids,
+            "a_liked_up": rank(a_like, a_ids) < 5,
+            "a_friend_up": rank(a_friend, a_ids) < 7,
+            "b_disliked_down": rank(b_dislike, b_ids) > 0,
+            "b_liked_up": rank(b_like, b_ids) < 6,
+            "reason_liked": "liked" in reason_a and "liked" in reason_b,
+            "reason_friends": "friends" in next((h.reason for h in a if h.product.id == a_friend), ""),
+        })  # fmt: skip
+        if not example:
+            example = {"query": q["query"], "no_session": ids, "shopper_a": a_ids, "shopper_b": b_ids,
+                       "a_liked": a_like, "a_liked_reason": reason_a, "b_disliked": b_dislike,
+                       "b_liked": b_like, "b_liked_reason": reason_b}  # fmt: skip
+    out: dict[str, Any] = {"queries": len(rows)}
+    for key in ("differ", "a_liked_up", "a_friend_up", "b_disliked_down", "b_liked_up", "reason_liked",
+                "reason_friends"):  # fmt: skip
+        out[key] = round(sum(r[key] for r in rows) / len(rows), 3) if rows else None
+    out["example"] = example
+    return out
 
 
 def run_sets(
@@ -415,7 +504,11 @@ def main(
     start = time.perf_counter()
     checkpoint = default_checkpoint() if ranker is None else None
     reranker = load_reranker(catalog, checkpoint) if checkpoint is not None else None
-    systems, hybrid = build_systems(catalog, TextEncoder(), ranker, reranker)
+    shipped = shipped_checkpoint() if ranker is None else None
+    extra = {}
+    if shipped is not None and checkpoint is not None and shipped.resolve() != checkpoint.resolve():
+        extra[CROSS] = load_reranker(catalog, shipped)
+    systems, hybrid = build_systems(catalog, TextEncoder(), ranker, reranker, extra)
     build_s = time.perf_counter() - start
     luma = load_queries()
     gen, gen_note = generated_queries(catalog, generated)
@@ -423,16 +516,24 @@ def main(
         luma, gen = luma[:QUICK_QUERIES], gen[:QUICK_QUERIES]
     sets = run_sets(systems, {"generated": gen, "luma": luma})
     latency = rerank_latency(hybrid, reranker, luma[:LATENCY_QUERIES]) if reranker is not None else None
+    personal = None
+    if reranker is not None:
+        from assistant.rerank import RankedSearcher
+
+        probes = [q for q in gen if q.get("intent") == "category"] or gen
+        personal = personalisation(RankedSearcher(hybrid, reranker, pool=POOL), probes)
     results: dict[str, Any] = {
         "machine": machine(),
         "k": K,
         "pool": POOL,
         "quick": quick,
         "build_s": round(build_s, 1),
-        "systems": list(SYSTEMS),
+        "systems": [*SYSTEMS, *extra],
         "absent": [] if RANKED in systems else [RANKED],
-        "ranker_checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "ranker_checkpoint": _shown(checkpoint),
+        "cross_catalog_checkpoint": _shown(shipped) if extra else None,
         "rerank_latency": latency,
+        "personalisation": personal,
         "generated": {
             "note": gen_note,
             "queries": len(gen),
@@ -463,6 +564,16 @@ def main(
     print(table(results))
     print(f"\nresults written to {out}")
     return results
+
+
+def _shown(path: Path | None) -> str | None:
+    """A path relative to the checkout when it is inside it."""
+    if path is None:
+        return None
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _cell(value: float | None) -> str:
@@ -498,6 +609,14 @@ def table(results: Mapping[str, Any]) -> str:
         lines.append(
             f"Re-ranking {lat['candidates']} candidates: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms "
             f"(1 torch thread, {lat['queries']} queries)."
+        )
+    p = results.get("personalisation")
+    if p and p.get("queries"):
+        lines.append(
+            f"Personalisation ({p['queries']} queries, two shoppers): top 10 differ {p['differ']:.0%}; liked item "
+            f"into the top 5 {p['a_liked_up']:.0%}/{p['b_liked_up']:.0%}; friends' purchase up {p['a_friend_up']:.0%}; "
+            f"disliked first hit moved down {p['b_disliked_down']:.0%}; reason names 'liked' {p['reason_liked']:.0%}, "
+            f"'friends' {p['reason_friends']:.0%}."
         )
     t = results.get("target")
     if t:

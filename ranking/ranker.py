@@ -11,6 +11,10 @@ Architecture (a two-tower model with a light interaction head)::
         image_relevance = b·cos(q, i)                       (0 when a candidate has no image vector)
         score = text_relevance + image_relevance + Σ_f w_f·feature_f          (FEATURE_NAMES)
 
+The features include the retrieval stage's own signals (hybrid RRF score and rank, BM25, MiniLM cosine), and the
+untrained head is initialised to reproduce the retrieval order (`INIT_FEATURE_WEIGHTS`, text/image terms at 0):
+the fine-tuned LLM and the head learn corrections to retrieval rather than a ranking from scratch.
+
 Every term is additive, so ``RankOutput.contributions`` splits each score exactly into the parts a
 "why this?" explanation can cite (the text match, the photo match, "your friend bought this", ...).
 
@@ -46,9 +50,18 @@ from ranking.text_encoder import resolve_device
 
 log = logging.getLogger(__name__)
 
+RETRIEVAL_FEATURES: tuple[str, ...] = (
+    "retrieval_score",  # the first stage's own score (hybrid RRF) over the best one's, 0 when it did not return it
+    "retrieval_rank_recip",  # 1 / (1 + first-stage rank), 0 when not returned
+    "in_retrieval",  # 1 when the first stage returned it (passed its relevance gate)
+    "lexical_score",  # BM25 over the best candidate's BM25
+    "lexical_rank_recip",
+    "lexical_coverage",  # share of the query's words found in the product's text
+    "text_cosine",  # MiniLM cosine of query and product text (the vector source)
+    "text_rank_recip",
+)
 FEATURE_NAMES: tuple[str, ...] = (
-    "retrieval_score",  # first-stage similarity (e.g. fused cosine/BM25), roughly in [0, 1]
-    "retrieval_rank_recip",  # 1 / (1 + first-stage rank)
+    *RETRIEVAL_FEATURES,
     "colour_match",  # 0/1 from the caller's slot matching
     "size_match",
     "category_match",
@@ -62,6 +75,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "friends_liked",
     "recency",  # decay of the shopper's last interaction with the item, 1 = just now, 0 = never/long ago
 )
+# The untrained head reproduces the first stage's order (its score, returned items above the rest); training
+# learns corrections on top of it (a residual), so it starts from retrieval instead of from noise.
+INIT_FEATURE_WEIGHTS: dict[str, float] = {"retrieval_score": 4.0, "in_retrieval": 2.0}
 NUM_FEATURES = len(FEATURE_NAMES)
 TEXT_CONTRIBUTION = "text_relevance"
 IMAGE_CONTRIBUTION = "image_relevance"
@@ -215,12 +231,18 @@ class FusionHead(nn.Module):
         self.query_proj = nn.Linear(hidden_size, d)
         self.product_proj = nn.Linear(hidden_size, d)
         self.image_proj = nn.Linear(config.image_dim, d)
-        self.mlp = nn.Sequential(
-            nn.Linear(3 * d, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, 1)
-        )
-        self.text_scale = nn.Parameter(torch.tensor(5.0))
-        self.image_scale = nn.Parameter(torch.tensor(1.0))
-        self.feature_weights = nn.Parameter(torch.zeros(NUM_FEATURES))
+        out = nn.Linear(config.head_hidden, 1)
+        self.mlp = nn.Sequential(nn.Linear(3 * d, config.head_hidden), nn.GELU(), out)
+        # Text and image terms start at zero (last MLP layer and both scales), so the untrained score is the
+        # retrieval prior of INIT_FEATURE_WEIGHTS; the first step gives every term a gradient.
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.text_scale = nn.Parameter(torch.tensor(0.0))
+        self.image_scale = nn.Parameter(torch.tensor(0.0))
+        init = torch.zeros(NUM_FEATURES)
+        for name, value in INIT_FEATURE_WEIGHTS.items():
+            init[FEATURE_NAMES.index(name)] = value
+        self.feature_weights = nn.Parameter(init)
 
     def forward(
         self, q: torch.Tensor, p: torch.Tensor, img: torch.Tensor | None, features: torch.Tensor
@@ -414,6 +436,12 @@ class Ranker(nn.Module):
 
         lora = {k[len("lora.") :]: v for k, v in state.items() if k.startswith("lora.")}
         head = {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
+        stored = head.get("feature_weights")
+        if stored is not None and stored.shape[0] != NUM_FEATURES:
+            raise ValueError(
+                f"checkpoint has {stored.shape[0]} features, this ranker {NUM_FEATURES} ({', '.join(FEATURE_NAMES)}): "
+                "it predates the current feature set; retrain it with `shoptalk ranker train`"
+            )
         result = set_peft_model_state_dict(self.backbone, lora)
         unexpected = list(getattr(result, "unexpected_keys", None) or [])
         if unexpected:

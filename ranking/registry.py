@@ -16,6 +16,7 @@ import torch
 from ranking.ranker import HashTokenizer, Ranker, RankerConfig, _HFTokenizer
 
 SMOLLM2_FOLDER = "smollm2-135m-instruct"  # under cache_dir: the dequantized backbone (see ranking.llm)
+SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"  # default checkpoints committed with the code
 
 _TINY_LLAMA: dict[str, Any] = {
     "vocab_size": 4096,
@@ -49,6 +50,15 @@ _CONFIGS: dict[str, RankerConfig] = {
 def list_rankers() -> list[str]:
     """Names `create_ranker` accepts."""
     return sorted(_CONFIGS)
+
+
+def shipped_checkpoint(name: str) -> Path | None:
+    """The default checkpoint of ranker `name` shipped in ``ranking/checkpoints``, or None when there is none.
+
+    It holds the LoRA adapter and heads, trained by ``shoptalk ranker train`` on the demo catalog.
+    """
+    path = SHIPPED_DIR / f"{name.replace('/', '_')}.pt"
+    return path if path.is_file() else None
 
 
 def get_config(name: str) -> RankerConfig:

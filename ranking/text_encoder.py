@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 log = logging.getLogger(__name__)
 
 QUERY_MAX_TOKENS = 64  # spoken queries are short; a short context keeps one query at ~10 ms on 2 CPU cores
+QUERY_CACHE = 256  # recent query vectors kept (a retrieval + re-rank pair encodes the same query twice)
 
 
 def default_model_path() -> Path:
@@ -108,9 +110,10 @@ class TextEncoder:
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    @torch.inference_mode()
     def encode_query(self, text: str) -> np.ndarray:
         """Encode one short query (truncated to `QUERY_MAX_TOKENS` tokens), skipping the batching machinery.
+
+        The last `QUERY_CACHE` queries are remembered: retrieval and the re-ranker's features ask for the same one.
 
         Args:
             text: The query.
@@ -118,6 +121,19 @@ class TextEncoder:
         Returns:
             float32 array [dim], L2-normalised.
         """
+        cache: OrderedDict[str, np.ndarray] = self.__dict__.setdefault("_query_cache", OrderedDict())
+        vec = cache.get(text)
+        if vec is None:
+            vec = self._encode_query(text)
+            cache[text] = vec
+            while len(cache) > QUERY_CACHE:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(text)
+        return vec.copy()
+
+    @torch.inference_mode()
+    def _encode_query(self, text: str) -> np.ndarray:
         features: dict[str, Any] = dict(
             self._model.tokenizer(
                 [text], padding=True, truncation=True, max_length=QUERY_MAX_TOKENS, return_tensors="pt"

@@ -25,7 +25,7 @@ import random
 import re
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,16 +138,21 @@ def _feature_matrix(
     order = np.argsort(-overlap, kind="stable")
     feats[:, _COL["retrieval_score"]] = overlap
     feats[order, _COL["retrieval_rank_recip"]] = 1.0 / (1.0 + np.arange(len(candidates)))
+    feats[:, _COL["in_retrieval"]] = 1.0
     for i, product in enumerate(candidates):
         for name, value in slot_features(slots, product).items():
             feats[i, _COL[name]] = value
     return feats
 
 
-def _simulate_session(feats: np.ndarray, labels: np.ndarray, rng: random.Random) -> None:
+def simulate_session(
+    feats: np.ndarray, labels: np.ndarray, rng: random.Random, *, personal_labels: bool = False
+) -> None:
     """Weak session/social signals, mildly correlated with relevance (in place).
 
     Real signals come from feedback events; these only teach the head the sign and rough size of each.
+    With `personal_labels` the labels become this shopper's (in place too): a product they disliked is not
+    wanted whatever the query (0), one they liked that fits the query is worth a grade more.
     """
     for i, label in enumerate(labels):
         good = label >= 2
@@ -163,6 +168,10 @@ def _simulate_session(feats: np.ndarray, labels: np.ndarray, rng: random.Random)
             np.random.default_rng(rng.randrange(2**31)).poisson(0.6 if good else 0.25)
         )
         feats[i, _COL["recency"]] = rng.random() if viewed else 0.0
+        if personal_labels and feats[i, _COL["disliked"]]:
+            labels[i] = 0
+        elif personal_labels and feats[i, _COL["liked"]] and label >= 1:
+            labels[i] = min(3, int(label) + 1)
 
 
 # --- weak labels ----------------------------------------------------------------------------------------------
@@ -268,7 +277,7 @@ def make_training_data(
         cand_texts = [texts[j] for j in pool]
         feats = _feature_matrix(query, slots, cands, cand_texts)
         if rng.random() < session_fraction:
-            _simulate_session(feats, labels, rng)
+            simulate_session(feats, labels, rng)
         examples.append(
             Example(
                 query=render_query(query, slots),
@@ -282,30 +291,38 @@ def make_training_data(
     return examples
 
 
+Candidates = Callable[[str, Mapping[str, Any]], tuple[list[str], list[str], np.ndarray]]
+"""``(query text, slots) -> (product ids, product texts, features [n, NUM_FEATURES])``: a query's candidate pool
+as the serving pipeline draws and featurises it (e.g. ``assistant.rerank.feedback_candidates``)."""
+
+
 def feedback_examples(
     events: Sequence[Mapping[str, Any]],
     products: Sequence[Mapping[str, Any]],
     *,
     n_negatives: int = 8,
     seed: int = 0,
+    candidates: Candidates | None = None,
 ) -> list[Example]:
     """Examples from shopper feedback, one per distinct query.
 
     Args:
-        events: Dicts with ``query`` (transcript), ``product_id``, ``type`` (``click``, ``add_to_cart``,
-            ``purchase``, ``dislike``), optional ``slots`` (dict) and ``features`` (name → value, e.g. session
-            signals at the time). The strongest event per (query, product) sets the label (purchase 3, cart 2,
-            click 1); a dislike sets 0 and overrides the others.
+        events: Dicts with ``query`` (transcript), ``product_id``, ``kind`` (or ``type``: ``click``,
+            ``add_to_cart``, ``purchase``, ``dislike``), optional ``slots`` (dict) and ``features`` (name → value,
+            e.g. session signals at the time). The strongest event per (query, product) sets the label (purchase
+            3, cart 2, click 1); a dislike sets 0 and overrides the others.
         products: Product dicts; events naming unknown ids are skipped.
-        n_negatives: Random catalog items added to each query as label-0 candidates.
+        n_negatives: Without `candidates`: random catalog items added to each query as label-0 candidates.
         seed: RNG seed for the negatives.
+        candidates: The serving pipeline's pool for a query (retrieval's hard negatives, the same features
+            as at serving time); its items without an event get label 0, evented items outside it are appended.
     """
     rng = random.Random(seed)
     index = {str(p.get("id")): p for p in products}
     grouped: dict[str, dict[str, tuple[int, Mapping[str, Any]]]] = defaultdict(dict)
     slots_of: dict[str, Mapping[str, Any]] = {}
     for event in events:
-        pid, kind = str(event.get("product_id")), str(event.get("type"))
+        pid, kind = str(event.get("product_id")), str(event.get("kind") or event.get("type"))
         if pid not in index or kind not in FEEDBACK_GRADES:
             continue
         query = str(event.get("query") or "")
@@ -316,20 +333,45 @@ def feedback_examples(
             grouped[query][pid] = (label, event.get("features") or {})
     examples = []
     for query, items in grouped.items():
-        ids = list(items)
-        others = [pid for pid in index if pid not in items]
-        ids += rng.sample(others, min(n_negatives, len(others)))
-        cands = [index[pid] for pid in ids]
-        texts = [product_text(c) for c in cands]
         slots = dict(slots_of[query])
-        feats = _feature_matrix(query, slots, cands, texts)
+        if candidates is not None:
+            ids, texts, feats = candidates(query, slots)
+            missing = [pid for pid in items if pid not in ids]
+            ids = [*ids, *missing]
+            texts = [*texts, *(product_text(index[pid]) for pid in missing)]
+            feats = np.concatenate([feats, np.zeros((len(missing), NUM_FEATURES), np.float32)])
+        else:
+            ids = list(items)
+            others = [pid for pid in index if pid not in items]
+            ids += rng.sample(others, min(n_negatives, len(others)))
+            cands = [index[pid] for pid in ids]
+            texts = [product_text(c) for c in cands]
+            feats = _feature_matrix(query, slots, cands, texts)
         for i, pid in enumerate(ids):
             for name, value in (items[pid][1] if pid in items else {}).items():
                 if name in _COL:
                     feats[i, _COL[name]] = float(value)
         labels = np.array([items[pid][0] if pid in items else 0 for pid in ids], np.int64)
-        examples.append(Example(render_query(query, slots), ids, texts, labels, feats))
+        examples.append(Example(render_query(query, slots), ids, texts, labels, feats, meta={"feedback": True}))
     return examples
+
+
+def read_feedback(path: Path) -> list[dict[str, Any]]:
+    """Feedback events from a JSONL file (one ``{"query", "product_id", "kind"}`` object a line; bad lines skipped)."""
+    import json
+
+    events = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s:%d: not JSON, skipped", path, n)
+            continue
+        if isinstance(event, dict) and event.get("query") and event.get("product_id"):
+            events.append(event)
+    return events
 
 
 # --- metrics --------------------------------------------------------------------------------------------------
@@ -432,6 +474,51 @@ def listnet_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor)
     return loss[valid].mean() if bool(valid.any()) else scores.sum() * 0.0
 
 
+def lambda_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """LambdaRank: a pairwise logistic loss over (better, worse) pairs, weighted by the nDCG@10 swap change.
+
+    Each pair's weight is the change in nDCG@10 from swapping the two at their current ranks. Unlike ListNet it
+    does not ask scores to match a gain distribution (which flattens the retrieval prior on queries where most
+    candidates are equally good), only for order.
+    """
+    s = scores.float().masked_fill(~mask, -1e4)  # [B, n]
+    gains = (torch.pow(2.0, labels) - 1.0) * mask
+    with torch.no_grad():
+        order = torch.argsort(s, dim=-1, descending=True)
+        ranks = torch.empty_like(order)
+        ranks.scatter_(-1, order, torch.arange(s.shape[-1], device=s.device).expand_as(order))
+        discount = torch.where(ranks < 10, 1.0 / torch.log2(ranks.float() + 2.0), torch.zeros_like(s))
+        ideal = torch.sort(gains, dim=-1, descending=True).values[:, :10]
+        idcg = (ideal / torch.log2(torch.arange(ideal.shape[-1], device=s.device).float() + 2.0)).sum(-1)
+        delta = (gains[:, :, None] - gains[:, None, :]).abs() * (discount[:, :, None] - discount[:, None, :]).abs()
+        delta = delta / idcg.clamp(min=1e-9)[:, None, None]
+        better = (labels[:, :, None] > labels[:, None, :]) & mask[:, :, None] & mask[:, None, :]
+    diff = s[:, :, None] - s[:, None, :]  # [B, n, n]: s_i - s_j
+    pair = torch.nn.functional.softplus(-diff) * delta * better
+    valid = better.flatten(1).any(-1)
+    if not bool(valid.any()):
+        return scores.sum() * 0.0
+    per_query = pair.flatten(1).sum(-1) / better.flatten(1).sum(-1).clamp(min=1)
+    return per_query[valid].mean() * 10.0
+
+
+LOSSES = {"lambda": lambda_loss, "listnet": listnet_loss}
+
+
+HEAD_LR = 0.03
+_SCALAR_PARAMS = ("head.feature_weights", "head.text_scale", "head.image_scale")
+
+
+def _param_groups(ranker: Ranker, lr: float, head_lr: float) -> list[dict[str, Any]]:
+    """The LoRA adapter and the projections/MLP at `lr`; the additive scalars at `head_lr`, without decay."""
+    scalars: list[torch.nn.Parameter] = []
+    rest: list[torch.nn.Parameter] = []
+    for name, param in ranker.named_parameters():
+        if param.requires_grad:
+            (scalars if name in _SCALAR_PARAMS else rest).append(param)
+    return [{"params": rest, "lr": lr}, {"params": scalars, "lr": head_lr, "weight_decay": 0.0}]
+
+
 def split_examples(
     examples: Sequence[Example], eval_fraction: float, seed: int = 0
 ) -> tuple[list[Example], list[Example]]:
@@ -456,6 +543,8 @@ def train(
     eval_every: int = 0,
     max_seconds: float | None = None,
     seed: int = 0,
+    loss_name: str = "lambda",
+    head_lr: float = HEAD_LR,
 ) -> dict[str, Any]:
     """Fine-tune the LoRA adapter and heads with a listwise loss; keep the best checkpoint by held-out nDCG@10.
 
@@ -472,6 +561,9 @@ def train(
         eval_every: Evaluate every this many steps (0: once per epoch).
         max_seconds: Wall-clock budget; training stops (after a final evaluation) when exceeded.
         seed: Shuffling seed.
+        loss_name: ``lambda`` (LambdaRank, default) or ``listnet``.
+        head_lr: Learning rate of the per-feature weights and the text/image scales (a few scalars that must
+            move by whole units in a few hundred steps, e.g. a "disliked" weight of -3).
 
     Returns:
         ``{"initial": metrics, "best": metrics, "history": [...], "steps": int, "seconds": float}``.
@@ -491,7 +583,7 @@ def train(
     initial = evaluate(ranker, eval_on, vectors=vectors)
     best, best_state = dict(initial), ranker.trainable_state()
     history: list[dict[str, Any]] = []
-    optimizer = torch.optim.AdamW(list(ranker.trainable_parameters()), lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(_param_groups(ranker, lr, head_lr), lr=lr, weight_decay=0.01)
     rng = random.Random(seed)
     steps, bad, stop = 0, 0, False
     steps_per_epoch = max(1, math.ceil(len(train_set) / batch_size))
@@ -503,7 +595,7 @@ def train(
         ranker.train()
         for s in range(steps_per_epoch):
             batch = [train_set[i] for i in order[s * batch_size : (s + 1) * batch_size]]
-            loss = listnet_loss(*_batch_scores(ranker, batch, vectors))
+            loss = LOSSES[loss_name](*_batch_scores(ranker, batch, vectors))
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(ranker.trainable_parameters()), 1.0)

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from server.cli_intent import bench_dialogue, intent
+from server.cli_memory import memory_app
 from server.settings import Settings, default_data_dir
 
 app = typer.Typer(help="ShopTalk: a voice and photo shopping assistant.", no_args_is_help=True,
@@ -27,6 +29,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.add_typer(vision_app, name="vision")
 app.add_typer(ranker_app, name="ranker")
+app.add_typer(memory_app, name="memory")
+app.command("intent")(intent)
+bench_app.command("dialogue")(bench_dialogue)
 
 console = Console(stderr=True)
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Data dir (default: $SHOPTALK_DATA_DIR or ~/.shoptalk).",
@@ -150,11 +155,15 @@ def chat(
     data_dir: DataDir,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per reply.")] = False,
     message: Annotated[list[str] | None, typer.Option("--message", "-m", help="Message(s) instead of stdin.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue the session with this resume token.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Signed-in user id (history, friends).")] = None,
 ) -> None:
     """A text conversation with the assistant (reads lines from stdin)."""
     from server.chat import run_chat
 
-    run_chat(_settings(data_dir), messages=message, as_json=as_json)
+    code = run_chat(_settings(data_dir), messages=message, as_json=as_json, resume=resume, user_id=user)
+    if code:
+        raise typer.Exit(code)
 
 
 @catalog_app.command("demo")
@@ -300,26 +309,45 @@ def vision_align(
     console.print(f"aligned heads written to {out}")
 
 
-def _ranker_examples(settings: Settings, queries: int) -> list[Any]:
-    from assistant.rerank import product_dict
-    from ranking.train import make_training_data
+def _ranker_searcher(settings: Settings, catalog_file: Path | None, ranker: Any) -> Any:
+    """A `RankedSearcher` over the training catalog (a products.jsonl, else the served one) with `ranker`."""
+    from assistant.catalog import Catalog
+    from assistant.rerank import LLMReranker, RankedSearcher
+    from assistant.retrieval import HybridRetriever
+    from ranking.text_encoder import TextEncoder
     from server.engines import load_catalog
 
-    catalog = load_catalog(settings)
-    products = [product_dict(catalog, p) for p in catalog.parents()]
-    return make_training_data(products, queries, 0)
+    catalog = Catalog.load_jsonl(catalog_file) if catalog_file is not None else load_catalog(settings)
+    index_dir = None if catalog_file is not None else settings.data_dir / "index"
+    retriever = HybridRetriever(catalog, TextEncoder(device=settings.device), cache_dir=index_dir)
+    return RankedSearcher(retriever, LLMReranker(ranker, catalog))
+
+
+CatalogFile = Annotated[Path | None, typer.Option("--catalog", help="Train on this products.jsonl instead of the "
+                                                  "served catalog.")]
 
 
 @ranker_app.command("train")
 def ranker_train(
     data_dir: DataDir,
     queries: Annotated[int, typer.Option(help="Generated training queries.")] = 4000,
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 3,
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 4,
     max_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget for training.")] = None,
+    feedback: Annotated[Path | None, typer.Option(help="Shopper feedback events (JSONL: query, product_id, "
+                                                  "kind = click|add_to_cart|purchase|dislike) to train on too.")] = None,
+    catalog: CatalogFile = None,
+    out: Annotated[Path | None, typer.Option(help="Checkpoint to write (default: the configured one).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the generated queries and the shuffling.")] = 0,
 ) -> None:
-    """Fine-tune the ranker (LoRA + heads) on weak labels generated from the served catalog."""
+    """Fine-tune the ranker (LoRA + heads) on generated spoken queries over a catalog and on shopper feedback.
+
+    Candidates and features come from the serving pipeline (hybrid retrieval and its hard negatives).
+    """
+    import time
+
+    from assistant.rerank import training_examples
     from ranking.registry import create_ranker
-    from ranking.train import train
+    from ranking.train import read_feedback, train
     from server.engines import configure_threads
 
     _logging()
@@ -327,26 +355,42 @@ def ranker_train(
     if settings.ranker in ("", "none"):
         console.print("[red]no ranker configured (SHOPTALK_RANKER)[/red]")
         raise typer.Exit(2)
+    if feedback is not None and not feedback.is_file():
+        console.print(f"[red]no feedback file at {feedback}[/red]")
+        raise typer.Exit(2)
     configure_threads(settings)
-    examples = _ranker_examples(settings, queries)
-    out = settings.ranker_checkpoint_path
-    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     model = create_ranker(settings.ranker, cache_dir=settings.cache_dir, device=settings.device)
-    with console.status(f"training {settings.ranker} on {len(examples)} queries (progress in the log)"):
-        result = train(model, examples, epochs=epochs, out=out, progress=True, max_seconds=max_seconds)
+    searcher = _ranker_searcher(settings, catalog, model)
+    events = read_feedback(feedback) if feedback is not None else None
+    examples = training_examples(searcher, queries, seed=seed, feedback=events)
+    n_feedback = sum(1 for e in examples if e.meta.get("feedback"))
+    out = out or settings.ranker_checkpoint_path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with console.status(f"training {settings.ranker} on {len(examples)} queries ({n_feedback} from feedback; "
+                        "progress in the log)"):
+        result = train(model, examples, epochs=epochs, out=out, progress=True, max_seconds=max_seconds,
+                       eval_every=100, eval_fraction=0.1, patience=4, seed=seed)
     console.print(f"held-out nDCG@10 {result['initial']['ndcg@10']:.3f} -> {result['best']['ndcg@10']:.3f}, "
                   f"MRR {result['initial']['mrr']:.3f} -> {result['best']['mrr']:.3f} "
-                  f"({result['steps']} steps, {result['seconds']:.0f} s); checkpoint written to {out}")
+                  f"({result['steps']} steps, {result['seconds']:.0f} s training, "
+                  f"{time.perf_counter() - started:.0f} s in all); checkpoint written to {out}")
 
 
 @ranker_app.command("eval")
 def ranker_eval(
     data_dir: DataDir,
-    queries: Annotated[int, typer.Option(help="Generated queries (the held-out 20% is scored).")] = 4000,
+    queries: Annotated[int, typer.Option(help="Generated queries (the held-out share is scored).")] = 3000,
+    catalog: CatalogFile = None,
 ) -> None:
-    """Held-out nDCG@10 / MRR of the trained ranker against the untrained one."""
+    """Held-out nDCG@10 / MRR over the candidate pools: the trained ranker against the untrained one.
+
+    The untrained head reproduces retrieval's order, so the second row is the gain over retrieval.
+    """
+    from assistant.rerank import product_dict, retrieval_examples
+    from ranking.queries import is_heldout, spoken_queries
     from ranking.registry import create_ranker
-    from ranking.train import evaluate, split_examples
+    from ranking.train import evaluate
     from server.engines import configure_threads
 
     settings = _settings(data_dir)
@@ -355,13 +399,15 @@ def ranker_eval(
         console.print(f"[red]no trained ranker at {out} (run `shoptalk ranker train`)[/red]")
         raise typer.Exit(2)
     configure_threads(settings)
-    heldout = split_examples(_ranker_examples(settings, queries), 0.2, 0)[1]
     untrained = create_ranker(settings.ranker, cache_dir=settings.cache_dir, device=settings.device)
     trained = create_ranker(settings.ranker, cache_dir=settings.cache_dir, checkpoint=out, device=settings.device)
-    rows = {"untrained": evaluate(untrained, heldout), "trained": evaluate(trained, heldout)}
+    searcher = _ranker_searcher(settings, catalog, trained)
+    products = [product_dict(searcher.catalog, p) for p in searcher.catalog.parents()]
+    heldout = retrieval_examples(searcher, [g for g in spoken_queries(products, queries) if is_heldout(g.text)])
+    rows = {"untrained (= retrieval)": evaluate(untrained, heldout), "trained": evaluate(trained, heldout)}
     print(f"{len(heldout)} held-out queries")
     for name, m in rows.items():
-        print(f"{name:10s} nDCG@10 {m['ndcg@10']:.4f}  MRR {m['mrr']:.4f}")
+        print(f"{name:24s} nDCG@10 {m['ndcg@10']:.4f}  MRR {m['mrr']:.4f}")
 
 
 @bench_app.command("photo")

@@ -133,9 +133,14 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     """`retriever` wrapped in a `RankedSearcher` when a ranker is configured and trained, else `retriever` itself."""
     if not settings.ranker_enabled:
         return retriever
-    checkpoint = settings.ranker_checkpoint_path
-    if not checkpoint.exists():
-        log.warning("no trained ranker at %s: serving retrieval only (run `shoptalk ranker train`)", checkpoint)
+    from ranking.registry import shipped_checkpoint
+
+    checkpoint: Path | None = settings.ranker_checkpoint_path
+    if checkpoint is not None and not checkpoint.exists():
+        checkpoint = shipped_checkpoint(settings.ranker)  # the project's default, trained on the demo catalog
+    if checkpoint is None:
+        log.warning("no trained ranker at %s and none shipped: serving retrieval only (run `shoptalk ranker "
+                    "train`)", settings.ranker_checkpoint_path)
         return retriever
     from assistant.rerank import LLMReranker, RankedSearcher
     from ranking.registry import create_ranker
