@@ -34,7 +34,45 @@ def section() -> str:
     index = _load("index_scale")
     if index:
         parts += ["", "### Vector index at scale (`shoptalk bench index`)", "", index_scale.table(index)]
+    dialogue = _load("dialogue")
+    if dialogue:
+        from bench import dialogue as dialogue_bench
+
+        parts += ["", "### Conversation brain (`shoptalk bench dialogue`; intents over the demo catalog)", "",
+                  dialogue_bench.markdown({**dialogue, "sections": {**dialogue["sections"],
+                                                                   **_grounding_section()}})]
+    kbm = _load("kb_moderation")
+    if kbm:
+        parts += ["", "### Knowledge base and moderation (`python -m bench.kb_moderation`)", "", kb_table(kbm)]
+    gpu = _load("gpu_paths")
+    if gpu:
+        from bench import gpu_paths
+
+        parts += ["", "### GPU paths (`python -m bench.gpu_paths`, run on a lent NVIDIA H200; random weights of the "
+                  "real architectures: timings valid, outputs meaningless)", "", gpu_paths.markdown(gpu)]
     return "\n".join(parts)
+
+
+def _grounding_section() -> dict[str, Any]:
+    grounding = _load("reply_grounding")
+    return {"grounding": grounding} if grounding else {}
+
+
+def kb_table(r: dict[str, Any]) -> str:
+    kb, mod = r["kb"]["eval"], r["moderation"]["lexicon+minilm"]
+    return "\n".join([
+        "| metric | value |",
+        "|---|---|",
+        f"| policy questions answered correctly ({kb['n']} held out: {kb['supported_n']} answerable, "
+        f"{kb['unsupported_n']} not) | {kb['accuracy']:.3f} |",
+        f"| answerable: from the right document / declined questions refused | "
+        f"{kb['supported_correct']}/{kb['supported_n']} / {kb['unsupported_refused']}/{kb['unsupported_n']} |",
+        f"| abusive precision / recall | {mod['abusive']['precision']:.2f} / {mod['abusive']['recall']:.2f} |",
+        f"| unsafe precision / recall | {mod['unsafe']['precision']:.2f} / {mod['unsafe']['recall']:.2f} |",
+        f"| frustrated precision / recall | {mod['frustrated']['precision']:.2f} / "
+        f"{mod['frustrated']['recall']:.2f} |",
+        f"| calm utterances flagged | {mod['calm_flagged_rate']:.1%} |",
+    ])
 
 
 def update_readme(readme: Path = Path("README.md")) -> None:

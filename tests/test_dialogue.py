@@ -218,6 +218,19 @@ async def test_websocket_conversation_with_dialogue_and_resume(tmp_path: Path, l
         assert added.status == "completed" and "Added the Ridge Zip Hoodie in size M" in added.reply, added.reply
     resumed = c.memory.resume(token)
     assert resumed is not None and [(x.product_id, x.quantity) for x in resumed.cart()] == [("p2", 1)]
+    c.memory.set_friends("dave", [Friend("ana", "Ana")])
+    c.memory.record_user_event("ana", "p1", "purchase")
+    async with TalkClient(server.ws_url) as client:
+        assert (await client.update(user_id="dave"))["type"] == "session.updated"
+        friend = await client.ask_text("my friend bought a hoodie, what would you recommend to go with it")
+        assert "Your friend Ana bought the Harbor Fleece Hoodie" in friend.reply
+        rude = await client.ask_text("you stupid idiot bot")
+        assert "keep it friendly" in rude.reply and not rude.products
+        upset = await client.ask_text("this is useless!!! third time I ask for BLACK HOODIES")
+        done = [e for e in upset.events if e["type"] == "response.done"][-1]["response"]
+        assert upset.reply.startswith("I'm sorry") and done["handoff"] is True
+        policy = await client.ask_text("order ST-99999 where is it")
+        assert "couldn't find" in policy.reply
 
 
 async def test_whole_sentence_deltas_reach_speech_before_the_writer_finishes() -> None:
