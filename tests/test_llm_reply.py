@@ -21,8 +21,6 @@ from assistant.reply import compose_reply, reply_facts
 from assistant.search import ProductHit, parse_query
 from tests.fakes import KeywordSearcher
 
-SMOLLM2_DIR = Path(__file__).resolve().parents[1] / ".data" / "models" / "smollm2-135m-instruct"
-
 
 def product(pid: str, title: str, price: float, color: str = "Black", **attrs: object) -> Product:
     return Product.from_dict({
@@ -176,12 +174,11 @@ def test_grounding_of_generated_words():
 
 
 @pytest.mark.real_model
-@pytest.mark.skipif(not (SMOLLM2_DIR / "config.json").is_file(), reason="SmolLM2 is not prepared under .data/models")
-def test_real_smollm2_writes_a_grounded_streamed_reply():
+def test_real_smollm2_writes_a_grounded_streamed_reply(smollm2_dir: Path) -> None:
     import torch
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    writer = LLMReplyWriter(SMOLLM2_DIR, device="cpu", max_new_tokens=24)  # ~10 s on 2 idle cores
+    writer = LLMReplyWriter(smollm2_dir, device="cpu", max_new_tokens=24)  # ~10 s on 2 idle cores
     start = time.perf_counter()
     deltas, stats = run(writer)
     text = "".join(deltas)

@@ -148,16 +148,20 @@ CHECKPOINT = Path(os.environ.get("SHOPTALK_RANKER_CHECKPOINT", MAIN_DATA / "mode
 
 
 @pytest.mark.real_model
-def test_trained_ranker_over_demo_catalog(tmp_path: Path) -> None:
-    if not CHECKPOINT.exists():
-        pytest.skip(f"no trained ranker at {CHECKPOINT}")
+def test_trained_ranker_over_demo_catalog(tmp_path: Path, smollm2_dir: Path) -> None:
+    """This checkout's trained ranker, else the shipped default checkpoint (trained on the demo catalog)."""
+    from ranking.registry import shipped_checkpoint
+
+    checkpoint = CHECKPOINT if CHECKPOINT.exists() else shipped_checkpoint("smollm2-lora")
+    if checkpoint is None:
+        pytest.skip(f"no trained ranker at {CHECKPOINT} and none shipped")
     from assistant.demo_catalog import generate_demo_catalog
     from assistant.retrieval import HybridRetriever
     from ranking.text_encoder import TextEncoder
 
     catalog = Catalog.load_jsonl(generate_demo_catalog(tmp_path / "catalog"))
     retriever = HybridRetriever(catalog, TextEncoder(device="cpu"))
-    ranker = create_ranker("smollm2-lora", cache_dir=CHECKPOINT.parent.parent, checkpoint=CHECKPOINT, device="cpu")
+    ranker = create_ranker("smollm2-lora", cache_dir=smollm2_dir.parent, checkpoint=checkpoint, device="cpu")
     searcher = RankedSearcher(retriever, LLMReranker(ranker, catalog))
     query = replace(parse_query("black hoodie under 60 dollars", retriever.vocab), k=8)
     assert query.color == "black" and query.max_price == 60
