@@ -289,8 +289,10 @@ class Dialogue:
     async def _dispatch(self, intent: Intent, text: str, image_id: str | None, state: DialogueState,
                         search: SearchFn, signals: SessionSignals | None, k: int) -> Plan:
         name = intent.name
-        if image_id is not None or name == "photo_lookup":
+        if image_id is not None:
             return await self._search(intent, text, image_id, state, search, signals, k, fresh=True)
+        if name == "photo_lookup":  # "find this one" with no photo attached
+            return self._said(intent, text, "Send me a photo of it and I'll find it, or tell me what it looks like.")
         if name == "greeting":
             return self._said(intent, text, self._greeting(text))
         if name == "human":

@@ -278,3 +278,9 @@ def test_labels_tell_same_named_products_apart() -> None:
                                              "images": []}), 1.0, "")
 
     assert _labels([shoe("a", "Red"), shoe("b", "Pink")]) == ["Velocity Shoes in red", "Velocity Shoes in pink"]
+
+
+async def test_photo_lookup_without_a_photo_asks_for_one(tmp_path: Path) -> None:
+    c = Conversation(tmp_path)
+    reply = await c.say("can you find this one from my picture")
+    assert reply["intent"] == "photo_lookup" and "Send me a photo" in reply["reply"] and reply["products"] is None
