@@ -109,6 +109,13 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
+def check_product_id(value: str, what: str = "product_id") -> str:
+    """Catalog ids are free text (SKUs like "AB/12 3"): any 1-256 characters without control characters."""
+    if not isinstance(value, str) or not 0 < len(value) <= 256 or any(ord(c) < 32 for c in value):
+        raise InvalidInputError(f"{what} must be 1-256 printable characters", param=what)
+    return value
+
+
 def check_action(action: str) -> str:
     if action not in ACTIONS:
         raise InvalidInputError(f"unknown feedback action {action!r}; one of {', '.join(ACTIONS)}", param="action")
@@ -180,7 +187,7 @@ class MemoryStore(ABC):
     def record_user_event(self, user_id: str, product_id: str, action: str, *, ts: float | None = None) -> None:
         """A user's own event outside a conversation (e.g. an order from the shop): it feeds their friends' signals."""
         check_id(user_id, "user_id")
-        self._add_event(Event(check_id(product_id, "product_id"), check_action(action), ts or time.time(),
+        self._add_event(Event(check_product_id(product_id), check_action(action), ts or time.time(),
                               None, user_id))
 
     def social(self, user_id: str) -> SocialSignals:
@@ -327,16 +334,16 @@ class SessionMemory:
 
     def set_shown(self, product_ids: Sequence[str]) -> None:
         """The products of the last result list, in the order shown ("the second one" indexes it)."""
-        self._store._set_shown(self.session_id, [check_id(p, "product_id") for p in product_ids][:50])
+        self._store._set_shown(self.session_id, [check_product_id(p) for p in product_ids][:50])
 
     def shown(self) -> list[str]:
         return self._store._shown(self.session_id)
 
     # cart and preferences
     def add_to_cart(self, product_id: str, variant_id: str = "", quantity: int = 1) -> list[CartLine]:
-        check_id(product_id, "product_id")
+        check_product_id(product_id)
         if variant_id:
-            check_id(variant_id, "variant_id")
+            check_product_id(variant_id, "variant_id")
         if not 1 <= int(quantity) <= 99:
             raise InvalidInputError("quantity must be 1-99", param="quantity")
         current = {(c.product_id, c.variant_id): c.quantity for c in self.cart()}
@@ -345,7 +352,7 @@ class SessionMemory:
         return self.cart()
 
     def remove_from_cart(self, product_id: str, variant_id: str = "") -> list[CartLine]:
-        self._store._cart_set(self.session_id, check_id(product_id, "product_id"), variant_id, 0)
+        self._store._cart_set(self.session_id, check_product_id(product_id), variant_id, 0)
         return self.cart()
 
     def cart(self) -> list[CartLine]:
@@ -367,7 +374,7 @@ class SessionMemory:
     # feedback and signals
     def record_event(self, product_id: str, action: str, *, query: str | None = None) -> Event:
         """A feedback event; durable before this returns.  The user id is kept only with the user's consent."""
-        check_id(product_id, "product_id")
+        check_product_id(product_id)
         check_action(action)
         user = self.user_id if self.user_id and self._store.has_consent(self.user_id) else None
         text = clean_text(query) if query is not None else self.last_user_text()

@@ -4,7 +4,7 @@ Keys (prefix ``st:``; ``{sid}`` is a session id, ``{uid}`` a user id):
 
 * ``sess:{sid}`` hash (user_id, created), ``tok:{hash}`` -> sid; both expire after the session TTL, refreshed on
   every write, so Redis itself forgets idle sessions;
-* ``turns:{sid}`` list (trimmed to ``max_turns``), ``shown:{sid}`` list, ``cart:{sid}`` hash ``pid|vid`` ->
+* ``turns:{sid}`` list (trimmed to ``max_turns``), ``shown:{sid}`` list, ``cart:{sid}`` hash ``[pid, vid]`` (JSON) ->
   quantity, ``prefs:{sid}`` hash, ``ev:sess:{sid}`` list of events — all with the session's TTL;
 * ``ev:user:{uid}`` list and ``ev:all`` sorted set (score = time) of events, trimmed by ``event_ttl_s``;
 * ``user:{uid}`` hash (consent), ``friends:{uid}`` list of friends (id, name) in the order given.
@@ -97,7 +97,7 @@ class RedisMemory(MemoryStore):
 
     def _cart_set(self, sid: str, product_id: str, variant_id: str, quantity: int) -> None:
         pipe = self.r.pipeline(transaction=True)
-        field = f"{product_id}|{variant_id}"
+        field = json.dumps([product_id, variant_id])  # ids are free text: no separator is safe
         if quantity <= 0:
             pipe.hdel(f"{_P}cart:{sid}", field)
         else:
@@ -108,7 +108,7 @@ class RedisMemory(MemoryStore):
     def _cart(self, sid: str) -> list[CartLine]:
         out = []
         for field, qty in self.r.hgetall(f"{_P}cart:{sid}").items():
-            pid, _, vid = field.partition("|")
+            pid, vid = json.loads(field)
             out.append(CartLine(pid, vid, int(qty)))
         return sorted(out, key=lambda c: (c.product_id, c.variant_id))
 

@@ -140,11 +140,22 @@ def test_friends_purchases_become_social_signals_with_names(store: MemoryStore) 
 def test_bad_input_is_rejected_and_nothing_is_stored(store: MemoryStore) -> None:
     s = store.open_session()
     for call in (lambda: s.record_event("P1", "steal"), lambda: s.record_event("", "click"),
-                 lambda: s.record_event("P1; DROP TABLE events", "click"), lambda: s.add_to_cart("P1", quantity=0),
+                 lambda: s.record_event("P1\x00", "click"), lambda: s.record_event("P" * 300, "click"),
+                 lambda: s.add_to_cart("P1", quantity=0),
                  lambda: s.add_turn("system", "x"), lambda: store.open_session("bad user id")):
         with pytest.raises(InvalidInputError):
             call()
     assert s.events() == [] and s.cart() == [] and s.turns() == []
+
+
+def test_free_text_catalog_ids_are_stored_as_they_are(store: MemoryStore) -> None:
+    s = store.open_session()
+    odd = "SKU 12/B|x'; DROP TABLE events; --"
+    s.set_shown([odd, "P2"])
+    s.add_to_cart(odd, "var|1", 2)
+    s.record_event(odd, "like")
+    assert s.shown()[0] == odd and [(c.product_id, c.variant_id) for c in s.cart()] == [(odd, "var|1")]
+    assert odd in s.signals().liked
 
 
 def test_sqlite_sessions_expire_and_survive_reopening(tmp_path: Path) -> None:
