@@ -25,10 +25,11 @@ Every reply built here states only what its sources say; ``check_quoted`` verifi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from assistant.grounding import ProductFact, facts_from_hits, format_price, spoken_name
@@ -67,6 +68,24 @@ class DialogueState:
     last_intent: str | None = None
     frustration: float = 0.0  # smoothed over turns
     memory: SessionMemory | None = None
+
+    @classmethod
+    def restore(cls, memory: SessionMemory, catalog: Any | None) -> DialogueState:
+        """A resumed session's state: the products it was shown last (in order) and its last query."""
+        state = cls(memory=memory)
+        if catalog is not None:
+            products = [catalog.get(pid) for pid in memory.shown()]
+            state.shown = [ProductHit(p, 0.0, "shown before") for p in products if p is not None]
+        saved = memory.preferences().get("last_query")
+        if isinstance(saved, dict):
+            with contextlib.suppress(TypeError):
+                state.last_query = SearchQuery(**saved)
+        return state
+
+    def save(self) -> None:
+        """Remember the last query for a resumed session (shown products are saved as they are shown)."""
+        if self.memory is not None and self.last_query is not None:
+            self.memory.set_preference("last_query", asdict(self.last_query))
 
 
 @dataclass

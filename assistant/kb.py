@@ -298,6 +298,7 @@ class KnowledgeBase:
         self._passages: list[Passage] = []
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._bm25 = BM25Index()
+        self._contacts: frozenset[str] = frozenset()
         self._stale = True
 
     def close(self) -> None:
@@ -411,7 +412,8 @@ class KnowledgeBase:
 
     def published_contacts(self) -> frozenset[str]:
         """Emails and phone numbers the policies publish (for `screen_output(allow=...)`: replies may quote them)."""
-        return frozenset(s.text for p in self.passages() for s in find_pii(p.text, kinds=("email", "phone")))
+        self._refresh()
+        return self._contacts
 
     # --- retrieval ------------------------------------------------------------------------------------------------
 
@@ -435,6 +437,7 @@ class KnowledgeBase:
             self._matrix = np.stack([v for _, v in served]) if served else np.zeros((0, 0), dtype=np.float32)
             self._bm25 = BM25Index()
             self._bm25.build([p.id for p in self._passages], [p.context for p in self._passages])
+            self._contacts = frozenset(s.text for p in self._passages for s in find_pii(p.text, kinds=("email", "phone")))
             self._stale = False
 
     def search(self, query: str, k: int = 5) -> list[KBHit]:

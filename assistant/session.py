@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from assistant.dialogue import DialogueState
 from assistant.errors import AssistantError
@@ -31,7 +31,6 @@ from assistant.frames import (
 from assistant.memory import MemoryStore, SessionMemory
 from assistant.pipeline import Brain
 from assistant.rerank import SessionSignals
-from assistant.search import ProductHit, SearchQuery
 from assistant.voice import VoiceInput, VoiceOptions
 from speech.stt import STTEngine
 from speech.vad import SileroVAD
@@ -90,15 +89,7 @@ class ConversationSession:
             return False
         self.memory, self.id = found, found.session_id
         self.history = [(t.role, t.text) for t in found.turns()]
-        self.dialogue = DialogueState(memory=found)
-        catalog = getattr(self.engines.brain.searcher, "catalog", None)
-        if catalog is not None:
-            products = [catalog.get(pid) for pid in found.shown()]
-            self.dialogue.shown = [ProductHit(p, 0.0, "shown before") for p in products if p is not None]
-        saved = found.preferences().get("last_query")
-        if isinstance(saved, dict):
-            with contextlib.suppress(TypeError):
-                self.dialogue.last_query = SearchQuery(**saved)
+        self.dialogue = DialogueState.restore(found, getattr(self.engines.brain.searcher, "catalog", None))
         self._refresh_signals()
         return True
 
@@ -203,8 +194,7 @@ class ConversationSession:
                 self.history.append(("assistant", text))
                 if self.memory is not None:
                     self.memory.add_turn("assistant", text)
-                    if self.dialogue.last_query is not None:
-                        self.memory.set_preference("last_query", asdict(self.dialogue.last_query))
+                    self.dialogue.save()
             if self._response_id == response_id:
                 self._response_id = None
             await self._emit_raw(ResponseDone(response_id=response_id, status=status, text=text, timings_ms=timings,

@@ -14,10 +14,8 @@ from collections.abc import Iterable
 from assistant.dialogue import DialogueState
 from assistant.errors import AssistantError
 from assistant.frames import ProductResults, ReplyTextDelta, ResponseDone, UserTurn
-from assistant.memory import MemoryConfig, create_memory
 from assistant.pipeline import Brain, BrainOptions
-from assistant.search import ProductHit, SearchQuery
-from server.engines import build_dialogue, build_search
+from server.engines import build_dialogue, build_memory, build_search
 from server.serialize import product_json
 from server.settings import Settings
 
@@ -25,8 +23,7 @@ from server.settings import Settings
 async def _turns(settings: Settings, lines: Iterable[str], as_json: bool, *, resume: str | None,
                  user_id: str | None) -> int:
     catalog, searcher, _ = await asyncio.to_thread(build_search, settings, vision=False)
-    memory = create_memory(settings.memory_url, settings.data_dir,
-                           MemoryConfig(session_ttl_s=settings.memory_ttl_days * 86400))
+    memory = build_memory(settings)
     dialogue = await asyncio.to_thread(build_dialogue, settings, catalog, searcher, memory) if settings.dialogue \
         else None
     brain = Brain(searcher, tts=None, options=BrainOptions(k=settings.search_k), dialogue=dialogue)
@@ -37,11 +34,7 @@ async def _turns(settings: Settings, lines: Iterable[str], as_json: bool, *, res
         return 2
     if user_id and session.user_id is None:
         session.attach_user(user_id)
-    state = DialogueState(memory=session)
-    state.shown = [ProductHit(p, 0.0, "shown before") for p in map(catalog.get, session.shown()) if p is not None]
-    saved = session.preferences().get("last_query")
-    if isinstance(saved, dict):
-        state.last_query = SearchQuery(**saved)
+    state = DialogueState.restore(session, catalog)
     if as_json:
         print(json.dumps({"session": {"id": session.session_id, "resume_token": session.resume_token}}), flush=True)
     for n, line in enumerate(lines):
@@ -66,8 +59,7 @@ async def _turns(settings: Settings, lines: Iterable[str], as_json: bool, *, res
             print(json.dumps(out) if as_json else f"shoptalk: error: {err.message}", flush=True)
             continue
         session.add_turn("assistant", reply)
-        if state.last_query is not None:
-            session.set_preference("last_query", state.last_query.__dict__)
+        state.save()
         if as_json:
             print(json.dumps({"user": text, "intent": intent, "reply": reply, "products": products,
                               "handoff": handoff}), flush=True)

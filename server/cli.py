@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,9 +12,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from server.cli_common import DataDir, cli_settings
 from server.cli_intent import bench_dialogue, intent
 from server.cli_memory import memory_app
-from server.settings import Settings, default_data_dir
+from server.settings import Settings
 
 app = typer.Typer(help="ShopTalk: a voice and photo shopping assistant.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -34,16 +34,6 @@ app.command("intent")(intent)
 bench_app.command("dialogue")(bench_dialogue)
 
 console = Console(stderr=True)
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Data dir (default: $SHOPTALK_DATA_DIR or ~/.shoptalk).",
-                                       default_factory=default_data_dir, show_default=False)]
-
-
-def _settings(data_dir: Path, **overrides: Any) -> Settings:
-    if not os.environ.get("SHOPTALK_ONLINE"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # packaged weights only; no hub round-trips
-    return Settings(data_dir=data_dir, **{k: v for k, v in overrides.items() if v is not None})
-
-
 def _logging(level: str = "info") -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -64,7 +54,7 @@ def serve(
     from server.app import create_app
 
     _logging(log_level)
-    settings = _settings(data_dir, host=host, port=port, stt_model=stt, tts_model=tts, catalog=catalog,
+    settings = cli_settings(data_dir, host=host, port=port, stt_model=stt, tts_model=tts, catalog=catalog,
                          log_level=log_level)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, ws_max_size=2**20)
 
@@ -129,11 +119,11 @@ def search(
         console.print(f"[red]unknown ranker {ranker!r}; valid: none, {', '.join(list_rankers())}[/red]")
         raise typer.Exit(2)
     if ranker is None:
-        settings = _settings(data_dir)
+        settings = cli_settings(data_dir)
     elif ranker == "none":
-        settings = _settings(data_dir, serve_ranker=False)
+        settings = cli_settings(data_dir, serve_ranker=False)
     else:
-        settings = _settings(data_dir, ranker=ranker, serve_ranker=True)
+        settings = cli_settings(data_dir, ranker=ranker, serve_ranker=True)
     use_vision = photo is not None or settings.aligned_checkpoint.exists()
     catalog, retriever, image_encoder = build_search(settings, vision=use_vision)
     query = replace(parse_query(text or "", retriever.vocab), k=k)
@@ -161,7 +151,7 @@ def chat(
     """A text conversation with the assistant (reads lines from stdin)."""
     from server.chat import run_chat
 
-    code = run_chat(_settings(data_dir), messages=message, as_json=as_json, resume=resume, user_id=user)
+    code = run_chat(cli_settings(data_dir), messages=message, as_json=as_json, resume=resume, user_id=user)
     if code:
         raise typer.Exit(code)
 
@@ -182,7 +172,7 @@ def catalog_show(data_dir: DataDir) -> None:
     from assistant.catalog_store import default_store
     from server.engines import catalog_path, serves_store
 
-    settings = _settings(data_dir)
+    settings = cli_settings(data_dir)
     if serves_store(settings):
         with default_store(settings.data_dir) as store:
             catalog = store.load_catalog()
@@ -249,7 +239,7 @@ def models_prepare(
     """Join and convert the packaged weights into the data dir's model cache (idempotent)."""
     from speech.models import openai_whisper_checkpoint, whisper_ct2_dir
 
-    cache = _settings(data_dir).cache_dir
+    cache = cli_settings(data_dir).cache_dir
     console.print(f"tiny.en (CTranslate2): {whisper_ct2_dir('tiny.en', cache)}")
     console.print(f"tiny.en (openai-whisper): {openai_whisper_checkpoint('tiny.en', cache)}")
     if all_models:
@@ -266,7 +256,7 @@ def bench_voice(
     """End of speech -> first reply audio, against a naive sequential baseline."""
     from bench.voice_latency import main as bench_main
 
-    bench_main(_settings(data_dir), n_queries=queries, out=out)
+    bench_main(cli_settings(data_dir), n_queries=queries, out=out)
 
 
 @vision_app.command("list")
@@ -291,7 +281,7 @@ def vision_align(
     from server.engines import configure_threads, load_catalog
     from vision.align import AlignConfig, align
 
-    settings = _settings(data_dir)
+    settings = cli_settings(data_dir)
     out = settings.aligned_checkpoint
     if out.exists() and not force:
         console.print(f"aligned heads already at {out} (use --force to retrain)")
@@ -351,7 +341,7 @@ def ranker_train(
     from server.engines import configure_threads
 
     _logging()
-    settings = _settings(data_dir)
+    settings = cli_settings(data_dir)
     if settings.ranker in ("", "none"):
         console.print("[red]no ranker configured (SHOPTALK_RANKER)[/red]")
         raise typer.Exit(2)
@@ -393,7 +383,7 @@ def ranker_eval(
     from ranking.train import evaluate
     from server.engines import configure_threads
 
-    settings = _settings(data_dir)
+    settings = cli_settings(data_dir)
     out = settings.ranker_checkpoint_path
     if not out.exists():
         console.print(f"[red]no trained ranker at {out} (run `shoptalk ranker train`)[/red]")
@@ -420,7 +410,7 @@ def bench_photo(
     """Photo lookup top-1/top-5 (aligned model, raw tower, pixels) and text→image recall."""
     from bench.photo_lookup import main as bench_main
 
-    bench_main(_settings(data_dir).cache_dir / "vision", out=out, luma_dir=luma_dir, quick=quick)
+    bench_main(cli_settings(data_dir).cache_dir / "vision", out=out, luma_dir=luma_dir, quick=quick)
 
 
 @bench_app.command("index")

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from server.settings import Settings, default_data_dir
-
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Data dir (default: $SHOPTALK_DATA_DIR or ~/.shoptalk).",
-                                       default_factory=default_data_dir, show_default=False)]
-
-
-def _settings(data_dir: Path) -> Settings:
-    if not os.environ.get("SHOPTALK_ONLINE"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # packaged weights only; no hub round-trips
-    return Settings(data_dir=data_dir)
+from server.cli_common import DataDir, cli_settings
 
 
 def intent(
@@ -34,7 +24,7 @@ def intent(
     from assistant.search import QueryVocab
     from server.engines import configure_threads, load_catalog
 
-    settings = _settings(data_dir)
+    settings = cli_settings(data_dir)
     configure_threads(settings)
     vocab = QueryVocab.from_catalog(load_catalog(settings))
     recognizer = IntentRecognizer(vocab, mode="rules" if rules else "model", cache_dir=settings.cache_dir / "intent")
@@ -62,5 +52,5 @@ def bench_dialogue(
     from bench.dialogue import main as bench_main
 
     sections = ("intent", "intent_fresh", "brain", *(("grounding",) if grounding else ()))
-    bench_main(out=out, cache_dir=_settings(data_dir).cache_dir / "intent", mode="rules" if rules else "model",
+    bench_main(out=out, cache_dir=cli_settings(data_dir).cache_dir / "intent", mode="rules" if rules else "model",
                sections=sections)

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from assistant.memory import MemoryConfig, create_memory
-from server.settings import Settings, default_data_dir
+from server.cli_common import DataDir, cli_settings
+
+if TYPE_CHECKING:
+    from assistant.memory import MemoryStore
 
 memory_app = typer.Typer(help="Conversation memory (sessions, users, feedback events).", no_args_is_help=True)
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Data dir (default: $SHOPTALK_DATA_DIR or ~/.shoptalk).",
-                                       show_default=False,
-                                       default_factory=default_data_dir)]
 
 
-def _store(data_dir: Path):  # type: ignore[no-untyped-def]
-    settings = Settings(data_dir=data_dir)
-    return create_memory(settings.memory_url, settings.data_dir,
-                         MemoryConfig(session_ttl_s=settings.memory_ttl_days * 86400))
+def _store(data_dir: Path) -> MemoryStore:
+    from server.engines import build_memory
+
+    return build_memory(cli_settings(data_dir))
 
 
 @memory_app.command("export-feedback")

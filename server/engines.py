@@ -175,6 +175,12 @@ def build_dialogue(settings: Settings, catalog: Catalog, retriever: HybridRetrie
                     categories=[c for c, _ in leaves.most_common(6)], catalog=catalog)
 
 
+def build_memory(settings: Settings) -> MemoryStore:
+    """The configured memory engine (``SHOPTALK_MEMORY_URL``; SQLite under the data dir by default)."""
+    return create_memory(settings.memory_url, settings.data_dir,
+                         MemoryConfig(session_ttl_s=settings.memory_ttl_days * 86400))
+
+
 def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     t0 = time.perf_counter()
     catalog, retriever, image_encoder = build_search(settings)
@@ -184,8 +190,7 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     images = ImageStore(settings.data_dir / "uploads")
     photos = EncoderPhotoSearcher(image_encoder, retriever) if image_encoder is not None else None
     searcher = build_ranked(settings, catalog, retriever)
-    memory = create_memory(settings.memory_url, settings.data_dir,
-                           MemoryConfig(session_ttl_s=settings.memory_ttl_days * 86400))
+    memory = build_memory(settings)
     memory.purge_expired()
     dialogue = build_dialogue(settings, catalog, retriever, memory, warmup=warmup) if settings.dialogue else None
     writer = None
