@@ -520,6 +520,11 @@ def _products(seed: int) -> list[tuple[dict[str, Any], str, str]]:
     return out
 
 
+def demo_records(seed: int = 7) -> list[dict[str, Any]]:
+    """The demo catalog's product records (what ``generate_demo_catalog`` writes), without drawing any picture."""
+    return [record for record, _, _ in _products(seed)]
+
+
 def generate_demo_catalog(out_dir: Path, *, seed: int = 7) -> Path:
     """Write the demo catalog: ``out_dir/products.jsonl`` and ``out_dir/images/<id>.png``.
 

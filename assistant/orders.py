@@ -355,9 +355,9 @@ _DEMO_STATUSES = (
 
 def demo_products(seed: int = 7) -> list[tuple[str, str, float]]:
     """``(id, title, price)`` of the demo catalog's products (`assistant.demo_catalog`), without drawing images."""
-    from assistant.demo_catalog import _products
+    from assistant.demo_catalog import demo_records
 
-    return [(r["id"], r["title"], float(r["price"])) for r, _, _ in _products(seed)]
+    return [(r["id"], r["title"], float(r["price"])) for r in demo_records(seed)]
 
 
 def generate_demo_orders(

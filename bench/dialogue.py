@@ -59,10 +59,10 @@ def load_utterances(path: Path = UTTERANCES) -> list[dict[str, Any]]:
 def demo_vocab() -> Any:
     """The demo catalog's `QueryVocab` (categories and brands), built without rendering its pictures."""
     from assistant.catalog import Product
-    from assistant.demo_catalog import _products
+    from assistant.demo_catalog import demo_records
     from assistant.search import QueryVocab
 
-    return QueryVocab.from_products(Product.from_dict(record) for record, _, _ in _products(7))
+    return QueryVocab.from_products(Product.from_dict(record) for record in demo_records())
 
 
 # --- metrics -------------------------------------------------------------------------------------------------------
