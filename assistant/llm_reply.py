@@ -117,15 +117,6 @@ class GenerationStats:
         return 1000 * (self.new_tokens - 1) / self.decode_ms if self.new_tokens > 1 and self.decode_ms else 0.0
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 class SmolLMGenerator:
     """Greedy, KV-cached streaming generation with a causal LM folder (SmolLM2 prepared by ``ranking.llm``).
 
@@ -151,6 +142,8 @@ class SmolLMGenerator:
         """Load a safetensors causal-LM folder: fp32 on CPU, bf16 on CUDA."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ranking.text_encoder import resolve_device
 
         device = resolve_device(device)
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
