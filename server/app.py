@@ -11,7 +11,7 @@ from fastapi import FastAPI, WebSocket
 from assistant.catalog_store import default_store
 from server.engines import App, build_app_state
 from server.realtime import serve_realtime
-from server.routes import catalog, health, images, merchant, search, users
+from server.routes import catalog, health, images, merchant, search, users, web
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, state: App | None = None) ->
     app.include_router(catalog.router)
     app.include_router(users.router)
     app.include_router(merchant.router)
+    web.mount(app)
 
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:
