@@ -30,11 +30,16 @@ run: install
 	$(VENV)/bin/shoptalk vision align --data-dir $(DATA) --epochs 10
 	$(VENV)/bin/shoptalk serve --data-dir $(DATA) --host $(HOST) --port $(PORT)
 
-# Services the integration tests start for real (they skip, saying so, where these are missing).
+# Services and the browser the integration tests use for real (they skip, saying so, where these are missing).
+APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 system-deps:
 	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; } || \
+		$(APT_INSTALL) redis-server >/dev/null; } || \
 		echo "redis-server is missing: the Redis memory tests will skip (apt-get install redis-server)"
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		$(APT_INSTALL) chromium chromium-driver >/dev/null; } || \
+		echo "chromium is missing: the browser tests will skip (apt-get install chromium chromium-driver)"
 
 test: install system-deps
 	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
