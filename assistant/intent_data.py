@@ -109,6 +109,9 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "does the {cat} have a hood", "what's the fit like", "is that leather", "how big is the {cat}",
         "what's the care instructions", "is it noise cancelling", "is it vegan", "does it fit wide feet",
         "how many liters is it", "is the {ordinal} one lined",
+        "how much is the {ordinal} one", "what does the {ordinal} one cost", "what's the price of the {ordinal} one",
+        "how much is it", "how much does the {colour} one cost", "how much are they", "what does it cost",
+        "how much is that {cat}", "what's the price on the {colour} one",
     ),
     "add_to_cart": (
         "i'll have the {ordinal} one", "i'll go with the {colour} {cat} in {size}", "i'll go for the {ordinal} one",
