@@ -243,6 +243,20 @@ class ConversationSession:
             await task
         return True
 
+    async def finish_response(self, timeout: float) -> bool:
+        """Let the reply in flight finish within ``timeout`` s (graceful shutdown); True if it did (or there was none).
+
+        A reply still running then is cancelled, so its ``response.done`` says ``cancelled``.
+        """
+        task = self._response
+        if task is None or task.done():
+            return True
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if done:
+            return True
+        await self.cancel_response()
+        return False
+
     @property
     def responding(self) -> bool:
         return self._response is not None and not self._response.done()

@@ -24,8 +24,11 @@ class ThreadServer:
                 s.bind(("127.0.0.1", 0))
                 port = int(s.getsockname()[1])
         self.port = port
+        from server.app import GracefulServer
+
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws_max_size=2**20)
-        self.server = uvicorn.Server(config)
+        # The server's own shutdown path: websockets get session.closing, replies in flight finish, close 1012.
+        self.server = GracefulServer(config, app, grace_s=5.0)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

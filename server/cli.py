@@ -15,6 +15,7 @@ from rich.console import Console
 from server.cli_common import DataDir, cli_settings
 from server.cli_intent import bench_dialogue, intent
 from server.cli_memory import memory_app
+from server.cli_token import token_app
 from server.settings import Settings
 
 app = typer.Typer(help="ShopTalk: a voice and photo shopping assistant.", no_args_is_help=True,
@@ -30,12 +31,28 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(vision_app, name="vision")
 app.add_typer(ranker_app, name="ranker")
 app.add_typer(memory_app, name="memory")
+app.add_typer(token_app, name="token")
 app.command("intent")(intent)
 bench_app.command("dialogue")(bench_dialogue)
 
 console = Console(stderr=True)
+class _Redact(logging.Filter):
+    """Scrub bearer credentials and tokens from every record, whoever logs it (server/auth.py ``redact``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from server.auth import redact
+
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
 def _logging(level: str = "info") -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Redact())
 
 
 @app.command()
@@ -54,9 +71,14 @@ def serve(
     from server.app import create_app
 
     _logging(log_level)
+    from server.app import GracefulServer
+
     settings = cli_settings(data_dir, host=host, port=port, stt_model=stt, tts_model=tts, catalog=catalog,
                          log_level=log_level)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, ws_max_size=2**20)
+    web = create_app(settings)
+    config = uvicorn.Config(web, host=host, port=port, log_level=log_level, ws_max_size=2**20,
+                            timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5, log_config=None)
+    GracefulServer(config, web, grace_s=settings.shutdown_grace_s).run()
 
 
 @app.command()
@@ -71,6 +93,10 @@ def talk(
     as_json: Annotated[bool, typer.Option("--json", help="Print every server event as one JSON line.")] = False,
     save_audio: Annotated[Path | None, typer.Option(help="Write the reply audio to this WAV file.")] = None,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Ask for a text-only reply.")] = False,
+    token: Annotated[str | None, typer.Option(envvar="SHOPTALK_TOKEN",
+                                              help="Session token (sent as Authorization: Bearer).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="SHOPTALK_API_KEY",
+                                                help="Merchant API key: mint a session token first.")] = None,
 ) -> None:
     """Talk to a running server: live microphone, a WAV file, or text."""
     from server.talk import run_talk
@@ -80,7 +106,8 @@ def talk(
             console.print(f"[red]no such file: {path}[/red]")
             raise typer.Exit(2)
     code = asyncio.run(run_talk(url=url, wav=wav, text=text, image=image, fast=fast, push_to_talk=push_to_talk,
-                                as_json=as_json, save_audio=save_audio, no_audio=no_audio))
+                                as_json=as_json, save_audio=save_audio, no_audio=no_audio, token=token,
+                                api_key=api_key))
     raise typer.Exit(code)
 
 

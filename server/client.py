@@ -44,17 +44,30 @@ class TurnResult:
         return [e["type"] for e in self.events]
 
 
+class AuthRefused(RuntimeError):
+    """The server refused the connection's credentials (``auth_failed``, ``token_expired``)."""
+
+
 class TalkClient:
-    def __init__(self, url: str, *, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """A realtime client; ``token`` is a session token (or merchant API key) sent as ``Authorization: Bearer``."""
+
+    def __init__(self, url: str, *, token: str | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.url = url
+        self.token = token
         self.on_event = on_event
         self.ws: Any = None
         self.session: dict[str, Any] = {}
 
     async def __aenter__(self) -> TalkClient:
-        self.ws = await websockets.connect(self.url, max_size=2**22)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        self.ws = await websockets.connect(self.url, max_size=2**22, additional_headers=headers)
         created = json.loads(await self.ws.recv())
         self._notify(created)
+        if created.get("type") == "error":
+            await self.ws.close()
+            error = created.get("error", {})
+            raise AuthRefused(f"{error.get('code')}: {error.get('message')}")
         if created.get("type") != "session.created":
             raise RuntimeError(f"expected session.created, got {created}")
         self.session = created["session"]
@@ -187,7 +200,8 @@ class TalkClient:
         import httpx
 
         base = http_base(self.url)
-        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with httpx.AsyncClient(base_url=base, timeout=60, headers=headers) as http:
             data = await asyncio.to_thread(path.read_bytes)
             res = await http.post("/v1/images", files={"file": (path.name, data)})
         if res.status_code != 201:
@@ -207,3 +221,15 @@ def write_wav(path: Path, pcm16: bytes, rate: int) -> None:
         out.setsampwidth(2)
         out.setframerate(rate)
         out.writeframes(pcm16)
+
+
+async def mint_token(ws_url: str, api_key: str, *, user_id: str | None = None) -> str:
+    """A session token from ``POST /v1/tokens`` with a merchant API key (what a merchant's backend does)."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=http_base(ws_url), timeout=30) as http:
+        res = await http.post("/v1/tokens", json={"user_id": user_id} if user_id else {},
+                              headers={"Authorization": f"Bearer {api_key}"})
+    if res.status_code != 201:
+        raise AuthRefused(f"token refused ({res.status_code}): {res.text}")
+    return str(res.json()["token"])

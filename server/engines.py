@@ -23,6 +23,7 @@ from assistant.retrieval import HybridRetriever
 from assistant.search import ProductHit, SearchQuery
 from assistant.session import Engines
 from ranking.text_encoder import TextEncoder
+from server.security import Gate
 from server.settings import Settings
 from speech.stt import create_stt
 from speech.tts import TTSEngine, create_tts
@@ -44,6 +45,14 @@ class App:
     store: CatalogStore | None = None
     copy_writer: Any = None  # built on the first POST /v1/copy
     _reindex_lock: threading.Lock = field(default_factory=threading.Lock)
+    _gate: Gate | None = None
+
+    @property
+    def gate(self) -> Gate:
+        """Authentication, rate limits and the live connections (built from the settings on first use)."""
+        if self._gate is None:
+            self._gate = Gate.from_settings(self.settings)
+        return self._gate
 
     @property
     def memory(self) -> MemoryStore | None:

@@ -1,6 +1,7 @@
 """``WS /v1/realtime``: one conversation per connection (protocol in PROTOCOL.md).
 
-Lifecycle: accept -> ``session.created`` -> a receive loop that validates every client frame and hands it to the
+Lifecycle: Origin check and connection rate limit -> accept -> authentication (``Authorization: Bearer`` on the
+handshake, or a first ``session.authenticate {token}`` message from browsers) -> ``session.created`` -> a receive loop that validates every client frame and hands it to the
 ``ConversationSession``, and a sender task that drains a bounded outbound queue to the socket.  Frames the session
 emits become protocol events in exactly one place (``_to_events``); an ``AssistantError`` becomes an ``error``
 event and the session goes on.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import secrets
 import time
@@ -37,6 +39,7 @@ from assistant.frames import (
 from assistant.session import ConversationSession, Engines, SessionOptions
 from assistant.voice import MAX_FRAME_BYTES, MAX_UTTERANCE_S
 from server import metrics
+from server.auth import OPEN, AuthError, Principal
 from server.protocol import (
     AudioAppend,
     ClientEvent,
@@ -50,6 +53,7 @@ from server.protocol import (
     parse_client_event,
     validate,
 )
+from server.security import Gate, client_key
 from server.serialize import product_json
 from speech.vad import VADOptions
 
@@ -57,13 +61,28 @@ log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT_S = 300
 MAX_SESSION_S = 3600
+AUTH_TIMEOUT_S = 10
 _CLOSE = object()
 
 
+class _CloseWith:
+    """Queued after the last events: the sender closes the socket with this code once they are out."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code, self.reason = code, reason
+
+
 class RealtimeConnection:
-    def __init__(self, ws: WebSocket, engines: Engines, *, queue_size: int = 512, output_rate: int) -> None:
+    def __init__(self, ws: WebSocket, engines: Engines, *, queue_size: int = 512, output_rate: int,
+                 gate: Gate | None = None, principal: Principal = OPEN) -> None:
         self.ws = ws
         self.engines = engines
+        self.gate = gate
+        self.principal = principal
+        self.pacer = gate.pacer() if gate is not None else None
+        self._closing = False
+        self._too_fast_at = -1.0
+        self.done = asyncio.Event()  # set when the connection has ended
         self.outbound: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue_size)
         self.audio_transport = "binary"
         self.tts_rate = output_rate
@@ -72,6 +91,9 @@ class RealtimeConnection:
         self.resume_token = memory.resume_token if memory is not None else secrets.token_urlsafe(24)
         self.feedback: list[dict[str, str]] = []
         self._started = time.monotonic()
+        self.limit_key = principal.subject if principal.kind == "shopper" else "conn:" + self.session.id
+        if principal.user_id:
+            self.session.sign_in(principal.user_id)
 
     # --- outbound -------------------------------------------------------------------------------------------
     async def send(self, message: dict[str, Any] | bytes) -> None:
@@ -88,6 +110,9 @@ class RealtimeConnection:
         while (message := await self.outbound.get()) is not _CLOSE:
             if isinstance(message, bytes):
                 await self.ws.send_bytes(message)
+            elif isinstance(message, _CloseWith):
+                await self.ws.close(code=message.code, reason=message.reason)
+                return
             else:
                 await self.ws.send_json(message)
 
@@ -158,9 +183,48 @@ class RealtimeConnection:
         }
 
     # --- inbound --------------------------------------------------------------------------------------------
+    # --- limits ---------------------------------------------------------------------------------------------------
+    def _limit(self, rule: str, what: str) -> None:
+        if self.gate is not None and not self.gate.limits.allow(rule, self.limit_key):
+            retry = self.gate.limits.retry_after(rule, self.limit_key)
+            raise InvalidInputError(f"too many {what}; retry in {retry:.0f} s", code="rate_limited")
+
+    def _admit_audio(self, n_bytes: int) -> bool:
+        """Whether a frame of ``n_bytes`` keeps within the pacing.
+
+        Refused frames are dropped, and the client hears about it at most once a second (not once per frame).
+        """
+        if self.pacer is None:
+            return True
+        seconds = n_bytes / 2 / self.session.options.voice.input_rate
+        if self.pacer.admit(seconds):
+            return True
+        now = time.monotonic()
+        if now - self._too_fast_at < 1.0:
+            return False
+        self._too_fast_at = now
+        raise InvalidInputError(
+                f"audio arrives faster than {self.pacer.speed:g}x real time; this frame was dropped. "
+                "Stream at the microphone's pace", code="audio_too_fast")
+
+    async def shutdown(self, *, grace_s: float, reconnect_after_ms: int = 1000) -> None:
+        """Graceful shutdown: tell the client, let the reply in flight finish (or mark it cancelled), close 1012."""
+        if self._closing:
+            return
+        self._closing = True
+        await self.send(event(ServerEvent.SESSION_CLOSING, reason="server_restart",
+                              reconnect_after_ms=reconnect_after_ms))
+        finished = await self.session.finish_response(grace_s)
+        if not finished:
+            log.info("session %s: reply cut short by shutdown", self.session.id)
+        with contextlib.suppress(asyncio.QueueFull):
+            self.outbound.put_nowait(_CloseWith(1012, "server restarting"))
+
     async def run(self) -> None:
         sender = asyncio.ensure_future(self._sender())
         metrics.SESSIONS.inc()
+        if self.gate is not None:
+            self.gate.connections.add(self)
         try:
             await self.send(event(ServerEvent.SESSION_CREATED, session=self._describe()))
             while True:
@@ -177,8 +241,10 @@ class RealtimeConnection:
                 event_id = None
                 try:
                     if message.get("bytes") is not None:
-                        await self.session.append_audio(message["bytes"])
+                        if self._admit_audio(len(message["bytes"])):
+                            await self.session.append_audio(message["bytes"])
                     elif message.get("text") is not None:
+                        self._limit("events", "events")
                         kind, data, event_id = parse_client_event(message["text"])
                         await self._handle(kind, data, event_id)
                 except AssistantError as err:
@@ -193,7 +259,10 @@ class RealtimeConnection:
                 await self.ws.close(code=1011, reason="internal error")
         finally:
             metrics.SESSIONS.dec()
+            if self.gate is not None:
+                self.gate.connections.discard(self)
             await self.session.close()
+            self.done.set()
             with contextlib.suppress(asyncio.QueueFull):
                 self.outbound.put_nowait(_CLOSE)
             with contextlib.suppress(BaseException):
@@ -202,8 +271,11 @@ class RealtimeConnection:
 
     async def _handle(self, kind: str, data: dict[str, Any], event_id: str | None) -> None:
         if kind == ClientEvent.AUDIO_APPEND:
-            await self.session.append_audio(decode_b64_audio(validate(AudioAppend, data).audio))
+            pcm = decode_b64_audio(validate(AudioAppend, data).audio)
+            if self._admit_audio(len(pcm)):
+                await self.session.append_audio(pcm)
         elif kind == ClientEvent.AUDIO_COMMIT:
+            self._limit("turns", "turns")
             await self.session.commit_audio()
         elif kind == ClientEvent.AUDIO_CLEAR:
             self.session.clear_audio()
@@ -214,6 +286,7 @@ class RealtimeConnection:
         elif kind == ClientEvent.ITEM_CREATE:
             await self._item_create(validate(ItemCreate, data))
         elif kind == ClientEvent.RESPONSE_CREATE:
+            self._limit("turns", "turns")
             await self.session.create_response()
         elif kind == ClientEvent.RESPONSE_CANCEL:
             if not await self.session.cancel_response():
@@ -229,11 +302,16 @@ class RealtimeConnection:
     def _update(self, update: SessionUpdate, has_turn_detection: bool) -> None:
         cfg = update.session
         if cfg.resume_token:
-            if not self.session.resume(cfg.resume_token, user_id=cfg.user_id):
+            # A signed-in shopper (their token names the user) resumes only their own sessions.
+            owner = self.principal.user_id if self.principal.kind == "shopper" else cfg.user_id
+            if not self.session.resume(cfg.resume_token, user_id=owner):
                 raise InvalidInputError("unknown or expired resume_token; this session goes on as a new one",
                                         code="invalid_resume_token", param="session.resume_token")
             self.resume_token = cfg.resume_token
         if cfg.user_id:
+            if self.principal.kind == "shopper" and cfg.user_id != self.principal.user_id:
+                raise InvalidInputError("session.user_id must be the user the session token was minted for",
+                                        code="auth_failed", param="session.user_id")
             self.session.sign_in(cfg.user_id)
         options = self.session.options
         voice = options.voice
@@ -283,9 +361,62 @@ class RealtimeConnection:
         await self.send(event(ServerEvent.ITEM_CREATED, item={"role": "user", "type": "message", "content": content}))
 
 
-async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, output_rate: int) -> None:
-    await ws.accept()
-    conn = RealtimeConnection(ws, engines, queue_size=queue_size, output_rate=output_rate)
+async def authenticate(ws: WebSocket, gate: Gate) -> Principal:
+    """The caller of an accepted websocket; raises ``AuthError``.
+
+    Its ``Authorization`` header, else (browsers) a first message ``{"type": "session.authenticate", "token"}``
+    within ``AUTH_TIMEOUT_S``.
+    """
+    authority = gate.authority
+    header = ws.headers.get("authorization")
+    if header or not authority.required:
+        return authority.authenticate(header)
+    try:
+        message = await asyncio.wait_for(ws.receive(), timeout=AUTH_TIMEOUT_S)
+    except TimeoutError as err:
+        raise AuthError(f"no session.authenticate within {AUTH_TIMEOUT_S} s") from err
+    raw = message.get("text")
+    try:
+        data = json.loads(raw) if isinstance(raw, str) and len(raw) < 8192 else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or data.get("type") != "session.authenticate" or not isinstance(
+            data.get("token"), str):
+        raise AuthError("authentication required: send 'Authorization: Bearer <token>' on the handshake, or "
+                        "{\"type\": \"session.authenticate\", \"token\": ...} as the first message")
+    return authority.credential(data["token"])
+
+
+async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, output_rate: int,
+                         gate: Gate | None = None) -> None:
+    principal = OPEN
+    if gate is not None:
+        origin = ws.headers.get("origin")
+        if gate.closing or not gate.authority.origin_allowed(origin, ws.headers.get("host")):
+            # Refused before the handshake completes: the browser sees HTTP 403.
+            log.warning("websocket refused: %s", "server closing" if gate.closing else f"origin {origin!r}")
+            await ws.close(code=1008, reason="origin not allowed")
+            return
+        client = ws.client.host if ws.client else None
+        if not gate.limits.allow("connections", client_key(None, client)):
+            await ws.accept()
+            await ws.send_json(error_event("rate_limited", "too many connections from this address; retry later"))
+            await ws.close(code=1013, reason="try again later")
+            return
+        await ws.accept()
+        try:
+            principal = await authenticate(ws, gate)
+        except AuthError as err:
+            metrics.ERRORS.labels(code=err.code).inc()
+            log.info("websocket authentication failed: %s", err.code)
+            with contextlib.suppress(Exception):
+                await ws.send_json(error_event(err.code, err.message))
+                await ws.close(code=1008, reason=err.code)
+            return
+    else:
+        await ws.accept()
+    conn = RealtimeConnection(ws, engines, queue_size=queue_size, output_rate=output_rate, gate=gate,
+                              principal=principal)
     await conn.run()
     if ws.client_state == WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
@@ -50,6 +51,31 @@ class Settings(BaseSettings):
     memory_ttl_days: float = 30.0  # an idle session's memory is forgotten after this
     outbound_queue: int = 512  # events buffered per client before it counts as not reading
     log_level: str = "info"
+    # --- who may connect (server/auth.py) -----------------------------------------------------------------------
+    # "auto": tokens required unless the server listens on loopback only (a developer's laptop); "on"; "off".
+    auth: Literal["auto", "on", "off"] = "auto"
+    auth_secret: SecretStr | None = None  # signs session tokens; share it between servers (default: data_dir)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)  # merchant keys, comma-separated
+    token_ttl_s: float = Field(600.0, gt=0, le=86400)
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)  # browser origins besides ours
+    page_tokens: bool = True  # the served page may get anonymous shopper tokens for itself (same origin only)
+    # --- limits (per client; "N/second|minute|hour" as the `limits` package parses them) -----------------------
+    rate_limit_storage: str = "memory://"  # "redis://host:6379" to share the counters between servers
+    rate_limit_http: str = "240/minute"
+    rate_limit_uploads: str = "30/minute"
+    rate_limit_turns: str = "40/minute"
+    rate_limit_events: str = "100/second"
+    rate_limit_connections: str = "60/minute"
+    max_audio_speed: float = Field(2.0, ge=1.0)  # audio may arrive at most this much faster than real time ...
+    audio_burst_s: float = Field(20.0, gt=0)  # ... after a burst of this many seconds (a client catching up)
+    shutdown_grace_s: float = Field(10.0, ge=0)  # on shutdown, in-flight replies get this long to finish
+
+    @field_validator("api_keys", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -69,6 +95,12 @@ class Settings(BaseSettings):
         if not 0.05 <= value <= 0.95:
             raise ValueError("vad_threshold must be within [0.05, 0.95]")
         return value
+
+    @property
+    def auth_required(self) -> bool:
+        from server.auth import is_loopback
+
+        return self.auth == "on" or (self.auth == "auto" and not is_loopback(self.host))
 
     @property
     def cache_dir(self) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from server.client import TalkClient, TurnResult, write_wav
+from server.client import AuthRefused, TalkClient, TurnResult, mint_token, write_wav
 from speech.audio import SAMPLE_RATE, pcm16_to_float32
 
 console = Console(stderr=True)
@@ -75,10 +75,13 @@ async def _microphone_turn(client: TalkClient) -> TurnResult:
 
 
 async def run_talk(*, url: str, wav: Path | None, text: str | None, image: Path | None, fast: bool,
-                   push_to_talk: bool, as_json: bool, save_audio: Path | None, no_audio: bool) -> int:
+                   push_to_talk: bool, as_json: bool, save_audio: Path | None, no_audio: bool,
+                   token: str | None = None, api_key: str | None = None) -> int:
     show = _printer(as_json)
     try:
-        async with TalkClient(url, on_event=show) as client:
+        if token is None and api_key:
+            token = await mint_token(url, api_key)
+        async with TalkClient(url, token=token, on_event=show) as client:
             update: dict[str, Any] = {}
             if push_to_talk:
                 update["turn_detection"] = None
@@ -110,6 +113,9 @@ async def run_talk(*, url: str, wav: Path | None, text: str | None, image: Path 
     except OSError as err:
         console.print(f"[red]cannot connect to {url}: {err}[/red]")
         return 1
+    except AuthRefused as err:
+        console.print(f"[red]not allowed in: {err} (pass --token, or --api-key to mint one)[/red]")
+        return 3
     if result.audio:
         if save_audio is not None:
             write_wav(save_audio, bytes(result.audio), result.audio_rate)

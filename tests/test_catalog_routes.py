@@ -62,7 +62,10 @@ def test_upsert_with_nothing_valid_is_422(client, app):
     assert [e["field"] for e in r.json()["errors"]] == ["title", "currency"]
     r = client.post("/v1/catalog/products", content=b"{nope", headers={"content-type": "application/json"})
     assert r.status_code == 400
-    assert client.post("/v1/catalog/products", json=[]).status_code == 422
+    empty = client.post("/v1/catalog/products", json=[])
+    assert empty.status_code == 400
+    assert empty.json()["detail"] == {"code": "no_products",
+                                      "message": "no products in the body: send a product object or a list of them"}
     assert app.state.changes == 0
 
 

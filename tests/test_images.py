@@ -108,7 +108,8 @@ async def test_http_upload_and_photo_search(server: Any) -> None:
         bad = await http.post("/v1/images", files={"file": ("x.txt", b"not an image", "text/plain")})
         assert bad.status_code == 415 and "JPEG" in bad.text
         missing = await http.post("/v1/images", data={"other": "x"})
-        assert missing.status_code == 422
+        assert missing.status_code == 400
+        assert missing.json()["detail"]["code"] == "missing_file" and "'file'" in missing.json()["detail"]["message"]
 
 
 async def test_http_30_mb_upload_is_refused(server: Any) -> None:

@@ -212,12 +212,12 @@ def test_search_route_ranker_field(tmp_path: Path, tiny: object, searcher: Keywo
     plain = client.post("/v1/search", json={"text": "black hoodie", "k": 2, "ranker": "none"}).json()["products"]
     assert [p["reason"] for p in plain] == ["keyword match"] * 2  # the retriever's own ranking and reasons
     bad = client.post("/v1/search", json={"text": "black hoodie", "ranker": "bogus"})
-    assert bad.status_code == 422 and "none" in bad.text and "smollm2-lora" in bad.text
+    assert bad.status_code == 400 and "none" in bad.text and "smollm2-lora" in bad.text
     # retrieval-only server: only "none" is valid
     client = _search_app(tmp_path, KeywordSearcher())
     assert client.post("/v1/search", json={"text": "hoodie", "ranker": "none"}).status_code == 200
     r = client.post("/v1/search", json={"text": "hoodie", "ranker": "smollm2-lora"})
-    assert r.status_code == 422 and "none" in r.text
+    assert r.status_code == 400 and "none" in r.text
 
 
 def test_build_ranked_needs_a_checkpoint(tmp_path: Path, tiny: object, searcher: KeywordSearcher) -> None:

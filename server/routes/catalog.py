@@ -30,10 +30,12 @@ from assistant.ingest import (
     ingest_records,
     records_from_json,
 )
+from server.security import merchant
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
+# Catalog admin is the merchant's: a merchant API key (server/auth.py) when auth is on.
+router = APIRouter(prefix="/v1/catalog", tags=["catalog"], dependencies=[Depends(merchant)])
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # 50 MiB
 MAX_BODY_BYTES = 10 * 1024 * 1024  # JSON bodies: ~10k products
@@ -90,7 +92,8 @@ async def catalog_info(store: StoreDep) -> dict[str, Any]:
 async def upsert_products(request: Request, store: StoreDep) -> dict[str, Any] | JSONResponse:
     """Add or update products from a JSON body: one product object or a list of them.
 
-    The response lists per-item problems (``row`` is the 1-based position in the list); 422 when no item is valid.
+    The response lists per-item problems (``row`` is the 1-based position in the list); 400 when the body holds no
+    product, 422 when no item is valid.
     """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -104,7 +107,8 @@ async def upsert_products(request: Request, store: StoreDep) -> dict[str, Any] |
         raise HTTPException(400, detail=f"invalid JSON: {err}") from err
     rows = records_from_json(body)
     if not rows:
-        raise HTTPException(422, detail="no products in the body")
+        raise HTTPException(400, detail={"code": "no_products",
+                                         "message": "no products in the body: send a product object or a list of them"})
     fetch = _fetch_urls(request)
     report = await asyncio.to_thread(ingest_records, rows, store, fetch_urls=fetch)
     result = await _finish(request, report)

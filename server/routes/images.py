@@ -10,6 +10,7 @@ from starlette.datastructures import UploadFile
 
 from assistant.images import MAX_UPLOAD_BYTES, ImageRejected
 from server.deps import StateDep
+from server.security import PrincipalDep
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
@@ -18,8 +19,8 @@ _CHUNK = 256 * 1024
 
 
 @router.post("/images", status_code=201)
-async def upload_image(request: Request, state: StateDep) -> dict[str, Any]:
-    """Validate and store a JPEG/PNG/WebP photo; 413 over 10 MB or 50 MP, 415 for other formats, 400 if corrupt."""
+async def upload_image(request: Request, state: StateDep, caller: PrincipalDep) -> dict[str, Any]:
+    """Validate and store a JPEG/PNG/WebP photo; 413 over 10 MB or 50 MP, 415 for other formats, 400 if corrupt or without a ``file`` field."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + _MULTIPART_OVERHEAD:
         raise HTTPException(413, detail=f"upload larger than {MAX_UPLOAD_BYTES} bytes")
@@ -27,7 +28,8 @@ async def upload_image(request: Request, state: StateDep) -> dict[str, Any]:
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise HTTPException(422, detail="multipart field 'file' with the image is required")
+            raise HTTPException(400, detail={"code": "missing_file",
+                                             "message": "multipart field 'file' with the image is required"})
         data = bytearray()
         while chunk := await upload.read(_CHUNK):
             data.extend(chunk)

@@ -12,14 +12,15 @@ import asyncio
 import threading
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
 from assistant.copy import CopyWriter, attribute_vocabulary
 from assistant.moderation import screen_review
 from server.deps import StateDep
+from server.security import merchant
 
-router = APIRouter(prefix="/v1", tags=["merchant"])
+router = APIRouter(prefix="/v1", tags=["merchant"], dependencies=[Depends(merchant)])
 _lock = threading.Lock()
 
 

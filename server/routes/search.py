@@ -12,6 +12,7 @@ from assistant.errors import AssistantError
 from assistant.images import ImageNotFound
 from server import metrics
 from server.deps import StateDep
+from server.security import PrincipalDep
 from server.serialize import product_json
 
 router = APIRouter(prefix="/v1", tags=["search"])
@@ -27,16 +28,17 @@ class SearchRequest(BaseModel):
 
 
 @router.post("/search")
-async def search(body: SearchRequest, state: StateDep) -> dict[str, Any]:
+async def search(body: SearchRequest, state: StateDep, caller: PrincipalDep) -> dict[str, Any]:
     text = (body.text or "").strip()
     if not text and body.image_id is None:
-        raise HTTPException(422, detail="give 'text', 'image_id', or both")
+        raise HTTPException(400, detail={"code": "empty_query", "message": "give 'text', 'image_id', or both"})
     use_ranker = True
     if body.ranker is not None:
         ranked = hasattr(state.searcher, "reranker")
         valid = ["none", *([state.settings.ranker] if ranked else [])]
         if body.ranker not in valid:
-            raise HTTPException(422, detail=f"unknown ranker {body.ranker!r}; valid: {', '.join(valid)}")
+            raise HTTPException(400, detail={"code": "unknown_ranker",
+                                             "message": f"unknown ranker {body.ranker!r}; valid: {', '.join(valid)}"})
         use_ranker = body.ranker != "none"
     session = None
     if body.resume_token is not None:

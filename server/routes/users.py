@@ -1,21 +1,29 @@
 """Users and the social graph: friends, consent to memory across sessions, and a user's own events.
 
-These feed ranking and replies ("your friend Ana bought this in black").  Until signed tokens land (#7) these
-routes trust the caller, like the rest of the admin surface: deploy them behind the merchant's own auth.
+These feed ranking and replies ("your friend Ana bought this in black").  With auth on, only the user themself (a
+session token minted for that ``user_id``) or the merchant (API key) may read or change a user's data.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
 from assistant.errors import InvalidInputError
 from assistant.memory import MAX_FRIENDS, Friend, MemoryStore
 from server.deps import StateDep
+from server.security import PrincipalDep
 
-router = APIRouter(prefix="/v1/users", tags=["users"])
+
+def _same_user(user_id: str, caller: PrincipalDep) -> None:
+    if not caller.may_act_for(user_id):
+        raise HTTPException(403, detail={"code": "forbidden",
+                                         "message": "a user's data is theirs: use a token minted for this user"})
+
+
+router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[Depends(_same_user)])
 
 
 class FriendIn(BaseModel):
@@ -43,7 +51,8 @@ def _memory(state: Any) -> MemoryStore:
 
 
 def _bad(err: InvalidInputError) -> HTTPException:
-    return HTTPException(422, detail=err.message)
+    """A semantic refusal (own friend, duplicate friend, bad id): 400 with a coded body, not FastAPI's 422 shape."""
+    return HTTPException(400, detail={"code": err.code, "message": err.message})
 
 
 @router.put("/{user_id}/friends")

@@ -73,12 +73,27 @@ function wsUrl() {
   return `${scheme}//${location.host}/v1/realtime`;
 }
 
-function connect() {
+/** A session token for this page when the server asks for one (auth on); null when it is open or unreachable. */
+async function pageToken() {
+  try {
+    const response = await fetch("/v1/tokens/page", { method: "POST" });
+    if (!response.ok) return null;
+    return (await response.json()).token || null;
+  } catch {
+    return null; // the server is down: the websocket fails too, and the page retries
+  }
+}
+
+async function connect() {
   clearTimeout(state.reconnectTimer);
   setConnection(state.everConnected ? "Reconnecting…" : "Connecting…", "connecting");
+  const token = await pageToken();
   const ws = new WebSocket(wsUrl());
   ws.binaryType = "arraybuffer";
   state.ws = ws;
+  state.hadToken = Boolean(token);
+  // Browsers cannot put a token in websocket headers: it goes as the first message.
+  ws.onopen = () => token && ws.send(JSON.stringify({ type: "session.authenticate", token }));
   ws.onmessage = (message) => {
     if (ws !== state.ws) return;
     if (typeof message.data === "string") {
@@ -101,6 +116,10 @@ function onClose(ws, event) {
   state.connected = false;
   state.responseActive = false;
   pauseCapture();
+  if (state.signInNeeded) {
+    setConnection("Not signed in", "offline");
+    return; // retrying cannot help: this shop gives tokens to signed-in shoppers only
+  }
   const delay = state.reconnectAfterMs ?? Math.min(MAX_RECONNECT_DELAY_MS, 500 * 2 ** state.reconnectAttempts);
   state.reconnectAfterMs = null;
   state.reconnectAttempts += 1;
@@ -220,6 +239,11 @@ function onEvent(event) {
 function onError(error) {
   const code = error.code || "error";
   if (QUIET_ERRORS.has(code)) return;
+  if (code === "auth_failed" && !state.hadToken) {
+    state.signInNeeded = true;
+    showAlert("This shop's assistant needs you to sign in first.", code);
+    return;
+  }
   if (code === "invalid_resume_token") {
     // The earlier session expired: go on as the new one the server created, with our settings.
     state.resuming = false;
