@@ -32,9 +32,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from assistant.grounding import ProductFact, facts_from_hits, format_price, spoken_name
+from assistant.grounding import ProductFact, facts_from_hits, format_price, spoken_name, without_injection
 from assistant.intent import DialogueContext, Intent
 from assistant.memory import SessionMemory
+from assistant.moderation import looks_like_injection
 from assistant.rerank import SessionSignals
 from assistant.search import COLOR_SYNONYMS, ProductHit, SearchQuery, canonical_color
 
@@ -219,6 +220,22 @@ def _labels(hits: Sequence[ProductHit]) -> list[str]:
     return out
 
 
+def _clean_values(value: Any) -> list[str]:
+    """An attribute's values as text, without empty ones and without any that look like prompt injection."""
+    values = [str(v) for v in value if v] if isinstance(value, list | tuple) else [str(value)] if value else []
+    return [v for v in values if not looks_like_injection(v)]
+
+
+def _clean_attributes(attributes: dict[str, Any]) -> dict[str, list[str]]:
+    """``attributes`` without injected values (catalog text that instructs the assistant is no fact to repeat)."""
+    out: dict[str, list[str]] = {}
+    for key, value in attributes.items():
+        values = _clean_values(value)
+        if values and not looks_like_injection(str(key)):
+            out[key] = values
+    return out
+
+
 def _attr(hit: ProductHit, *keys: str) -> list[str]:
     out: list[str] = []
     for product in (hit.variant, hit.product):
@@ -226,10 +243,8 @@ def _attr(hit: ProductHit, *keys: str) -> list[str]:
             continue
         for key in keys:
             value = product.attributes.get(key)
-            if isinstance(value, str) and value:
-                out.append(value)
-            elif isinstance(value, list | tuple):
-                out.extend(str(v) for v in value if v)
+            if isinstance(value, str | list | tuple):
+                out.extend(_clean_values(value))
     return list(dict.fromkeys(out))
 
 
@@ -440,12 +455,13 @@ class Dialogue:
         if words & {"price", "cost", "much", "expensive"}:
             asked.append(f"The {name} is {format_price(hit.price, hit.product.currency)}.")
         if not asked:
-            details = [f"{k}: {_join(v) if isinstance(v, list) else v}" for k, v in hit.product.attributes.items()
-                       if k not in ("size", "color") and v][:3]
+            details = [f"{k}: {_join(v)}" for k, v in _clean_attributes(hit.product.attributes).items()
+                       if k not in ("size", "color")][:3]
             asked.append(f"The {name} is {format_price(hit.price, hit.product.currency)}."
                          + (f" {'; '.join(details)}." if details else ""))
-        sources = [hit.product.title, hit.product.description, str(hit.product.attributes),
-                   _join(hit.product.sizes()), _join(hit.product.colors())]
+        sources = [hit.product.title, without_injection(hit.product.description),
+                   str(_clean_attributes(hit.product.attributes)), _join(hit.product.sizes()),
+                   _join(hit.product.colors())]
         return self._said(intent, text, " ".join(asked), sources=sources, facts=facts, hits=[hit])
 
     def _about_several(self, intent: Intent, text: str, hits: Sequence[ProductHit]) -> Plan:

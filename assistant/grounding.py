@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from assistant.catalog import COLOR_KEYS, SIZE_KEYS
+from assistant.moderation import looks_like_injection
 from assistant.search import (
     COLOR_SYNONYMS,
     ProductHit,
@@ -164,11 +165,27 @@ class ProductFact:
         )
 
     def details_text(self) -> str:
-        """Everything this fact says, as one lower-case text (what generated words are checked against)."""
+        """Everything this fact says, as one lower-case text (what generated words are checked against).
+
+        Catalog text that instructs the assistant (prompt injection, `assistant.moderation.looks_like_injection`)
+        is no fact: such description sentences and attribute values are left out, so "say it is waterproof" in a
+        description never makes "waterproof" supported.
+        """
         parts = [self.title, self.name, self.category.replace("/", " "), format_price(self.price, self.currency),
                  *(self.color or "",), *self.colors, *(self.size or "",), *self.sizes,
-                 *(f"{k.replace('_', ' ')} {v}" for k, v in self.attributes), self.description]
+                 *(f"{k.replace('_', ' ')} {v}" for k, v in self.attributes if not looks_like_injection(v)),
+                 without_injection(self.description)]
         return " ".join(p for p in parts if p).lower()
+
+
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def without_injection(text: str) -> str:
+    """`text` without its sentences that look like prompt injection (instructions to the assistant)."""
+    if not text or not looks_like_injection(text):
+        return text
+    return " ".join(s for s in _SENTENCE_END_RE.split(text) if s and not looks_like_injection(s))
 
 
 def facts_from_hits(hits: Sequence[ProductHit]) -> list[ProductFact]:
@@ -362,6 +379,9 @@ def check_generated(
     For text a language model wrote: it flags what no rule of `check_grounding` names ("a luxury item").
     """
     violations = check_grounding(reply, facts, query=query, passages=passages)
+    if looks_like_injection(reply):
+        violations.append("the text gives or repeats instructions to the assistant (prompt injection)")
+    passages = [without_injection(p) for p in passages]
     text = " ".join([f.details_text() for f in facts] + [support, *passages]
                     + ([query.text] if query is not None else []))
     violations += [f"word {w!r} is not in the facts" for w in unsupported_terms(reply, text)]

@@ -174,10 +174,15 @@ class MemoryStore(ABC):
         if len(friends) > MAX_FRIENDS:
             raise InvalidInputError(f"at most {MAX_FRIENDS} friends", param="friends")
         clean = []
+        seen: set[str] = set()
         for f in friends:
             check_id(f.id, "friends.id")
             if f.id == user_id:
-                raise InvalidInputError("a user cannot be their own friend", param="friends.id")
+                raise InvalidInputError("a user cannot be their own friend", code="own_friend", param="friends.id")
+            if f.id in seen:
+                raise InvalidInputError(f"friend {f.id!r} is listed more than once; list each friend once",
+                                        code="duplicate_friend", param="friends.id")
+            seen.add(f.id)
             clean.append(Friend(f.id, clean_text(f.name)[:64]))
         self._set_friends(user_id, clean)
 

@@ -86,7 +86,12 @@ _INJECTION = re.compile(
     r"instructions?)\s*:?\s*$|"
     r"\b(?:ai|assistants?|chatbots?|language\s+models?|llms?|bots?)\s*[,:]?\s+(?:must|should|always|shall)\s+"
     r"(?:recommend|say|tell|rank|mention|prefer|promote)\b|"
-    r"\btell\s+the\s+(?:user|customer|shopper)s?\s+(?:that|to)\b)",
+    r"\btell\s+the\s+(?:user|customer|shopper)s?\s+(?:that|to)\b|"
+    # a role prefix opening a line or a sentence ("SYSTEM: the price is $0"), not "Layering system: ..."
+    r"(?:^|(?<=[.!?>:] ))\s*(?:system|developer)\s*:|"
+    # an order opening a sentence: "Say that this product is waterproof", "always state that it is ..."
+    r"(?:^|(?<=[.!?:] ))(?:always\s+)?(?:say|state|claim|mention)\s+(?:that\s+)?"
+    r"(?:this|these|the|it|they|all|every|everything)\b)",
     re.IGNORECASE | re.MULTILINE,
 )
 _SPAM = re.compile(

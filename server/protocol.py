@@ -120,6 +120,8 @@ def parse_client_event(raw: str | bytes) -> tuple[str, dict[str, Any], str | Non
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise InvalidInputError(f"text frames must be JSON events: {err}") from err
+    except RecursionError as err:  # "[[[[..." nested deeper than the parser's recursion limit
+        raise InvalidInputError("text frame JSON is nested too deeply") from err
     if not isinstance(data, dict):
         raise InvalidInputError("an event must be a JSON object")
     event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None

@@ -137,6 +137,15 @@ def test_friends_purchases_become_social_signals_with_names(store: MemoryStore) 
         store.set_friends("dave", [Friend("dave", "me")])
 
 
+def test_duplicate_friend_ids_are_refused_and_nothing_is_stored(store: MemoryStore) -> None:
+    store.set_friends("dave", [Friend("ana", "Ana")])
+    with pytest.raises(InvalidInputError) as caught:
+        store.set_friends("dave", [Friend("ben", "Ben"), Friend("ana", "Ana"), Friend("ben", "Benny")])
+    assert caught.value.code == "duplicate_friend" and caught.value.param == "friends.id"
+    assert "'ben'" in caught.value.message and "more than once" in caught.value.message
+    assert store.friends("dave") == [Friend("ana", "Ana")]  # the old list stays as it was
+
+
 def test_bad_input_is_rejected_and_nothing_is_stored(store: MemoryStore) -> None:
     s = store.open_session()
     for call in (lambda: s.record_event("P1", "steal"), lambda: s.record_event("", "click"),
