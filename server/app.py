@@ -15,7 +15,7 @@ from fastapi import FastAPI, WebSocket
 
 from assistant.catalog_store import default_store
 from server.engines import App, build_app_state
-from server.realtime import serve_realtime
+from server.realtime import LiveSessions, serve_realtime
 from server.routes import catalog, health, images, merchant, search, tokens, users, web
 from server.security import GateMiddleware
 from server.settings import Settings
@@ -38,7 +38,6 @@ def create_app(settings: Settings | None = None, *, state: App | None = None) ->
         app.state.catalog_store = shared.store
         app.state.on_catalog_change = shared.reload_catalog
         app.state.catalog_fetch_urls = shared.settings.fetch_image_urls
-        shared.gate.closing = False  # a state reused by a restarted server (tests) accepts connections again
         if not shared.settings.auth_required:
             log.warning("auth is off (SHOPTALK_AUTH=%s, listening on %s): every caller is trusted as the merchant; "
                         "set SHOPTALK_AUTH=on and SHOPTALK_API_KEYS before exposing the server",
@@ -47,6 +46,7 @@ def create_app(settings: Settings | None = None, *, state: App | None = None) ->
 
     app = FastAPI(title="ShopTalk", version="0.1.0", lifespan=lifespan)
     app.state.shoptalk = state
+    app.state.live = LiveSessions()
     app.include_router(health.router)
     app.include_router(search.router)
     app.include_router(images.router)
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *, state: App | None = None) ->
         shared: App = ws.app.state.shoptalk
         tts_rate = shared.tts.sample_rate if shared.tts else 24000
         await serve_realtime(ws, shared.engines, queue_size=shared.settings.outbound_queue, output_rate=tts_rate,
-                             gate=shared.gate)
+                             gate=shared.gate, live=ws.app.state.live)
 
     return app
 
@@ -78,12 +78,9 @@ async def drain_connections(app: FastAPI, *, grace_s: float) -> int:
     Each gets ``session.closing``, its reply in flight up to ``grace_s`` to finish, then close 1012; new
     connections are refused meanwhile.
     """
-    shared: App | None = getattr(app.state, "shoptalk", None)
-    if shared is None:
-        return 0
-    gate = shared.gate
-    gate.closing = True
-    live = list(gate.connections)
+    sessions: LiveSessions = app.state.live
+    sessions.closing = True
+    live = list(sessions.connections)
     if live:
         log.info("draining %d websocket session(s), up to %.0f s", len(live), grace_s)
         await asyncio.gather(*(conn.shutdown(grace_s=grace_s) for conn in live), return_exceptions=True)

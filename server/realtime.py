@@ -16,7 +16,7 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -65,6 +65,14 @@ AUTH_TIMEOUT_S = 10
 _CLOSE = object()
 
 
+@dataclass
+class LiveSessions:
+    """The websockets one server is serving: what its graceful shutdown drains (one per app, not per engines)."""
+
+    connections: set[RealtimeConnection] = field(default_factory=set)
+    closing: bool = False
+
+
 class _CloseWith:
     """Queued after the last events: the sender closes the socket with this code once they are out."""
 
@@ -74,10 +82,11 @@ class _CloseWith:
 
 class RealtimeConnection:
     def __init__(self, ws: WebSocket, engines: Engines, *, queue_size: int = 512, output_rate: int,
-                 gate: Gate | None = None, principal: Principal = OPEN) -> None:
+                 gate: Gate | None = None, principal: Principal = OPEN, live: LiveSessions | None = None) -> None:
         self.ws = ws
         self.engines = engines
         self.gate = gate
+        self.live = live
         self.principal = principal
         self.pacer = gate.pacer() if gate is not None else None
         self._closing = False
@@ -223,8 +232,8 @@ class RealtimeConnection:
     async def run(self) -> None:
         sender = asyncio.ensure_future(self._sender())
         metrics.SESSIONS.inc()
-        if self.gate is not None:
-            self.gate.connections.add(self)
+        if self.live is not None:
+            self.live.connections.add(self)
         try:
             await self.send(event(ServerEvent.SESSION_CREATED, session=self._describe()))
             while True:
@@ -259,8 +268,8 @@ class RealtimeConnection:
                 await self.ws.close(code=1011, reason="internal error")
         finally:
             metrics.SESSIONS.dec()
-            if self.gate is not None:
-                self.gate.connections.discard(self)
+            if self.live is not None:
+                self.live.connections.discard(self)
             await self.session.close()
             self.done.set()
             with contextlib.suppress(asyncio.QueueFull):
@@ -388,13 +397,16 @@ async def authenticate(ws: WebSocket, gate: Gate) -> Principal:
 
 
 async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, output_rate: int,
-                         gate: Gate | None = None) -> None:
+                         gate: Gate | None = None, live: LiveSessions | None = None) -> None:
     principal = OPEN
+    if live is not None and live.closing:
+        await ws.close(code=1013, reason="server restarting")  # before the handshake: HTTP 403, retry elsewhere
+        return
     if gate is not None:
         origin = ws.headers.get("origin")
-        if gate.closing or not gate.authority.origin_allowed(origin, ws.headers.get("host")):
+        if not gate.authority.origin_allowed(origin, ws.headers.get("host")):
             # Refused before the handshake completes: the browser sees HTTP 403.
-            log.warning("websocket refused: %s", "server closing" if gate.closing else f"origin {origin!r}")
+            log.warning("websocket refused: origin %r", origin)
             await ws.close(code=1008, reason="origin not allowed")
             return
         client = ws.client.host if ws.client else None
@@ -416,7 +428,7 @@ async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, ou
     else:
         await ws.accept()
     conn = RealtimeConnection(ws, engines, queue_size=queue_size, output_rate=output_rate, gate=gate,
-                              principal=principal)
+                              principal=principal, live=live)
     await conn.run()
     if ws.client_state == WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):

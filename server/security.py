@@ -1,6 +1,4 @@
-"""The server's gate: authentication, per-client rate limits, audio pacing, live connections.
-
-Authentication is server/auth.py's; the registry of live websocket connections is what a graceful shutdown drains.
+"""The server's gate: authentication (server/auth.py), per-client rate limits and audio pacing.
 
 Rate limits use the `limits` package (moving windows) on in-memory storage by default, or Redis
 (``SHOPTALK_RATE_LIMIT_STORAGE=redis://...``) so that several servers count together.
@@ -11,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -74,8 +72,6 @@ class Gate:
     authority: Authority
     limits: RateLimits
     settings: Settings
-    connections: set[Any] = field(default_factory=set)  # live RealtimeConnection objects
-    closing: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gate:

@@ -3,18 +3,23 @@ Chromium's real AudioWorklet (no models needed)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import websockets
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from server.app import create_app
 from server.routes import web
 from tests.browser import chromium
 from tests.conftest import LiveServer
+from tests.fake_server import build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,3 +115,26 @@ def test_capture_worklet_in_chromium_sends_16khz_pcm16_frames(static_server: Liv
     expected = 0.5 * np.sin(2 * np.pi * 440 * t)
     assert float(np.max(np.abs(samples[middle] - expected[middle]))) < 3e-3
     assert 0.3 < float(np.median(result["levels"])) < 0.4  # rms of a 0.5 sine
+
+
+@pytest.mark.browser
+def test_page_signs_in_with_a_page_token_when_auth_is_on(tmp_path: Path) -> None:
+    """Auth on: the page gets an anonymous token from its own origin and sends it as its first websocket message."""
+    state = build(tmp_path, auth="on", api_keys=["merchant-key-0123456789abcdef"])
+    with LiveServer(create_app(state=state)) as live, chromium() as browser:
+        page = browser.new_page()
+        page.goto(live.http_url)
+        page.wait_for_function("() => window.shoptalk && window.shoptalk.state.connected", timeout=15000)
+        page.get_by_role("textbox", name="Message").fill("black hoodie")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(".card", timeout=20000)
+        assert page.locator("#alerts").is_hidden()
+    # Without the page token the same websocket is refused.
+    async def bare() -> dict[str, object]:
+        with LiveServer(create_app(state=state)) as again:
+            async with websockets.connect(again.ws_url) as ws:
+                await ws.send(json.dumps({"type": "session.update", "session": {}}))
+                return dict(json.loads(await ws.recv()))
+
+    event = asyncio.run(bare())
+    assert event["type"] == "error" and event["error"]["code"] == "auth_failed"  # type: ignore[index]
