@@ -7,7 +7,8 @@
      │                                        buffer_overflow, empty_buffer, no_speech, image_not_found
      ├── SpeechToTextError            code: stt_failed
      ├── SearchError                  code: search_failed
-     └── ReplyError                   code: reply_failed / tts_failed
+     ├── ReplyError                   code: reply_failed / tts_failed
+     └── MemoryUnavailable            code: memory_unavailable (the memory engine is unreachable)
 
 Each stage wraps unknown exceptions at its boundary with ``raise ... from err``; cancellation passes through
 unchanged.  Exactly one place (the server's session loop) turns an ``AssistantError`` into an ``error`` event, and an
@@ -46,3 +47,9 @@ class SearchError(AssistantError):
 
 class ReplyError(AssistantError):
     code = "reply_failed"
+
+
+class MemoryUnavailable(AssistantError):
+    """The memory engine (Redis, SQLite) failed after its retries; nothing half-written was kept."""
+
+    code = "memory_unavailable"

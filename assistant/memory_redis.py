@@ -14,23 +14,62 @@ Multi-key writes go through a MULTI/EXEC pipeline, so a crash never leaves half 
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
+from assistant.errors import MemoryUnavailable
 from assistant.memory import CartLine, Event, Friend, MemoryConfig, MemoryStore, Turn
 
 _P = "st:"
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
+def _unavailable_on_redis_errors(cls: type) -> type:
+    """Turn Redis failures of the engine's primitive operations (``_name``) into ``MemoryUnavailable``.
+
+    Only what the client's retries could not ride out arrives here; it becomes a coded error event, not a crashed
+    session.
+    """
+    import redis
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except redis.RedisError as err:
+                raise MemoryUnavailable(f"session memory is unavailable ({type(err).__name__}); "
+                                        "this turn was answered but may not be remembered") from err
+
+        return guarded  # type: ignore[return-value]
+
+    for name, fn in list(vars(cls).items()):
+        if name.startswith("_") and not name.startswith("__") and callable(fn):
+            setattr(cls, name, wrap(fn))
+    return cls
+
+
+def redis_client(url: str) -> Any:
+    """A client that rides out a Redis restart: reconnects with exponential backoff for up to ~3 s per call."""
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5, health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=8),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError])
+
+
+@_unavailable_on_redis_errors
 class RedisMemory(MemoryStore):
     def __init__(self, url: str, config: MemoryConfig | None = None, *, client: Any | None = None) -> None:
         super().__init__(config)
         if client is None:
-            import redis
-
-            client = redis.Redis.from_url(url, decode_responses=True)
+            client = redis_client(url)
         self.r: Any = client  # redis.Redis(decode_responses=True): str in, str out
         self._ttl = max(1, int(self.config.session_ttl_s))
 

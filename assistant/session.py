@@ -193,8 +193,12 @@ class ConversationSession:
             if status == "completed" and text:
                 self.history.append(("assistant", text))
                 if self.memory is not None:
-                    self.memory.add_turn("assistant", text)
-                    self.dialogue.save()
+                    try:
+                        self.memory.add_turn("assistant", text)
+                        self.dialogue.save()
+                    except AssistantError as err:  # the reply went out; say the memory missed it, and finish
+                        log.warning("reply %s not remembered: %s", response_id, err.message)
+                        await self._emit(ErrorFrame(code=err.code, message=err.message))
             if self._response_id == response_id:
                 self._response_id = None
             await self._emit_raw(ResponseDone(response_id=response_id, status=status, text=text, timings_ms=timings,

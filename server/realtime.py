@@ -427,8 +427,15 @@ async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, ou
             return
     else:
         await ws.accept()
-    conn = RealtimeConnection(ws, engines, queue_size=queue_size, output_rate=output_rate, gate=gate,
-                              principal=principal, live=live)
+    try:
+        conn = RealtimeConnection(ws, engines, queue_size=queue_size, output_rate=output_rate, gate=gate,
+                                  principal=principal, live=live)
+    except AssistantError as err:  # e.g. the memory engine is down: say so, and the server goes on
+        log.warning("session not opened: %s", err.message)
+        with contextlib.suppress(Exception):
+            await ws.send_json(error_event(err.code, err.message, client_error=False))
+            await ws.close(code=1011, reason=err.code)
+        return
     await conn.run()
     if ws.client_state == WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):

@@ -12,7 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from assistant.images import ImageStore
-from assistant.memory import SQLiteMemory
+from assistant.memory import SQLiteMemory, create_memory
 from assistant.pipeline import Brain
 from assistant.session import Engines
 from server.app import GracefulServer, create_app
@@ -21,10 +21,10 @@ from server.settings import Settings
 from tests.fakes import EnergyVAD, FakeSTT, FakeTTS, KeywordSearcher
 
 
-def build(data_dir: Path, *, tts_delay: float = 0.0, **settings: object) -> App:
+def build(data_dir: Path, *, tts_delay: float = 0.0, memory_url: str | None = None, **settings: object) -> App:
     stt, tts, searcher = FakeSTT(), FakeTTS(delay_s=tts_delay), KeywordSearcher()
     images = ImageStore(data_dir / "uploads")
-    memory = SQLiteMemory(data_dir / "memory.sqlite")
+    memory = create_memory(memory_url, data_dir) if memory_url else SQLiteMemory(data_dir / "memory.sqlite")
     engines = Engines(stt=stt, brain=Brain(searcher, tts, images=images), vad_factory=EnergyVAD, memory=memory)
     return App(settings=Settings(data_dir=data_dir, **settings), engines=engines,  # type: ignore[arg-type]
                catalog=searcher.catalog, searcher=searcher, tts=tts, images=images)
