@@ -91,6 +91,8 @@ class RealtimeConnection:
         self.pacer = gate.pacer() if gate is not None else None
         self._closing = False
         self._too_fast_at = -1.0
+        self.kicked = False  # dropped for not reading
+        self._run_task: asyncio.Task[Any] | None = None
         self.done = asyncio.Event()  # set when the connection has ended
         self.outbound: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue_size)
         self.audio_transport = "binary"
@@ -109,11 +111,16 @@ class RealtimeConnection:
         try:
             self.outbound.put_nowait(message)
         except asyncio.QueueFull:
-            # The client stopped reading: drop it rather than buffer without bound.
-            log.warning("session %s: client is not reading; closing", self.session.id)
+            # The client stopped reading: drop it rather than buffer without bound. A close frame could not get
+            # through the full socket either (sending it would wait forever), so the session just ends: its
+            # receive loop is cancelled, the session is closed, and the server drops the socket.
+            if self.kicked:
+                return
+            self.kicked = True
+            log.warning("session %s: client is not reading; dropping it", self.session.id)
             metrics.ERRORS.labels(code="slow_consumer").inc()
-            with contextlib.suppress(Exception):
-                await self.ws.close(code=1008, reason="client not reading")
+            if self._run_task is not None:
+                self._run_task.cancel()
 
     async def _sender(self) -> None:
         while (message := await self.outbound.get()) is not _CLOSE:
@@ -230,6 +237,7 @@ class RealtimeConnection:
             self.outbound.put_nowait(_CloseWith(1012, "server restarting"))
 
     async def run(self) -> None:
+        self._run_task = asyncio.current_task()
         sender = asyncio.ensure_future(self._sender())
         metrics.SESSIONS.inc()
         if self.live is not None:
@@ -262,6 +270,9 @@ class RealtimeConnection:
                                                 client_error=err.client_error))
         except WebSocketDisconnect:
             pass
+        except asyncio.CancelledError:
+            if not self.kicked:
+                raise
         except Exception:
             log.exception("session %s crashed", self.session.id)
             with contextlib.suppress(Exception):
@@ -274,8 +285,9 @@ class RealtimeConnection:
             self.done.set()
             with contextlib.suppress(asyncio.QueueFull):
                 self.outbound.put_nowait(_CLOSE)
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(sender, timeout=2)
+            if not self.kicked:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(sender, timeout=2)
             sender.cancel()
 
     async def _handle(self, kind: str, data: dict[str, Any], event_id: str | None) -> None:
@@ -410,6 +422,12 @@ async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, ou
             await ws.close(code=1008, reason="origin not allowed")
             return
         client = ws.client.host if ws.client else None
+        if live is not None and len(live.connections) >= gate.settings.max_sessions:
+            await ws.accept()
+            await ws.send_json(error_event("server_busy", "this server is at its session limit; retry shortly",
+                                           client_error=False))
+            await ws.close(code=1013, reason="try again later")
+            return
         if not gate.limits.allow("connections", client_key(None, client)):
             await ws.accept()
             await ws.send_json(error_event("rate_limited", "too many connections from this address; retry later"))
@@ -437,6 +455,6 @@ async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, ou
             await ws.close(code=1011, reason=err.code)
         return
     await conn.run()
-    if ws.client_state == WebSocketState.CONNECTED:
+    if ws.client_state == WebSocketState.CONNECTED and not conn.kicked:
         with contextlib.suppress(Exception):
             await ws.close(code=1000)

@@ -4,6 +4,7 @@ and faults (SIGTERM during a reply, kill -9 mid-turn). Fake speech engines; real
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import httpx
 import jwt
 import pytest
 import websockets
+from prometheus_client import REGISTRY
 
 from server.app import create_app
 from server.auth import AUDIENCE, Authority, load_secret, redact
@@ -339,3 +341,36 @@ async def test_kill_9_mid_turn_loses_nothing_committed(spawn: Any, tmp_path: Pat
         store.close()
     rows = [json.loads(line) for line in (tmp_path / "feedback.jsonl").read_text().splitlines()]
     assert {"product_id": first.products[0]["id"], "kind": "like"}.items() <= rows[0].items(), rows
+
+
+async def test_session_cap_and_a_client_that_never_reads(tmp_path: Path, live_server_factory: Any) -> None:
+    state = build(tmp_path, max_sessions=2, outbound_queue=8, rate_limit_turns="10000/minute",
+                  rate_limit_events="10000/second")
+    app = create_app(state=state)
+    server = live_server_factory(app)
+    async with TalkClient(server.ws_url), TalkClient(server.ws_url):
+        event, close = await first_event(server.ws_url)
+        assert event["error"]["code"] == "server_busy" and close == 1013
+    # A client that asks and asks but never reads: the server stops buffering for it and closes it (1008).
+    slow_before = REGISTRY.get_sample_value("shoptalk_errors_total", {"code": "slow_consumer"}) or 0.0
+    # (Uncompressed, and a small receive buffer, so that the socket fills up as it would on a real network.)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    async with websockets.connect(server.ws_url, sock=sock, max_queue=1, max_size=2**20, compression=None) as hog:
+        await hog.recv()  # session.created; from here on it reads nothing
+        hog.transport.pause_reading()
+        turn = [json.dumps({"type": "conversation.item.create",
+                            "item": {"content": [{"type": "input_text", "text": "black hoodie"}]}}),
+                json.dumps({"type": "response.create"})]
+        deadline = time.monotonic() + 60
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while time.monotonic() < deadline and app.state.live.connections:
+                for message in turn:
+                    await hog.send(message)
+                await asyncio.sleep(0.01)
+        assert not app.state.live.connections, "the server kept a client that never reads"
+    assert (REGISTRY.get_sample_value("shoptalk_errors_total", {"code": "slow_consumer"}) or 0.0) > slow_before
+    # Everyone else is served as before.
+    async with TalkClient(server.ws_url) as client:
+        await still_alive(client)
