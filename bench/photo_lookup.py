@@ -237,7 +237,8 @@ def main(
                      config=align_cfg, progress=True)
     else:
         ckpt = Path(checkpoint)
-        align_cfg = AlignConfig(**torch.load(ckpt, map_location="cpu", weights_only=True)["align_config"])
+        stored = torch.load(ckpt, map_location="cpu", weights_only=True)["align_config"]
+        align_cfg = AlignConfig(**{"colour_train_gain": 1.0, **stored})  # checkpoints before it trained at gain 1
     enc = create_encoder(DEFAULT_MODEL, checkpoint=ckpt, device="auto")
     align_metrics = torch.load(ckpt, map_location="cpu", weights_only=True)["metrics"]
     idx = _unit(_batched(enc.image_from_body, main_body))

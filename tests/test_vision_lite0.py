@@ -131,18 +131,37 @@ def _t2i_accuracy(enc, pairs) -> float:
     return float(((txt @ img.T).argmax(1) == np.arange(len(pairs))).mean())
 
 
-def test_align_improves_text_to_image_and_checkpoint_roundtrips(raw, shapes):
+def test_align_defaults_train_on_many_views_with_the_colour_branch_at_scale():
+    cfg = AlignConfig()
+    assert cfg.image_views >= 12  # few views: the adapter memorises each photo's crops (see AlignConfig)
+    assert cfg.colour_train_gain > 1.0
+
+
+def test_align_improves_text_to_image_and_checkpoint_roundtrips(raw, shapes, monkeypatch):
+    import vision.align as align_mod
+
     folder, pairs = shapes
     before = _t2i_accuracy(raw, pairs)
     cfg = AlignConfig(epochs=40, lr=3e-3, batch_size=20, image_views=1, image_batch=20, eval_fraction=0.0,
-                      unlock_conv_head=False)
+                      unlock_conv_head=False, colour_train_gain=2.5)
+    # the colour branch trains at ``colour_train_gain``; the gain is re-picked on the held-out view afterwards
+    seen: list[float] = []
+    calibrate = align_mod.calibrate_colour_gain
+
+    def spy(enc, *args, **kwargs):
+        seen.append(enc.model.visual.colour_gain)
+        return calibrate(enc, *args, **kwargs)
+
+    monkeypatch.setattr(align_mod, "calibrate_colour_gain", spy)
     out = align(pairs, out=folder / "heads.pt", cache_dir=folder / "cache", config=cfg, progress=False)
+    assert seen == [2.5]
     enc = create_encoder(DEFAULT_MODEL, checkpoint=out, device="cpu")
     assert enc.aligned and enc.model_key.startswith(DEFAULT_MODEL + "@")
     after = _t2i_accuracy(enc, pairs)
     assert after >= 0.6 and after > before + 0.3, (before, after)
     ckpt = torch.load(out, map_location="cpu", weights_only=True)
     assert ckpt["model_config"]["embed_dim"] == 512 and ckpt["align_config"]["epochs"] == 40
+    assert ckpt["align_config"]["colour_train_gain"] == 2.5
     assert "train_seconds" in ckpt["metrics"]
     # the colour branch's gain was picked on the held-out view and travels in the model config
     assert ckpt["model_config"]["colour_gain"] in COLOUR_GAINS and ckpt["model_config"]["colour_bins"] == 4

@@ -55,7 +55,10 @@ class AlignConfig:
         seed: seeds the split, the augmentation draws and the head initialisation order.
         weight_decay: AdamW weight decay.
         eval_fraction: share of labels held out of the text–image loss for the metrics.
-        image_views: phone-style views cached per photo for training (0 turns the image loss off).
+        image_views: phone-style views cached per photo for training (0 turns the image loss off).  More views are
+            the strongest lever on photo lookup (6 -> 18: held-out-seed phone-style top-1 0.884 -> 0.919): with few
+            views the adapter memorises each photo's handful of crops/backgrounds instead of learning invariance.
+            Each view costs one tower pass per photo once (cached) and nothing per training step.
         image_weight: weight of the image↔image loss.
         image_temperature: fixed temperature of the image↔image loss.
         image_batch: photos per image↔image step (two views each).
@@ -66,6 +69,10 @@ class AlignConfig:
         index_weight: weight of the view→index loss: a batch of phone-style views is classified against the clean
             photos of *every* catalog image (cross-entropy over the whole index at ``image_temperature``), which is
             exactly the lookup the server does; 0 turns it off.
+        colour_train_gain: gain on the colour branch while training.  At 1 the zero-initialised branch stays small
+            (the calibration then picked 3x), so the heads learn to lean on the trunk alone; training at the scale
+            the branch is used at lets the heads and the branch share the work (held-out-seed phone-style top-1
+            0.919 -> 0.926, sibling errors 50 -> 46).  The gain is still re-picked on the held-out view afterwards.
     """
 
     epochs: int = 30
@@ -75,7 +82,7 @@ class AlignConfig:
     seed: int = 0
     weight_decay: float = 1e-4
     eval_fraction: float = 0.2
-    image_views: int = 6
+    image_views: int = 18
     image_weight: float = 1.0
     image_temperature: float = 0.1
     image_batch: int = 64
@@ -83,6 +90,7 @@ class AlignConfig:
     unlock_conv_head: bool = True
     conv_head_lr_scale: float = 0.1
     index_weight: float = 1.0
+    colour_train_gain: float = 3.0
 
 
 def _text_key(text: str, context_length: int) -> str:
@@ -297,6 +305,8 @@ def align(
 
     with torch.no_grad():
         enc.model.logit_scale.fill_(math.log(1.0 / cfg.temperature_init))
+    if enc.colour_bins:
+        enc.model.visual.colour_gain = cfg.colour_train_gain
     params = lit_trainable(enc.model, unlock_conv_head=cfg.unlock_conv_head)
     for param in params.values():
         param.requires_grad_(True)
