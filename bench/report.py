@@ -25,6 +25,14 @@ def section() -> str:
     if voice:
         parts += ["", f"### Voice turn latency (`shoptalk bench voice`, {voice['queries']} spoken queries, "
                   f"median {voice['speech_s']['p50'] / 1000:.1f} s of speech)", "", voice_latency.table(voice)]
+    load_results = _load("load")
+    if load_results:
+        from bench import load
+
+        levels = ", ".join(str(r["n"]) for r in load_results["levels"])
+        parts += ["", f"### Concurrent sessions (`shoptalk bench load`; {levels} sessions, "
+                  f"{load_results['seconds_per_level']:.0f} s each, spoken queries at real-time pace, server VAD, "
+                  "against one `shoptalk serve` process)", "", load.table(load_results)]
     photo = _load("photo_lookup")
     if photo:
         parts += ["", "### Photo lookup (`shoptalk bench photo`, Luma catalog photos)", "", photo_lookup.markdown(photo)]

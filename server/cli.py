@@ -286,6 +286,20 @@ def bench_voice(
     bench_main(cli_settings(data_dir), n_queries=queries, out=out)
 
 
+@bench_app.command("load")
+def bench_load(
+    data_dir: DataDir,
+    seconds: Annotated[float, typer.Option(help="Seconds per level.")] = 30.0,
+    levels: Annotated[str, typer.Option(help="Concurrent sessions per level, comma-separated.")] = "1,2,4,8,16",
+    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/load.json"),
+) -> None:
+    """N concurrent spoken sessions against a `shoptalk serve` process: turn latency, errors, server RSS."""
+    from bench.load import main as bench_main
+    from bench.load import parse_levels
+
+    bench_main(cli_settings(data_dir), seconds=seconds, levels=parse_levels(levels), out=out)
+
+
 @vision_app.command("list")
 def vision_list() -> None:
     """List the image–text encoders (offline default first; CLIP checkpoints need internet)."""
