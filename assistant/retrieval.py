@@ -42,7 +42,7 @@ from assistant.search import (
     canonical_size,
 )
 from ranking.fusion import FusedHit, reciprocal_rank_fusion
-from ranking.index import FaissIndex
+from ranking.index import FaissIndex, VectorIndex, create_vector_index, load_vector_index, parse_vector_url
 from ranking.lexical import BM25Index
 from ranking.text_encoder import TextEncoder
 
@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 SOURCES = ("lexical", "text", "image")
 """Sources for worded queries; `HybridRetriever.search_image` adds ``photo``."""
 DEFAULT_WEIGHTS: dict[str, float] = {"lexical": 1.0, "text": 1.0, "image": 0.5, "photo": 2.0}
+TEXT_COLLECTION = "shoptalk-text"  # Qdrant collection names (with `vector_url`)
+IMAGE_COLLECTION = "shoptalk-image"
 DIVERSITY_POOL = 4  # candidates fetched per wanted hit, so colourways of one model do not crowd out others
 # MiniLM cosine: "red running shoes" vs a red running shoe 0.63, hiking boots 0.36, a coffee maker -0.01.
 DEFAULT_MIN_SCORE = 0.2
@@ -312,6 +314,13 @@ class HybridRetriever:
         image_min_score: ``image`` hits at least this similar may add candidates no word source found; below it,
             or when None, the ``image`` source only re-ranks what the words found.
         index_kind: `FaissIndex` kind for the vector indexes.
+        vector_url: Where the vector indexes live (`ranking.index.create_vector_index`): None (or ``faiss``) for
+            in-process FAISS saved under ``cache_dir``; ``qdrant-local:[PATH]`` (default ``cache_dir/qdrant``),
+            ``qdrant::memory:`` or ``http(s)://host:6333`` for Qdrant collections `TEXT_COLLECTION` and
+            `IMAGE_COLLECTION`, whose manifest is saved where the FAISS text index would be.
+
+    Raises:
+        ValueError: Unknown sources, or an unknown `vector_url` scheme.
     """
 
     def __init__(
@@ -326,6 +335,7 @@ class HybridRetriever:
         min_score: float = DEFAULT_MIN_SCORE,
         image_min_score: float | None = None,
         index_kind: str = "auto",
+        vector_url: str | None = None,
     ) -> None:
         unknown = set(sources or ()) - set(SOURCES)
         if unknown:
@@ -338,6 +348,8 @@ class HybridRetriever:
         self.min_score = min_score
         self.image_min_score = image_min_score
         self.index_kind = index_kind
+        self.vector_url = vector_url
+        parse_vector_url(vector_url, self.cache_dir)  # an unknown scheme fails here, before anything is built
         wanted = tuple(sources) if sources is not None else SOURCES
         aligned = image_encoder is not None and bool(getattr(image_encoder, "aligned", False))
         self.sources = tuple(s for s in wanted if s != "image" or aligned)
@@ -347,8 +359,8 @@ class HybridRetriever:
         self.lexical = BM25Index()
         self._tokens: dict[str, frozenset[str]] = {}
         self._text_cache = _VectorCache(self._cache_path(f"text-vectors-{self._encoder_name}.npz"))
-        self.text_index = FaissIndex(text_encoder.dim, kind=index_kind)
-        self.image_index: FaissIndex | None = None
+        self.text_index: VectorIndex = FaissIndex(text_encoder.dim, kind=index_kind)  # replaced by _build
+        self.image_index: VectorIndex | None = None
         self._build(catalog, use_cached_index=True)
 
     # -- building --
@@ -360,7 +372,7 @@ class HybridRetriever:
         )
 
     @property
-    def index(self) -> FaissIndex:
+    def index(self) -> VectorIndex:
         """The product text index (``text`` source)."""
         return self.text_index
 
@@ -379,23 +391,29 @@ class HybridRetriever:
         path = self._text_index_path(catalog.content_hash())
         loaded = self._load_index(path, ids) if use_cached_index else None
         if loaded is None:
-            loaded = FaissIndex(self.encoder.dim, kind=self.index_kind, metadata=self._text_meta())
+            loaded = self._new_index(self.encoder.dim, TEXT_COLLECTION, metadata=self._text_meta())
             loaded.add(ids, self._encode_products(ids))
             self._save_text_index(loaded, path)
         self.text_index = loaded
         if self.image_encoder is not None:
-            self.image_index = FaissIndex(int(self.image_encoder.dim), kind=self.index_kind)
+            self.image_index = self._new_index(int(self.image_encoder.dim), IMAGE_COLLECTION)
             self._add_images(ids)
         log.info("built retrieval indexes for %d products in %.2f s", len(ids), time.perf_counter() - start)
+
+    def _new_index(self, dim: int, name: str, metadata: dict[str, str] | None = None) -> VectorIndex:
+        """An empty vector index in the store `vector_url` names (FAISS when None)."""
+        return create_vector_index(
+            self.vector_url, dim, name=name, kind=self.index_kind, metadata=metadata, data_dir=self.cache_dir
+        )
 
     def _text_meta(self) -> dict[str, str]:
         return {"encoder": str(getattr(self.encoder, "model_path", self._encoder_name))}
 
-    def _load_index(self, path: Path | None, ids: list[str]) -> FaissIndex | None:
+    def _load_index(self, path: Path | None, ids: list[str]) -> VectorIndex | None:
         if path is None or not path.is_file():
             return None
         try:
-            index = FaissIndex.load(path)
+            index = load_vector_index(path, self.vector_url, data_dir=self.cache_dir)
         except ValueError as err:
             log.warning("ignoring unreadable text index %s: %s", path, err)
             return None
@@ -405,7 +423,7 @@ class HybridRetriever:
         log.info("loaded text index of %d products from %s", len(index), path)
         return index
 
-    def _save_text_index(self, index: FaissIndex, path: Path | None) -> None:
+    def _save_text_index(self, index: VectorIndex, path: Path | None) -> None:
         self._text_cache.save()
         if path is None:
             return

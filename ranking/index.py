@@ -2,6 +2,9 @@
 
 Exact (``IndexFlatIP``) for small catalogs, IVF for large ones, chosen by size; string ids, several vectors per id
 (the best one scores), incremental add/remove, an optional id whitelist for the caller's filters, atomic save/load.
+
+`VectorIndex` is the interface `FaissIndex` and `ranking.qdrant_index.QdrantIndex` share; `create_vector_index`
+picks one from a URL and `load_vector_index` reopens what either saved.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import faiss
 import numpy as np
@@ -47,6 +50,31 @@ def _single_thread() -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(threads)
+
+
+def query_matrix(query: np.ndarray, dim: int) -> np.ndarray:
+    """A search query as a contiguous float32 [n, dim] matrix (one row for a single vector).
+
+    Raises:
+        ValueError: The query dimension is wrong.
+    """
+    q = np.ascontiguousarray(np.asarray(query, dtype=np.float32))
+    q = q.reshape(1, -1) if q.ndim == 1 else q
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"expected a query of dimension {dim}, got shape {np.shape(query)}")
+    return q
+
+
+def vector_rows(ids: Sequence[str], vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Vectors to add as a contiguous float32 [len(ids), dim] matrix.
+
+    Raises:
+        ValueError: Shapes disagree.
+    """
+    vecs = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    if vecs.ndim != 2 or vecs.shape[0] != len(ids) or vecs.shape[1] != dim:
+        raise ValueError(f"expected vectors of shape [{len(ids)}, {dim}], got {vecs.shape}")
+    return vecs
 
 
 def ivf_lists(n: int) -> int:
@@ -241,9 +269,7 @@ class FaissIndex:
         Raises:
             ValueError: Shapes disagree.
         """
-        vecs = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
-        if vecs.ndim != 2 or vecs.shape[0] != len(ids) or vecs.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of shape [{len(ids)}, {self.dim}], got {vecs.shape}")
+        vecs = vector_rows(ids, vectors, self.dim)
         if not len(ids):
             return
         labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
@@ -306,10 +332,7 @@ class FaissIndex:
         Raises:
             ValueError: The query dimension is wrong.
         """
-        q = np.ascontiguousarray(np.asarray(query, dtype=np.float32))
-        q = q.reshape(1, -1) if q.ndim == 1 else q
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"expected a query of dimension {self.dim}, got shape {np.shape(query)}")
+        q = query_matrix(query, self.dim)
         if k <= 0 or not self._id_of:
             return []
         with _single_thread():
@@ -472,3 +495,158 @@ class FaissIndex:
         index._most_per_id = max((len(v) for v in index._labels.values()), default=1)
         index._dead = dead
         return index
+
+
+# --- the shared interface and the factory --------------------------------------------------------------------------
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """String ids -> one or more vectors each; search scores an id by its best vector (see `FaissIndex`)."""
+
+    dim: int
+    metric: str
+    metadata: dict[str, str]
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, id_: object) -> bool: ...
+
+    @property
+    def ids(self) -> list[str]: ...
+
+    @property
+    def num_vectors(self) -> int: ...
+
+    def vectors(self, id_: str) -> np.ndarray: ...
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None: ...
+
+    def remove(self, ids: Iterable[str]) -> int: ...
+
+    def search(
+        self, query: np.ndarray, k: int, allowed: set[str] | None = None
+    ) -> list[tuple[str, float]]: ...
+
+    def search_batch(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]: ...
+
+    def save(self, path: Path) -> None: ...
+
+
+VECTOR_URL_FORMS = (
+    "faiss (or none)",
+    "qdrant-local:[PATH] (default <data_dir>/qdrant; a relative PATH is under the data dir)",
+    "qdrant::memory:",
+    "http(s)://HOST:PORT (a Qdrant server)",
+)
+
+
+def parse_vector_url(url: str | None, data_dir: Path | None = None) -> tuple[str, str | None]:
+    """Which vector store a URL names: ``(backend, where)``.
+
+    ``backend`` is ``faiss`` (where None), ``qdrant-local`` (where: an absolute folder), ``qdrant-memory`` (None)
+    or ``qdrant-server`` (where: the URL without a trailing slash).
+
+    Raises:
+        ValueError: An unknown scheme (the message lists the valid forms), or ``qdrant-local:`` with neither a
+            path nor a data dir.
+    """
+    text = (url or "").strip()
+    if text in ("", "faiss", "faiss:"):
+        return "faiss", None
+    if text == "qdrant::memory:":
+        return "qdrant-memory", None
+    if text.startswith("qdrant-local:"):
+        raw = text[len("qdrant-local:") :]
+        if raw == ":memory:":
+            return "qdrant-memory", None
+        folder = Path(raw).expanduser() if raw else None
+        if folder is None or not folder.is_absolute():
+            if data_dir is None:
+                raise ValueError(f"{text!r} needs an absolute path, or a data dir to put the store under")
+            folder = Path(data_dir) / (folder if folder is not None else "qdrant")
+        return "qdrant-local", str(folder.resolve())
+    if text.startswith(("http://", "https://")) and len(text.split("://", 1)[1].strip("/")) > 0:
+        return "qdrant-server", text.rstrip("/")
+    raise ValueError(f"unknown vector store URL {url!r}; expected one of: {'; '.join(VECTOR_URL_FORMS)}")
+
+
+def create_vector_index(
+    url: str | None,
+    dim: int,
+    *,
+    name: str,
+    kind: str = "auto",
+    metric: str = "ip",
+    metadata: dict[str, str] | None = None,
+    data_dir: Path | None = None,
+) -> VectorIndex:
+    """A new, empty vector index in the store `url` names (see `parse_vector_url`).
+
+    Args:
+        url: None or ``faiss``: a `FaissIndex`; ``qdrant-local:[PATH]``, ``qdrant::memory:`` or
+            ``http(s)://host:6333``: a `ranking.qdrant_index.QdrantIndex` (an existing collection `name` is
+            emptied, as a new FAISS index starts empty).
+        dim: Vector dimension.
+        name: Collection name (Qdrant; FAISS ignores it).
+        kind: `FaissIndex` kind; for a Qdrant server ``flat`` asks for exact search, the others mean HNSW (local
+            Qdrant is always exact).
+        metric: ``ip`` or ``l2``.
+        metadata: Free-form string metadata saved with the index.
+        data_dir: Where ``qdrant-local:`` keeps its store by default.
+
+    Raises:
+        ValueError: An unknown URL scheme, kind or metric.
+        ImportError: A Qdrant URL without qdrant-client installed.
+    """
+    backend, where = parse_vector_url(url, data_dir)
+    if backend == "faiss":
+        return FaissIndex(dim, kind=kind, metric=metric, metadata=metadata)
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
+    from ranking.qdrant_index import QdrantIndex  # qdrant-client is optional
+
+    return QdrantIndex(
+        dim,
+        collection=name,
+        metric=metric,
+        path=where if backend == "qdrant-local" else None,
+        url=where if backend == "qdrant-server" else None,
+        exact=backend == "qdrant-server" and kind == "flat",
+        metadata=metadata,
+    )
+
+
+def load_vector_index(path: Path, url: str | None = None, *, data_dir: Path | None = None) -> VectorIndex:
+    """Reopen an index saved at `path`, checking it lives in the store `url` names.
+
+    A FAISS index is its ``.npz`` file; a Qdrant index is a JSON manifest pointing at its collection.
+
+    Raises:
+        ValueError: The file is unreadable, or holds an index of another store than `url`.
+    """
+    backend, where = parse_vector_url(url, data_dir)
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(2)
+    except OSError as err:
+        raise ValueError(f"cannot read vector index {path}: {err}") from err
+    if head == b"PK":  # a zip: numpy's .npz
+        if backend != "faiss":
+            raise ValueError(f"{path} holds a FAISS index, not one in {url}")
+        return FaissIndex.load(path)
+    if backend == "faiss":
+        raise ValueError(f"{path} is not a FAISS index (a Qdrant manifest?)")
+    from ranking.qdrant_index import QdrantIndex, read_manifest
+
+    manifest = read_manifest(path)
+    saved = manifest.get("url")
+    expected = (
+        "qdrant::memory:"
+        if backend == "qdrant-memory"
+        else (f"qdrant-local:{where}" if backend == "qdrant-local" else where)
+    )
+    if saved != expected:
+        raise ValueError(f"{path} describes an index in {saved}, not {expected}")
+    return QdrantIndex.load(path)
