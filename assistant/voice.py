@@ -6,6 +6,10 @@ transcript whenever at least ``partial_interval_ms`` of new audio has arrived an
 decoder never falls behind on 2 cores.  When the VAD sees the first silent frame after speech it starts a
 *speculative* final decode; if the silence lasts (``speech_stopped``) that result is the final transcript and no
 time is spent after the end of the turn; if speech resumes the speculation is dropped.
+
+Every decode states its priority (``STTPriority``) and the session as its ``key``: an engine shared by many sessions
+(:class:`speech.scheduler.ScheduledSTT`) serves finals and speculative finals before partials and drops a partial that
+a newer request of the same session supersedes or that waited too long.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from assistant.errors import InvalidInputError, SpeechToTextError
 from assistant.frames import Frame, SpeechStarted, SpeechStopped, Transcript, TranscriptDelta
 from speech.audio import SAMPLE_RATE, StreamResampler, pcm16_to_float32
 from speech.errors import AudioFormatError
-from speech.stt import STTEngine, TranscribeOptions, Transcription
+from speech.scheduler import RequestDropped
+from speech.stt import STTEngine, STTPriority, TranscribeOptions, Transcription
 from speech.vad import SileroVAD, TurnDetector, VADEvent, VADOptions
 
 log = logging.getLogger(__name__)
@@ -212,7 +217,11 @@ class VoiceInput:
 
     async def _partial(self, audio: np.ndarray, item_id: str, generation: int) -> None:
         try:
-            result = await self._stt.run_stt(audio, self._transcribe_options())
+            result = await self._stt.run_stt(
+                audio, self._transcribe_options(), priority=STTPriority.PARTIAL, key=self
+            )
+        except RequestDropped:  # superseded by a newer request of this session, or stale: the next one comes
+            return
         except Exception:  # a failed partial is not worth ending the turn for
             log.exception("partial transcription failed")
             return
@@ -230,11 +239,14 @@ class VoiceInput:
         self._drop_speculation()
         audio = self._audio(self._speech_start, end)
         self._speculation_end = end
-        self._speculation = asyncio.ensure_future(self._stt.run_stt(audio, self._transcribe_options()))
+        self._speculation = asyncio.ensure_future(
+            self._stt.run_stt(audio, self._transcribe_options(), priority=STTPriority.SPECULATIVE, key=self)
+        )
 
     def _drop_speculation(self) -> None:
         if self._speculation is not None:
             self._speculation.add_done_callback(_swallow)
+            self._speculation.cancel()  # withdraws the request if it has not started decoding
             self._speculation = None
 
     async def commit(self) -> None:
@@ -273,8 +285,11 @@ class VoiceInput:
                 result = await speculation
             elif speculation is not None:
                 speculation.add_done_callback(_swallow)
+                speculation.cancel()
             if result is None:
-                result = await self._stt.run_stt(audio, self._transcribe_options())
+                result = await self._stt.run_stt(
+                    audio, self._transcribe_options(), priority=STTPriority.FINAL, key=self
+                )
         except asyncio.CancelledError:
             raise
         except Exception as err:

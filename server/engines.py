@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from assistant.catalog import Catalog
@@ -25,6 +24,8 @@ from assistant.session import Engines
 from ranking.text_encoder import TextEncoder
 from server.security import Gate
 from server.settings import Settings
+from speech.audio import SAMPLE_RATE, resample
+from speech.scheduler import ScheduledSTT
 from speech.stt import create_stt
 from speech.tts import TTSEngine, create_tts
 from speech.vad import SileroVAD
@@ -193,8 +194,10 @@ def build_memory(settings: Settings) -> MemoryStore:
 def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     t0 = time.perf_counter()
     catalog, retriever, image_encoder = build_search(settings)
-    stt = create_stt(settings.stt_model, cache_dir=settings.cache_dir, device=settings.device,
-                     cpu_threads=settings.cpu_threads)
+    # One engine for all sessions behind a priority scheduler (finals before partials, stale partials dropped);
+    # its workers decode independent requests in parallel, cpu_threads split between them.
+    stt = ScheduledSTT(create_stt(settings.stt_model, cache_dir=settings.cache_dir, device=settings.device,
+                                  cpu_threads=settings.cpu_threads, workers=settings.stt_workers))
     tts = create_tts(settings.tts_model, cache_dir=settings.cache_dir, device=settings.device)
     images = ImageStore(settings.data_dir / "uploads")
     photos = EncoderPhotoSearcher(image_encoder, retriever) if image_encoder is not None else None
@@ -215,8 +218,8 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     store = default_store(settings.data_dir) if serves_store(settings) else None
     if warmup:
         # First calls pay for lazy initialisation (ONNX graphs, CT2 allocations); pay it before the first shopper.
-        stt.transcribe(np.zeros(16000, dtype=np.float32))
-        tts.synthesize("Hello.")
+        spoken = tts.synthesize("Hello. Show me black hoodies under fifty dollars.")
+        stt.warm_up(resample(spoken, tts.sample_rate, SAMPLE_RATE))  # every STT worker, at once
         retriever.encoder.encode_query("warm up")
     log.info("engines ready in %.1f s (%d products, stt=%s, tts=%s, vision=%s)", time.perf_counter() - t0,
              len(catalog), settings.stt_model, settings.tts_model, getattr(image_encoder, "name", None))

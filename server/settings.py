@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     device: str = "auto"
     fetch_image_urls: bool = False  # let catalog admin calls make the server fetch http(s) images (SSRF risk)
     cpu_threads: int = 0  # 0: all cores
+    # Concurrent STT decodes (CTranslate2 workers, cpu_threads split between them): 2 on 2 cores lets two sessions'
+    # finals decode in parallel at no cost to one session (tiny.en decodes as fast on 1 thread as on 2).
+    stt_workers: int = Field(2, ge=1, le=16)
     host: str = "127.0.0.1"
     port: int = 8000
     search_k: int = 5

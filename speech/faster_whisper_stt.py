@@ -47,8 +47,11 @@ class FasterWhisperSTT(STTEngine):
         size: ``"tiny.en"`` or ``"base"``.
         cache_dir: Folder where the base model parts are joined.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        cpu_threads: Intra-op threads on CPU; 0 means ``os.cpu_count()``.
+        cpu_threads: CPU threads in all; 0 means ``os.cpu_count()``. They are split between the workers.
         compute_type: CTranslate2 compute type; default int8 on CPU, float16 on CUDA.
+        workers: Concurrent model calls (CTranslate2 ``num_workers``): independent requests (two sessions' finals)
+            decode in parallel, each on ``threads_per_worker`` intra-op threads.
+        threads_per_worker: Intra-op threads of each worker; default ``cpu_threads // workers`` (at least 1).
     """
 
     def __init__(
@@ -59,27 +62,33 @@ class FasterWhisperSTT(STTEngine):
         device: str = "auto",
         cpu_threads: int = 0,
         compute_type: str | None = None,
+        workers: int = 1,
+        threads_per_worker: int | None = None,
     ) -> None:
-        super().__init__()
+        workers = max(1, workers)
+        super().__init__(max_concurrency=workers)
         from faster_whisper import WhisperModel
 
         self.name = f"faster-whisper:{size}"
         self.device = resolve_ct2_device(device)
         self.compute_type = compute_type or ("float16" if self.device == "cuda" else "int8")
-        threads = cpu_threads or os.cpu_count() or 1
+        threads = threads_per_worker or max(1, (cpu_threads or os.cpu_count() or 1) // workers)
+        self.workers, self.threads_per_worker = workers, threads
         model_dir = whisper_ct2_dir(size, cache_dir)
         start = time.perf_counter()
         try:
             self.model = WhisperModel(
-                str(model_dir), device=self.device, compute_type=self.compute_type, cpu_threads=threads
+                str(model_dir), device=self.device, compute_type=self.compute_type, cpu_threads=threads,
+                num_workers=workers,
             )
         except (RuntimeError, ValueError, OSError) as err:
             raise SpeechToTextError(f"cannot load {self.name} from {model_dir}: {err}") from err
         log.info(
-            "loaded %s (%s, %s, %d threads) in %.2f s",
+            "loaded %s (%s, %s, %d worker(s) x %d threads) in %.2f s",
             self.name,
             self.device,
             self.compute_type,
+            workers,
             threads,
             time.perf_counter() - start,
         )

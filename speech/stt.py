@@ -18,6 +18,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
@@ -212,20 +213,37 @@ def silent_transcription(language: str | None, duration_s: float) -> Transcripti
     return Transcription("", language or "en", 0.0, 1.0, duration_s, is_hallucination=True)
 
 
+class STTPriority(IntEnum):
+    """What a transcription is for, most urgent first (lower value is served first).
+
+    ``FINAL`` ends a turn and the reply waits on it; ``SPECULATIVE`` is a final decoded ahead of the VAD's end of
+    turn (it usually becomes the final, so it ranks with finals); ``PARTIAL`` is a live caption (a UI nicety that
+    may be dropped when it is stale or superseded).
+    """
+
+    FINAL = 0
+    SPECULATIVE = 1
+    PARTIAL = 2
+
+
 class STTEngine(ABC):
     """A speech-to-text engine.
 
-    ``transcribe`` blocks; ``run_stt`` runs it in a worker thread. One instance is never entered by two threads
-    at once (subclasses hold ``self._lock`` around model calls).
+    ``transcribe`` blocks; ``run_stt`` runs it in a worker thread. At most ``max_concurrency`` threads are inside
+    the model at once (subclasses hold ``self._lock``, a semaphore with that many slots, around model calls); an
+    engine whose model runs concurrent calls (CTranslate2's ``num_workers``) has more than one slot. To share one
+    engine between sessions with priorities, wrap it in :class:`speech.scheduler.ScheduledSTT`.
 
     Attributes:
         name: Registry name, e.g. ``"faster-whisper:tiny.en"``.
+        max_concurrency: How many ``transcribe`` calls may run in parallel.
     """
 
     name: str
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, max_concurrency: int = 1) -> None:
+        self.max_concurrency = max(1, max_concurrency)
+        self._lock = threading.BoundedSemaphore(self.max_concurrency)
 
     @abstractmethod
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcription:
@@ -243,8 +261,23 @@ class STTEngine(ABC):
             SpeechToTextError: If the model fails.
         """
 
-    async def run_stt(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcription:
-        """Transcribe without blocking the event loop (runs :meth:`transcribe` in a thread)."""
+    async def run_stt(
+        self,
+        audio: np.ndarray,
+        options: TranscribeOptions | None = None,
+        *,
+        priority: STTPriority = STTPriority.FINAL,
+        key: object = None,
+    ) -> Transcription:
+        """Transcribe without blocking the event loop (runs :meth:`transcribe` in a thread).
+
+        Args:
+            audio: 1-D float32 samples at 16 kHz.
+            options: Decoding options.
+            priority: What the result is for; a bare engine ignores it (calls queue FIFO on the model's slots),
+                :class:`speech.scheduler.ScheduledSTT` serves finals first and may drop stale partials.
+            key: Who asks (one voice session); a scheduler coalesces that caller's pending partials.
+        """
         return await asyncio.to_thread(self.transcribe, audio, options)
 
 
@@ -253,14 +286,18 @@ def available_stt_models() -> list[str]:
     return [f"{backend}:{size}" for backend in _BACKENDS for size in _SIZES]
 
 
-def create_stt(name: str, *, cache_dir: Path, device: str = "auto", cpu_threads: int = 0) -> STTEngine:
+def create_stt(
+    name: str, *, cache_dir: Path, device: str = "auto", cpu_threads: int = 0, workers: int = 1
+) -> STTEngine:
     """Build a speech-to-text engine by registry name.
 
     Args:
         name: One of :func:`available_stt_models`.
         cache_dir: Folder for prepared weights (joined/converted once).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        cpu_threads: CPU threads for inference; 0 means ``os.cpu_count()``.
+        cpu_threads: CPU threads for inference; 0 means ``os.cpu_count()``. With ``workers`` > 1 on CPU, this is
+            the total, split between the workers (faster-whisper).
+        workers: Concurrent model calls (CTranslate2 ``num_workers``; faster-whisper only, openai-whisper runs one).
 
     Returns:
         A loaded engine.
@@ -274,7 +311,7 @@ def create_stt(name: str, *, cache_dir: Path, device: str = "auto", cpu_threads:
     if backend == "faster-whisper":
         from speech.faster_whisper_stt import FasterWhisperSTT
 
-        return FasterWhisperSTT(size, cache_dir=cache_dir, device=device, cpu_threads=cpu_threads)
+        return FasterWhisperSTT(size, cache_dir=cache_dir, device=device, cpu_threads=cpu_threads, workers=workers)
     from speech.openai_whisper_stt import OpenAIWhisperSTT
 
     return OpenAIWhisperSTT(size, cache_dir=cache_dir, device=device, cpu_threads=cpu_threads)

@@ -124,6 +124,29 @@ async def test_concurrent_calls_are_serialized(tiny_fw: STTEngine, jfk: np.ndarr
     assert first.text == second.text and "fellow" in normalize_text(first.text)
 
 
+@needs_clips
+async def test_two_workers_decode_concurrently_through_the_scheduler(model_cache: Path, jfk: np.ndarray):
+    import asyncio
+
+    from speech.scheduler import ScheduledSTT
+    from speech.stt import STTPriority
+
+    engine = create_stt("faster-whisper:tiny.en", cache_dir=model_cache, device="cpu", cpu_threads=2, workers=2)
+    assert engine.max_concurrency == 2
+    stt = ScheduledSTT(engine)
+    try:
+        clip = jfk[: 3 * SAMPLE_RATE]
+        results = await asyncio.gather(
+            stt.run_stt(clip, priority=STTPriority.FINAL, key=1),
+            stt.run_stt(clip, priority=STTPriority.SPECULATIVE, key=2),
+            stt.run_stt(clip, priority=STTPriority.PARTIAL, key=3),
+        )
+        assert len({r.text for r in results}) == 1 and "fellow" in normalize_text(results[0].text)
+        assert stt.stats["ran_final"] == stt.stats["ran_speculative"] == stt.stats["ran_partial"] == 1
+    finally:
+        stt.close()
+
+
 @pytest.mark.parametrize("kind", ["silence", "noise", "quiet_noise"])
 def test_no_text_from_silence_or_noise(tiny_fw: STTEngine, kind: str):
     rng = np.random.default_rng(0)
