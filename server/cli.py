@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,6 +57,22 @@ def _logging(level: str = "info") -> None:
         handler.addFilter(_Redact())
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (what ``MALLOC_ARENA_MAX`` does), before the server starts its threads.
+
+    Every thread that allocates (STT workers, TTS, the event loop's executor) otherwise gets an arena of its own, and
+    RSS steps up by ~100 MB whenever more sessions run at once without being used again (``bench load``).
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return  # the operator chose
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc
+    m_arena_max = -8
+    libc.mallopt(m_arena_max, arenas)
+
+
 @app.command()
 def serve(
     data_dir: DataDir,
@@ -73,6 +91,7 @@ def serve(
     _logging(log_level)
     from server.app import GracefulServer
 
+    _limit_malloc_arenas()
     settings = cli_settings(data_dir, host=host, port=port, stt_model=stt, tts_model=tts, catalog=catalog,
                          log_level=log_level)
     web = create_app(settings)

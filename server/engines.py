@@ -135,7 +135,8 @@ def build_search(settings: Settings, *, vision: bool = True) -> tuple[Catalog, H
     catalog = load_catalog(settings)
     encoder = TextEncoder(device=settings.device)
     image_encoder = build_image_encoder(settings) if vision else None
-    retriever = HybridRetriever(catalog, encoder, image_encoder=image_encoder, cache_dir=settings.data_dir / "index")
+    retriever = HybridRetriever(catalog, encoder, image_encoder=image_encoder, cache_dir=settings.data_dir / "index",
+                                vector_url=settings.vector_url)
     return catalog, retriever, image_encoder
 
 

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     copy_llm: bool = True  # POST /v1/copy drafts with SmolLM2 (checked); False: attribute templates only
     kb_dir: Path | None = None  # the merchant's policy documents (markdown); default: the demo policies
     memory_url: str | None = None  # None/"sqlite": data_dir/memory.sqlite; "redis://host:6379/0" for several servers
+    # None/"faiss": FAISS files under data_dir/index; "qdrant-local:[PATH]"; "http(s)://qdrant:6333" for several
+    vector_url: str | None = None
     memory_ttl_days: float = 30.0  # an idle session's memory is forgotten after this
     outbound_queue: int = 512  # events buffered per client before it counts as not reading
     log_level: str = "info"
