@@ -26,7 +26,8 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(VENV)/bin/shoptalk models prepare --data-dir $(DATA)
-	# 10 epochs keep the one-time alignment on the demo catalog to a few minutes on 2 cores
+	# one-time alignment of the image–text heads on the demo catalog: ~10-15 min on 2 cores (18 phone-style views
+	# per photo are encoded once and cached; 10 epochs keep the training part short); later runs skip it
 	$(VENV)/bin/shoptalk vision align --data-dir $(DATA) --epochs 10
 	$(VENV)/bin/shoptalk serve --data-dir $(DATA) --host $(HOST) --port $(PORT)
 
