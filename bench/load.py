@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import machine, pct, summary, write_results
+from bench.common import free_port, machine, pct, summary, write_results
 from bench.voice_latency import QUERIES, speak_queries, word_error_rate
 from server.settings import Settings
 
@@ -61,12 +60,6 @@ FLAT_RULE = "RSS end - start of the level <= max(20 MB, 5 % of start)"
 
 
 # ---------------------------------------------------------------------------------------------------- the server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def shoptalk_command(data_dir: Path) -> ServerCommand:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,15 +12,10 @@ from typing import Any
 
 import pytest
 
+from bench.common import free_port, wait_for_port
 from server.app import create_app
 from server.client import TalkClient
 from tests.fake_server import build
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisProcess:
@@ -31,7 +25,7 @@ class RedisProcess:
         exe = shutil.which("redis-server")
         if exe is None:
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
-        self.exe, self.workdir, self.port = exe, workdir, _free_port()
+        self.exe, self.workdir, self.port = exe, workdir, free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -42,14 +36,8 @@ class RedisProcess:
         self.proc = subprocess.Popen([self.exe, "--port", str(self.port), "--dir", str(self.workdir), "--save", "",
                                       "--appendonly", "yes", "--appendfsync", "always"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        if not wait_for_port(self.port):
+            raise RuntimeError("redis-server did not start")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

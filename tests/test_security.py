@@ -23,6 +23,7 @@ import pytest
 import websockets
 from prometheus_client import REGISTRY
 
+from bench.common import free_port
 from server.app import create_app
 from server.auth import AUDIENCE, Authority, load_secret, redact
 from server.client import AuthRefused, TalkClient
@@ -52,13 +53,14 @@ def shopper_token(server: Any, user: str | None = None) -> str:
     return authority(server).mint(f"user:{user}" if user else "anon:test", user_id=user).token
 
 
-async def first_event(url: str, **connect: Any) -> tuple[dict[str, Any], Any]:
+async def first_event(url: str, **connect: Any) -> tuple[dict[str, Any], int | None]:
+    """The first event of a new connection, and the code the server then closes it with (None: it stays open)."""
     async with websockets.connect(url, **connect) as ws:
         event = json.loads(await ws.recv())
+        if event.get("type") == "session.created":
+            return event, None
         with pytest.raises(websockets.ConnectionClosed):
             while True:
-                if event.get("type") == "session.created":
-                    return event, None
                 await asyncio.wait_for(ws.recv(), 5)
         return event, ws.close_code
 
@@ -251,12 +253,6 @@ async def test_graceful_shutdown_finishes_the_reply_then_closes_1012(tmp_path: P
         live.__exit__(None, None, None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
@@ -283,7 +279,7 @@ def spawn(tmp_path: Path) -> Iterator[Any]:
 
 
 async def test_sigterm_during_a_reply_finishes_it_and_closes_1012(spawn: Any) -> None:
-    port = _free_port()
+    port = free_port()
     proc = spawn(port, "--tts-delay", "0.4")
     async with TalkClient(f"ws://127.0.0.1:{port}/v1/realtime") as client:
         await client.send({"type": "conversation.item.create",
@@ -306,7 +302,7 @@ async def test_sigterm_during_a_reply_finishes_it_and_closes_1012(spawn: Any) ->
 
 
 async def test_kill_9_mid_turn_loses_nothing_committed(spawn: Any, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"ws://127.0.0.1:{port}/v1/realtime"
     proc = spawn(port, "--tts-delay", "0.5")
     async with TalkClient(url) as client:
