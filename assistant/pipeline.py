@@ -223,14 +223,16 @@ class Brain:
 
         async def produce_audio() -> None:
             assert self.tts is not None
+            index = 0
             while (sentence := await sentences.get()) is not None:
                 violations = violations_of(sentence)
                 if violations:
                     raise ReplyError(f"reply failed its grounding check: {violations}")
                 try:
-                    audio = await self.tts.run_tts(sentence)
+                    audio = await self.tts.run_tts(sentence, priority=index)
                 except Exception as err:
                     raise ReplyError(f"speech synthesis failed: {err}", code="tts_failed") from err
+                index += 1
                 if "first_audio_ms" not in timings:
                     timings["first_audio_ms"] = 1000 * (time.perf_counter() - t0)
                 rate = self.tts.sample_rate

@@ -228,6 +228,8 @@ class LLMReranker:
         pool: Retrieval candidates a `RankedSearcher` hands over.
         one_thread: Score under `single_thread` (on a small CPU box torch with several threads was 10–30×
             slower for the ranker's short query encode).
+        query_batcher: Encodes the query text, batched with other sessions' (``assistant.batching.
+            batched_ranker_queries``); None encodes each query alone.
     """
 
     def __init__(
@@ -238,9 +240,11 @@ class LLMReranker:
         image_vectors: ImageVectors | None = None,
         pool: int = DEFAULT_POOL,
         one_thread: bool = True,
+        query_batcher: Any | None = None,
     ) -> None:
         self.ranker = ranker
         self.one_thread = one_thread
+        self.query_batcher = query_batcher
         self.image_vectors = image_vectors
         self.pool = pool
         self.catalog = catalog
@@ -333,13 +337,17 @@ class LLMReranker:
     ) -> RankOutput:
         """The ranker's scores (and their contributions) for `hits`, in their order."""
         feats = self.features(query, hits, signals, retrieval)
+        text = render_query(query.text, query_slots(query))
+        # Batched: the query waits for the shared encoder outside the lock, so other sessions' queries join it.
+        qvec = self.query_batcher(text) if self.query_batcher is not None else None
         threads = single_thread() if self.one_thread else contextlib.nullcontext()
         with self._lock, threads:
             product_vecs = np.stack([self._vector(h.product) for h in hits])
             images = None
             if self.image_vectors is not None:
                 images = self.image_vectors([h.product.id for h in hits])
-            qvec = self.ranker.encode_query(render_query(query.text, query_slots(query)))
+            if qvec is None:
+                qvec = self.ranker.encode_query(text)
             return self.ranker.score(qvec, product_vecs, images, feats)  # type: ignore[no-any-return]
 
     def rerank(

@@ -33,6 +33,12 @@ def section() -> str:
         parts += ["", f"### Concurrent sessions (`shoptalk bench load`; {levels} sessions, "
                   f"{load_results['seconds_per_level']:.0f} s each, spoken queries at real-time pace, server VAD, "
                   "against one `shoptalk serve` process)", "", load.table(load_results)]
+    batching = _load("batching")
+    if batching:
+        from bench import batching as batching_bench
+
+        parts += ["", f"### Micro-batching across sessions (`shoptalk bench batching`; each client encodes "
+                  f"{batching['per_client']} distinct queries back to back)", "", batching_bench.table(batching)]
     photo = _load("photo_lookup")
     if photo:
         parts += ["", "### Photo lookup (`shoptalk bench photo`, Luma catalog photos)", "", photo_lookup.markdown(photo)]

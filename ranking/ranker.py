@@ -342,7 +342,14 @@ class Ranker(nn.Module):
     @torch.no_grad()
     def encode_query(self, text: str) -> np.ndarray:
         """Encode one query (transcript + rendered slots, see `render_query`): ``[H]`` float32."""
-        return self.query_states([text])[0].cpu().numpy()
+        return self.encode_queries([text])[0]
+
+    @torch.no_grad()
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode several queries in one batch (padding is masked out of the mean): ``[n, H]`` float32."""
+        if len(texts) == 0:
+            return np.zeros((0, self.hidden_size), np.float32)
+        return np.ascontiguousarray(self.query_states(texts).cpu().numpy(), dtype=np.float32)
 
     @torch.no_grad()
     def encode_products(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:

@@ -133,13 +133,30 @@ class TextEncoder:
         return vec.copy()
 
     @torch.inference_mode()
-    def _encode_query(self, text: str) -> np.ndarray:
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode several short queries in one forward pass, exactly as `encode_query` encodes each (no cache).
+
+        Padding is masked out of the mean, so a query's vector does not depend on its batch-mates (up to float
+        rounding). For servers that batch queries from many sessions (``assistant.batching.BatchedQueryEncoder``,
+        the Ray Serve encoder worker).
+
+        Args:
+            texts: The queries.
+
+        Returns:
+            float32 array [n, dim], each row L2-normalised.
+        """
+        if len(texts) == 0:
+            return np.zeros((0, self._dim), dtype=np.float32)
         features: dict[str, Any] = dict(
             self._model.tokenizer(
-                [text], padding=True, truncation=True, max_length=QUERY_MAX_TOKENS, return_tensors="pt"
+                list(texts), padding=True, truncation=True, max_length=QUERY_MAX_TOKENS, return_tensors="pt"
             )
         )
         features = {k: v.to(self.device) for k, v in features.items()}
-        out = self._model(features)["sentence_embedding"]  # [1, dim]
+        out = self._model(features)["sentence_embedding"]  # [n, dim]; mean pooling skips the padding
         out = torch.nn.functional.normalize(out.float(), dim=-1)
-        return out[0].cpu().numpy().astype(np.float32, copy=False)
+        return np.ascontiguousarray(out.cpu().numpy(), dtype=np.float32)
+
+    def _encode_query(self, text: str) -> np.ndarray:
+        return self.encode_queries([text])[0]

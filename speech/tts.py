@@ -177,8 +177,14 @@ class TTSEngine(ABC):
             TextToSpeechError: If the engine fails.
         """
 
-    async def run_tts(self, text: str) -> np.ndarray:
-        """Synthesize without blocking the event loop (runs :meth:`synthesize` in a thread)."""
+    async def run_tts(self, text: str, *, priority: int = 0) -> np.ndarray:
+        """Synthesize without blocking the event loop (runs :meth:`synthesize` in a thread).
+
+        Args:
+            text: One sentence.
+            priority: The sentence's index in its reply; a shared scheduler (``assistant.batching.ScheduledTTS``)
+                serves lower values first. A plain engine ignores it.
+        """
         return await asyncio.to_thread(self.synthesize, text)
 
 

@@ -1,0 +1,157 @@
+"""Micro-batching across sessions (``shoptalk bench batching``): query encodes of N concurrent clients, batched vs not.
+
+Each of N client threads encodes its own stream of distinct spoken-style queries (the hand-written Luma queries,
+numbered per client so no cache helps) back to back, as N sessions' turns would. Two models, two ways each, in one
+run:
+
+* MiniLM query encodes (retrieval, intents, the KB): *unbatched* — every client calls ``TextEncoder.encode_query``
+  in its own thread, as sessions did before; *batched* — through one ``BatchedQueryEncoder``.
+* The ranker's SmolLM2 query encodes: *unbatched* — ``Ranker.encode_query`` under the reranker's lock (one at a
+  time, as ``LLMReranker`` scores); *batched* — through ``batched_ranker_queries``.
+
+Reported per N: throughput (queries/s), per-request latency p50/p95, and the batches' mean size; ratios batched /
+unbatched in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import machine, summary, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVELS = (1, 2, 4, 8)
+PER_CLIENT = 24
+
+
+def queries(n_clients: int, per_client: int) -> list[list[str]]:
+    """Distinct query texts per client: the hand-written Luma queries, each client's numbered apart."""
+    texts = [json.loads(line)["query"] for line in (ROOT / "bench/data/luma_queries.jsonl").read_text().splitlines()
+             if line.strip()]
+    return [[f"{texts[(c * per_client + i) % len(texts)]} number {c}-{i}" for i in range(per_client)]
+            for c in range(n_clients)]
+
+
+def drive(encode: Callable[[str], Any], streams: list[list[str]]) -> dict[str, Any]:
+    """Run one thread per stream, each encoding its texts back to back; latencies and throughput."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(streams))
+
+    def client(texts: list[str]) -> None:
+        barrier.wait()
+        for text in texts:
+            start = time.perf_counter()
+            encode(text)
+            with lock:
+                latencies.append(1000 * (time.perf_counter() - start))
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in streams]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return {"qps": round(len(latencies) / wall, 1), "latency_ms": summary(latencies)}
+
+
+def compare(
+    name: str, unbatched: Callable[[str], Any], batched_factory: Callable[[], Any], per_client: int
+) -> list[dict[str, Any]]:
+    """Both ways at every level; a fresh batcher per level so its batch sizes are that level's."""
+    rows = []
+    for n in LEVELS:
+        streams = queries(n, per_client)
+        drive(unbatched, [[f"warm {t}" for t in s[:3]] for s in streams])  # first calls pay one-off costs
+        plain = drive(unbatched, streams)
+        batcher, encode = batched_factory()
+        drive(encode, [[f"warm up {t}" for t in s[:3]] for s in streams])
+        batched = drive(encode, [[f"{t} " for t in s] for s in streams])  # new texts: no cache
+        stats = batcher.summary()
+        batcher.close()
+        rows.append({
+            "model": name, "clients": n, "unbatched": plain, "batched": batched,
+            "mean_batch": stats["mean_batch"], "max_batch": stats["max_batch"],
+            "throughput_ratio": round(batched["qps"] / plain["qps"], 2),
+            "p95_ratio": round(batched["latency_ms"]["p95"] / plain["latency_ms"]["p95"], 2),
+        })
+        print(f"{name} x{n}: {plain['qps']} -> {batched['qps']} q/s, p95 {plain['latency_ms']['p95']} -> "
+              f"{batched['latency_ms']['p95']} ms, mean batch {stats['mean_batch']}", flush=True)
+    return rows
+
+
+def main(out: Path = Path("bench/results/batching.json"), per_client: int = PER_CLIENT,
+         threads: int = 2, workers: int = 2) -> dict[str, Any]:
+    """Run the benchmark, write `out`, print the table, return the results.
+
+    Args:
+        out: Results JSON.
+        per_client: Queries each client encodes per level and mode.
+        threads: torch intra-op threads of the unbatched clients (the server's ``cpu_threads``).
+        workers: Batcher worker threads, torch on 1 thread each (as the server runs them).
+    """
+    import torch
+
+    from assistant.batching import BatchedQueryEncoder, batched_ranker_queries
+    from ranking.registry import create_ranker, shipped_checkpoint
+    from ranking.text_encoder import TextEncoder
+    from server.settings import Settings
+
+    torch.set_num_threads(threads)
+    encoder = TextEncoder(device="cpu")
+    encoder.encode_queries(["warm up"] * 8)
+
+    def minilm_batched() -> tuple[Any, Callable[[str], Any]]:
+        wrapped = BatchedQueryEncoder(encoder, workers=workers, threads=1)
+        return wrapped.batcher, wrapped.encode_query
+
+    rows = compare("MiniLM query encoder", lambda t: encoder.encode_queries([t]), minilm_batched, per_client)
+
+    settings = Settings()
+    ranker = create_ranker("smollm2-lora", cache_dir=settings.cache_dir, checkpoint=shipped_checkpoint("smollm2-lora"),
+                           device="cpu")
+    ranker.encode_queries(["warm up"] * 8)
+    lock = threading.Lock()
+
+    def ranker_alone(text: str) -> Any:
+        from assistant.rerank import single_thread
+
+        with lock, single_thread():
+            return ranker.encode_query(text)
+
+    def ranker_batched() -> tuple[Any, Callable[[str], Any]]:
+        batcher = batched_ranker_queries(ranker, workers=workers)
+        return batcher, batcher
+
+    rows += compare("SmolLM2 ranker query encoder", ranker_alone, ranker_batched, per_client)
+    results = {"machine": machine(), "torch_threads": threads, "workers": workers, "per_client": per_client,
+               "rows": rows}
+    write_results(out, results)
+    print(table(results))
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    """Markdown: one row per model and client count."""
+    lines = [
+        "| model | clients | q/s unbatched | q/s batched | × throughput | p95 ms unbatched | p95 ms batched | "
+        "mean batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['clients']} | {r['unbatched']['qps']} | {r['batched']['qps']} | "
+            f"{r['throughput_ratio']} | {r['unbatched']['latency_ms']['p95']} | {r['batched']['latency_ms']['p95']} | "
+            f"{r['mean_batch']} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
