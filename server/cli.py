@@ -18,6 +18,7 @@ from server.cli_common import DataDir, cli_settings
 from server.cli_intent import bench_dialogue, intent
 from server.cli_memory import memory_app
 from server.cli_token import token_app
+from server.cli_workers import workers_app
 from server.settings import Settings
 
 app = typer.Typer(help="ShopTalk: a voice and photo shopping assistant.", no_args_is_help=True,
@@ -34,6 +35,7 @@ app.add_typer(vision_app, name="vision")
 app.add_typer(ranker_app, name="ranker")
 app.add_typer(memory_app, name="memory")
 app.add_typer(token_app, name="token")
+app.add_typer(workers_app, name="workers")
 app.command("intent")(intent)
 bench_app.command("dialogue")(bench_dialogue)
 
@@ -493,6 +495,17 @@ def bench_ranking(
     from bench.ranking import main as bench_main
 
     bench_main(out=out, quick=quick)
+
+
+@bench_app.command("batching")
+def bench_batching(
+    per_client: Annotated[int, typer.Option(help="Queries each client encodes per level and mode.")] = 24,
+    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/batching.json"),
+) -> None:
+    """Micro-batching across sessions: query encodes of 1-8 concurrent clients, batched vs unbatched."""
+    from bench.batching import main as bench_main
+
+    bench_main(out=out, per_client=per_client)
 
 
 @bench_app.command("report")

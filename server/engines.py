@@ -12,6 +12,7 @@ from typing import Any
 
 from PIL import Image
 
+from assistant.batching import BatchedQueryEncoder, ScheduledTTS, batched_ranker_queries
 from assistant.catalog import Catalog
 from assistant.catalog_store import CatalogStore, default_store, store_exists
 from assistant.demo_catalog import ensure_demo_catalog
@@ -22,6 +23,7 @@ from assistant.retrieval import HybridRetriever
 from assistant.search import ProductHit, SearchQuery
 from assistant.session import Engines
 from ranking.text_encoder import TextEncoder
+from server.metrics import watch_batchers
 from server.security import Gate
 from server.settings import Settings
 from speech.audio import SAMPLE_RATE, resample
@@ -129,11 +131,35 @@ def build_image_encoder(settings: Settings) -> Any:
                           device=settings.device)
 
 
+def remote_worker(settings: Settings, role: str) -> Any:
+    """The Ray Serve proxy of ``role`` ("stt", "tts", "encoder", "ranker"), or None: the model runs in-process.
+
+    A proxy when ``SHOPTALK_RAY_ADDRESS`` is set and ``SHOPTALK_RAY_WORKERS`` names the role.
+    """
+    if not settings.ray_address:
+        return None
+    from server.ray_workers import connect_workers
+
+    return getattr(connect_workers(settings), role)
+
+
+def batch_options(settings: Settings) -> dict[str, Any]:
+    """`assistant.batching` keyword arguments from the settings."""
+    return {"max_batch": settings.batch_max, "max_wait_s": settings.batch_wait_ms / 1000,
+            "workers": settings.batch_workers, "threads": 1}
+
+
 def build_search(settings: Settings, *, vision: bool = True) -> tuple[Catalog, HybridRetriever, Any]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_threads(settings)
     catalog = load_catalog(settings)
-    encoder = TextEncoder(device=settings.device)
+    # With a remote encoder, the index's product texts are encoded on the workers too (in chunks, then cached), and
+    # the workers batch the queries; in-process, sessions' query encodes share batches here.
+    encoder = remote_worker(settings, "encoder")
+    if encoder is None:
+        encoder = TextEncoder(device=settings.device)
+        if settings.micro_batching:
+            encoder = BatchedQueryEncoder(encoder, **batch_options(settings))
     image_encoder = build_image_encoder(settings) if vision else None
     retriever = HybridRetriever(catalog, encoder, image_encoder=image_encoder, cache_dir=settings.data_dir / "index",
                                 vector_url=settings.vector_url)
@@ -144,6 +170,11 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     """`retriever` wrapped in a `RankedSearcher` when a ranker is configured and trained, else `retriever` itself."""
     if not settings.ranker_enabled:
         return retriever
+    remote = remote_worker(settings, "ranker")
+    if remote is not None:  # the worker loaded the trained (or shipped) checkpoint
+        from assistant.rerank import LLMReranker, RankedSearcher
+
+        return RankedSearcher(retriever, LLMReranker(remote, catalog))
     from ranking.registry import shipped_checkpoint
 
     checkpoint: Path | None = settings.ranker_checkpoint_path
@@ -159,7 +190,8 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     t0 = time.perf_counter()
     ranker = create_ranker(settings.ranker, cache_dir=settings.cache_dir, checkpoint=checkpoint,
                            device=settings.device)
-    searcher = RankedSearcher(retriever, LLMReranker(ranker, catalog))
+    batcher = batched_ranker_queries(ranker, **batch_options(settings)) if settings.micro_batching else None
+    searcher = RankedSearcher(retriever, LLMReranker(ranker, catalog, query_batcher=batcher))
     log.info("ranker %s ready in %.1f s (%s)", settings.ranker, time.perf_counter() - t0, checkpoint)
     return searcher
 
@@ -192,14 +224,30 @@ def build_memory(settings: Settings) -> MemoryStore:
                          MemoryConfig(session_ttl_s=settings.memory_ttl_days * 86400))
 
 
+def shared_batchers(encoder: Any, searcher: Any, tts: Any) -> dict[str, Any]:
+    """The micro-batchers the engines use, by name (for ``/metrics``)."""
+    found = {
+        "query_encoder": getattr(encoder, "batcher", None),
+        "ranker_queries": getattr(getattr(searcher, "reranker", None), "query_batcher", None),
+        "tts": getattr(tts, "batcher", None),
+    }
+    return {name: batcher for name, batcher in found.items() if batcher is not None}
+
+
 def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     t0 = time.perf_counter()
     catalog, retriever, image_encoder = build_search(settings)
     # One engine for all sessions behind a priority scheduler (finals before partials, stale partials dropped);
     # its workers decode independent requests in parallel, cpu_threads split between them.
-    stt = ScheduledSTT(create_stt(settings.stt_model, cache_dir=settings.cache_dir, device=settings.device,
-                                  cpu_threads=settings.cpu_threads, workers=settings.stt_workers))
-    tts = create_tts(settings.tts_model, cache_dir=settings.cache_dir, device=settings.device)
+    # With SHOPTALK_RAY_ADDRESS the engine is a proxy to the Ray workers; the scheduler then bounds the requests
+    # in flight to them (stt_workers).
+    stt = ScheduledSTT(remote_worker(settings, "stt")
+                       or create_stt(settings.stt_model, cache_dir=settings.cache_dir, device=settings.device,
+                                     cpu_threads=settings.cpu_threads, workers=settings.stt_workers))
+    tts = remote_worker(settings, "tts") or create_tts(settings.tts_model, cache_dir=settings.cache_dir,
+                                                       device=settings.device)
+    if settings.micro_batching:
+        tts = ScheduledTTS(tts)  # every reply's first sentence before any reply's later ones
     images = ImageStore(settings.data_dir / "uploads")
     photos = EncoderPhotoSearcher(image_encoder, retriever) if image_encoder is not None else None
     searcher = build_ranked(settings, catalog, retriever)
@@ -217,6 +265,7 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
                   dialogue=dialogue)
     engines = Engines(stt=stt, brain=brain, vad_factory=SileroVAD, memory=memory)
     store = default_store(settings.data_dir) if serves_store(settings) else None
+    watch_batchers(shared_batchers(retriever.encoder, searcher, tts))
     if warmup:
         # First calls pay for lazy initialisation (ONNX graphs, CT2 allocations); pay it before the first shopper.
         spoken = tts.synthesize("Hello. Show me black hoodies under fifty dollars.")

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+RAY_ROLES = ("stt", "tts", "encoder", "ranker")  # the model workers that may run on a Ray cluster
+
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("SHOPTALK_DATA_DIR", Path.home() / ".shoptalk")).expanduser()
@@ -37,6 +39,13 @@ class Settings(BaseSettings):
     # Concurrent STT decodes (CTranslate2 workers, cpu_threads split between them): 2 on 2 cores lets two sessions'
     # finals decode in parallel at no cost to one session (tiny.en decodes as fast on 1 thread as on 2).
     stt_workers: int = Field(2, ge=1, le=16)
+    # Micro-batching across sessions (assistant.batching): query encodes (MiniLM, the ranker's) run in shared batches
+    # of at most batch_max, and TTS serves every reply's first sentence first. batch_wait_ms > 0 holds a batch open
+    # for company (0: take what queued while the previous batch ran; no added latency when idle).
+    micro_batching: bool = True
+    batch_max: int = Field(16, ge=1, le=256)
+    batch_workers: int = Field(2, ge=1, le=16)  # batches run at once, torch on 1 thread each (2 on 2 cores)
+    batch_wait_ms: float = Field(0.0, ge=0.0, le=100.0)
     host: str = "127.0.0.1"
     port: int = 8000
     search_k: int = 5
@@ -53,6 +62,10 @@ class Settings(BaseSettings):
     memory_url: str | None = None  # None/"sqlite": data_dir/memory.sqlite; "redis://host:6379/0" for several servers
     # None/"faiss": FAISS files under data_dir/index; "qdrant-local:[PATH]"; "http(s)://qdrant:6333" for several
     vector_url: str | None = None
+    # None: the models run in this process; "auto" (this machine's Ray node) or "head:6379": the roles in ray_workers
+    # run as Ray Serve deployments (`shoptalk workers deploy`) and this server calls them
+    ray_address: str | None = None
+    ray_workers: str = ",".join(RAY_ROLES)  # comma-separated subset of RAY_ROLES
     memory_ttl_days: float = 30.0  # an idle session's memory is forgotten after this
     outbound_queue: int = 512  # events buffered per client before it counts as not reading
     log_level: str = "info"
@@ -93,6 +106,15 @@ class Settings(BaseSettings):
         if value not in ("template", "llm"):
             raise ValueError("reply_writer must be 'template' or 'llm'")
         return value
+
+    @field_validator("ray_workers")
+    @classmethod
+    def _ray_roles(cls, value: str) -> str:
+        roles = [part.strip() for part in value.split(",") if part.strip()]
+        unknown = [role for role in roles if role not in RAY_ROLES]
+        if unknown:
+            raise ValueError(f"unknown ray_workers role(s) {', '.join(unknown)}; valid: {', '.join(RAY_ROLES)}")
+        return ",".join(roles)
 
     @field_validator("vad_threshold")
     @classmethod

@@ -59,6 +59,14 @@ async def test_spoken_query_end_to_end(server: Any, spoken_query: np.ndarray, re
     # Real speech came back: at least half a second of non-silent 24 kHz audio.
     audio = pcm16_to_float32(bytes(result.audio))
     assert len(audio) > result.audio_rate // 2 and float(np.abs(audio).max()) > 0.05
+    # The turn went through the shared micro-batchers (query encodes, TTS), which /metrics counts.
+    import httpx
+
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        text = (await http.get("/metrics")).text
+    for name in ("query_encoder", "tts"):
+        line = next(x for x in text.splitlines() if x.startswith(f'shoptalk_batcher_requests_total{{batcher="{name}"}}'))
+        assert float(line.split()[-1]) > 0, line
 
 
 async def test_spoken_query_push_to_talk(server: Any, spoken_query: np.ndarray) -> None:
