@@ -11,6 +11,10 @@ run:
 
 Reported per N: throughput (queries/s), per-request latency p50/p95, and the batches' mean size; ratios batched /
 unbatched in the same run.
+
+And the case against batching ASR windows on CPU: two sessions' windows through the Whisper tiny.en encoder as one
+batch of two (one CTranslate2 worker, 2 threads) against the two parallel workers of 1 thread each that the STT
+scheduler runs (the encoder's cost does not depend on what the audio says).
 """
 
 from __future__ import annotations
@@ -131,10 +135,59 @@ def main(out: Path = Path("bench/results/batching.json"), per_client: int = PER_
 
     rows += compare("SmolLM2 ranker query encoder", ranker_alone, ranker_batched, per_client)
     results = {"machine": machine(), "torch_threads": threads, "workers": workers, "per_client": per_client,
-               "rows": rows}
+               "rows": rows, "asr_windows": asr_windows(settings)}
     write_results(out, results)
     print(table(results))
     return results
+
+
+def asr_windows(settings: Any, seconds: tuple[float, ...] = (3.0, 6.0), reps: int = 7) -> list[dict[str, Any]]:
+    """Whisper encoder time for two windows: one batch of two (2 threads) vs two parallel 1-thread workers."""
+    import ctranslate2
+    import numpy as np
+
+    from speech.stt import create_stt
+
+    batched: Any = create_stt("faster-whisper:tiny.en", cache_dir=settings.cache_dir, device="cpu", cpu_threads=2,
+                              workers=1)
+    parallel: Any = create_stt("faster-whisper:tiny.en", cache_dir=settings.cache_dir, device="cpu", cpu_threads=2,
+                               workers=2)
+    rng = np.random.default_rng(0)
+
+    def features(n_seconds: float) -> np.ndarray:
+        audio = (0.1 * rng.standard_normal(int(16000 * n_seconds))).astype(np.float32)
+        f = batched.model.feature_extractor(audio)
+        frames = min(f.shape[-1] - f.shape[-1] % 2, 3000)
+        return np.ascontiguousarray(f[None, :, :frames], dtype=np.float32)
+
+    def encode(engine: Any, x: np.ndarray) -> None:
+        engine.model.model.encode(ctranslate2.StorageView.from_array(x), to_cpu=True)
+
+    def both_parallel(x: np.ndarray) -> None:
+        threads = [threading.Thread(target=encode, args=(parallel, x)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def median_ms(fn: Callable[[np.ndarray], None], x: np.ndarray) -> float:
+        fn(x)
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn(x)
+            times.append(1000 * (time.perf_counter() - start))
+        return round(float(np.median(times)), 1)
+
+    rows = []
+    for n_seconds in seconds:
+        one = features(n_seconds)
+        pair = np.concatenate([one, features(n_seconds)], axis=0)
+        rows.append({"window_s": n_seconds,
+                     "batch_of_two_ms": median_ms(lambda x: encode(batched, x), pair),
+                     "two_parallel_workers_ms": median_ms(both_parallel, one)})
+        print(f"ASR {n_seconds:g} s windows: {rows[-1]}", flush=True)
+    return rows
 
 
 def table(results: dict[str, Any]) -> str:
@@ -150,6 +203,12 @@ def table(results: dict[str, Any]) -> str:
             f"{r['throughput_ratio']} | {r['unbatched']['latency_ms']['p95']} | {r['batched']['latency_ms']['p95']} | "
             f"{r['mean_batch']} |"
         )
+    asr = results.get("asr_windows")
+    if asr:
+        lines += ["", "| two sessions' ASR windows (Whisper tiny.en encoder) | one batch of two, 2 threads | two parallel "
+                  "workers, 1 thread each |", "|---|---:|---:|"]
+        for r in asr:
+            lines.append(f"| {r['window_s']:g} s each | {r['batch_of_two_ms']} ms | {r['two_parallel_workers_ms']} ms |")
     return "\n".join(lines)
 
 

@@ -172,6 +172,21 @@ def test_two_workers_run_two_batches_at_once() -> None:
     batcher.close()
 
 
+def test_idle_workers_share_the_queue() -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(lambda b: b, workers=2, max_batch=8)
+    assert batcher(0) == 0  # both workers started and idle
+    time.sleep(0.05)
+    with batcher._cond:  # queue two at once: neither worker can look before both are there
+        pair = [batcher.submit(1), batcher.submit(2)]
+    assert [f.result(5) for f in pair] == [1, 2]
+    assert batcher.batch_sizes == {1: 3}  # two batches of one side by side, not one batch of two
+    with batcher._cond:
+        many = [batcher.submit(i) for i in range(6)]
+    assert [f.result(5) for f in many] == list(range(6))
+    assert max(batcher.batch_sizes) == 3  # six queued, two idle workers: three each
+    batcher.close()
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(lambda b: b, max_batch=0)
