@@ -89,6 +89,17 @@ _MAX_RE = re.compile(
     r"\b(?:for\s+|that'?s\s+|costing\s+)?(?:under|below|less than|cheaper than|no more than|not more than|at most|up to|max(?:imum)?(?: of)?|"
     rf"within|lower than|beneath|no higher than|not over|no pricier than)\s+{_money_re('a')}"
 )
+# The amount first: "fifty bucks or less", "$40 max", "30 dollars and under". Only a marked amount ($, dollars,
+# bucks) counts: "two or less" is not a price.
+_MARKED = r"(?:^|(?<=\s))(?=\$|\d[\d.]*(?:\s+\d\d)?\s*(?:dollars?|bucks|usd)\b)"
+_MAX_AFTER_RE = re.compile(
+    rf"(?:\b(?:for|at|costing|priced at)\s+)?{_MARKED}{_money_re('a')}\s+"
+    r"(?:or less|or under|or below|or cheaper|and under|and below|max(?:imum)?|tops|at the most)\b"
+)
+_MIN_AFTER_RE = re.compile(
+    rf"(?:\b(?:for|at|costing|priced at)\s+)?{_MARKED}{_money_re('a')}\s+"
+    r"(?:or more|or over|or above|and up|and over|and above|minimum)\b"
+)
 _MIN_RE = re.compile(
     rf"\b(?:over|above|more than|at least|greater than|higher than|starting at|no less than|minimum(?: of)?)\s+{_money_re('a')}"
 )
@@ -292,6 +303,17 @@ def term_text(text: str) -> str:
     return " " + " ".join(_singular(w) for w in words) + " "
 
 
+# How shoppers say (or ASR writes) a catalog's category word: each alias names the same categories as its term.
+SPOKEN_CATEGORY_ALIASES: dict[str, tuple[str, ...]] = {
+    "tee": ("t shirt", "tee shirt", "tshirt"),
+    "t shirt": ("tee", "tee shirt", "tshirt"),
+    "sweatshirt": ("sweat shirt",),
+    "sweatpant": ("sweat pant",),
+    "hoodie": ("hoody",),
+    "legging": ("leggin",),
+}
+
+
 @dataclass(frozen=True)
 class QueryVocab:
     """Words a catalog gives meaning to: its category terms and brand names.
@@ -333,6 +355,9 @@ class QueryVocab:
                     head = term.rsplit(" ", 1)[-1]
                     if head != term and len(head) > 2:
                         terms.setdefault(head, set()).add(path)
+        for term, aliases in SPOKEN_CATEGORY_ALIASES.items():
+            for alias in aliases if term in terms else ():
+                terms.setdefault(alias, set()).update(terms[term])
         return cls({t: frozenset(p) for t, p in terms.items()}, brands)
 
     def category_term(self, text: str) -> str | None:
@@ -374,8 +399,8 @@ class QueryVocab:
 def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
     """Parse a spoken or typed request into a `SearchQuery`.
 
-    Understands prices ("under fifty dollars", "under $50", "less than 40", "below 30 bucks", "between 20 and 40
-    dollars", "over 100", numbers in words up to the thousands), colours from `COLOR_SYNONYMS`, and sizes
+    Understands prices ("under fifty dollars", "under $50", "less than 40", "below 30 bucks", "fifty bucks or less",
+    "between 20 and 40 dollars", "over 100", "$80 and up", numbers in words up to the thousands), colours from `COLOR_SYNONYMS`, and sizes
     (XS..XXL, "small/medium/large", "size 9", "size nine and a half"), departments ("men's", "for women", "kids")
     and, given the catalog's `vocab`, brands and categories. Prices, sizes, departments and brands leave the text;
     colours and categories stay in it (they describe the item). The remaining words, without leading fillers such
@@ -399,10 +424,10 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
         low, high = sorted((_amount(m, "a"), _amount(m, "b")))
         min_price, max_price = low, high
         norm = norm[: m.start()] + " " + norm[m.end() :]
-    if max_price is None and (m := _MAX_RE.search(norm)):
+    if max_price is None and (m := _MAX_RE.search(norm) or _MAX_AFTER_RE.search(norm)):
         max_price = _amount(m, "a")
         norm = norm[: m.start()] + " " + norm[m.end() :]
-    if min_price is None and (m := _MIN_RE.search(norm)):
+    if min_price is None and (m := _MIN_RE.search(norm) or _MIN_AFTER_RE.search(norm)):
         min_price = _amount(m, "a")
         norm = norm[: m.start()] + " " + norm[m.end() :]
     size = None

@@ -382,3 +382,21 @@ def test_luma_department_and_variant(encoder):
     # rather than a women's hoodie.
     assert retriever.search(parse_query("mens black hoodie", retriever.vocab)) == []
     assert retriever.search(parse_query("mens hoodie", retriever.vocab)) == []
+
+
+def test_spoken_category_aliases() -> None:
+    """"t shirts", "sweat shirt", "hoody": how shoppers say (and ASR writes) the catalog's category words."""
+
+    def product(pid: str, category: str) -> Product:
+        return Product.from_dict({"id": pid, "title": pid, "category": category, "categories": [category],
+                                  "price": 20.0, "currency": "USD", "attributes": {}, "images": []})
+
+    vocab = QueryVocab.from_products([product("t1", "Women/Tops/Tees"), product("h1", "Women/Tops/Hoodies & Sweatshirts")])
+    for said, term in (("womens t shirts", "t shirt"), ("a tee shirt", "tee shirt"), ("a sweat shirt", "sweat shirt"),
+                       ("a zip hoody", "hoody")):
+        q = parse_query(said, vocab)
+        assert q.category == term, (said, q)
+    assert vocab.categories_for("t shirt") == {"Women/Tops/Tees"}
+    assert vocab.categories_for("sweat shirt") == vocab.categories_for("sweatshirt") == {"Women/Tops/Hoodies & Sweatshirts"}
+    # An alias is only added for a term the catalog has: no tees, no "t shirt".
+    assert "t shirt" not in QueryVocab.from_products([product("h1", "Women/Tops/Hoodies")]).category_terms

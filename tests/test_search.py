@@ -43,6 +43,14 @@ LUMA = LUMA_DIR / "products.jsonl"
         ("extra large hoodie under $1,200", dict(text="hoodie", size="XL", max_price=1200.0)),
         ("large backpack", dict(text="large backpack", size=None)),  # "large" alone is not a size
         ("the red one", dict(text="red one", color="red", max_price=None)),
+        # The amount first, as people say it.
+        ("hoodies for fifty bucks or less", dict(text="hoodies", max_price=50.0)),
+        ("a jacket 80 dollars or under", dict(text="jacket", max_price=80.0)),
+        ("tees $25 max", dict(text="tees", max_price=25.0)),
+        ("watches a hundred dollars and up", dict(text="watches", min_price=100.0)),
+        ("bags at 40 dollars or more", dict(text="bags", min_price=40.0)),
+        ("two or less hoodies", dict(max_price=None)),  # no money: not a price
+        ("a hat 40 dollars or less", dict(text="hat", max_price=40.0)),  # "at" inside "hat" is not "at $40"
     ],
 )
 def test_parse_query(text, expected):
