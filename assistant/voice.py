@@ -20,6 +20,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import numpy as np
 
@@ -127,11 +128,7 @@ class VoiceInput:
             return
         limit = self.options.max_utterance_s * SAMPLE_RATE
         if self._utterance_samples() + audio.size > limit:
-            self._reset_buffer_keep_stream()
-            raise InvalidInputError(
-                f"utterance longer than {self.options.max_utterance_s} s; the buffer was cleared",
-                code="buffer_overflow",
-            )
+            self._overflow()
         self._chunks.append(audio)
         self._buffered += audio.size
         self._stream_pos += audio.size
@@ -143,8 +140,19 @@ class VoiceInput:
         elif self._item_id is None:
             self._item_id = new_item_id()
             self._speech_start = self._offset
+        if self._utterance_samples() > limit:
+            # Speech that started inside this frame can reach back before it (the VAD's prefix padding).
+            self._overflow()
         if self._item_id is not None:
             self._maybe_partial()
+
+    def _overflow(self) -> NoReturn:
+        """Drop the utterance (keeping the stream position) and tell the client it was too long."""
+        self._reset_buffer_keep_stream()
+        raise InvalidInputError(
+            f"utterance longer than {self.options.max_utterance_s} s; the buffer was cleared",
+            code="buffer_overflow",
+        )
 
     def _utterance_samples(self) -> int:
         if self._item_id is None:

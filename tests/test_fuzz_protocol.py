@@ -374,6 +374,31 @@ def test_binary_audio_frames(chunks: list[bytes], rate: int, server_vad: bool, a
     asyncio.run(drive())
 
 
+def test_speech_starting_inside_a_frame_counts_its_prefix_padding() -> None:
+    """The case the fuzzer found: an utterance opened inside a frame reaches back into the audio before it."""
+    from speech.audio import float32_to_pcm16
+
+    errors: list[str] = []
+
+    async def ignore(_: Frame) -> None:
+        pass
+
+    async def drive() -> VoiceInput:
+        voice = VoiceInput(FakeSTT(), EnergyVAD, VoiceOptions(input_rate=16000, server_vad=True,  # type: ignore[arg-type]
+                                                              max_utterance_s=1), ignore, ignore)
+        await voice.append(float32_to_pcm16(silence(0.5)))  # kept as the next utterance's prefix padding
+        try:
+            await voice.append(float32_to_pcm16(tone(0.95)))  # under 1 s itself; with its padding over
+        except InvalidInputError as err:
+            errors.append(err.code)
+        assert voice._utterance_samples() <= 16000
+        await voice.append(float32_to_pcm16(silence(0.1)))  # and the session goes on
+        return voice
+
+    asyncio.run(drive())
+    assert errors == ["buffer_overflow"]
+
+
 # --- c. a state machine over a real websocket --------------------------------------------------------------------
 
 RUN = {"steps": 0, "final_turns": 0}
