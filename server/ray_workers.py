@@ -134,7 +134,8 @@ class _Worker:
         self.fingerprint = fingerprint
 
     def _info(self) -> dict[str, Any]:
-        return {"fingerprint": self.fingerprint, "pid": os.getpid(), "node": ray.util.get_node_ip_address()}
+        return {"fingerprint": self.fingerprint, "pid": os.getpid(), "node": ray.util.get_node_ip_address(),
+                "node_id": ray.get_runtime_context().get_node_id()}
 
 
 @serve.deployment(name=DEPLOYMENTS["stt"], health_check_period_s=HEALTH_CHECK_PERIOD_S)

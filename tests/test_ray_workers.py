@@ -1,8 +1,8 @@
 """The Ray Serve model workers on a real local Ray cluster: each proxy answers as the in-process engine does.
 
-A head node is started with ``ray start`` (2 logical CPUs, no dashboard) in its own temp dir; the four workers are
-deployed with their real models (faster-whisper tiny.en, hibari, MiniLM, the SmolLM2 ranker with the shipped
-checkpoint), and the same models are loaded here to compare with.
+A head node (no CPUs, as a front machine joins) and a worker node (2 logical CPUs) are started with ``ray start`` in
+their own temp dir; the four workers are deployed with their real models (faster-whisper tiny.en, hibari, MiniLM,
+the SmolLM2 ranker with the shipped checkpoint), and the same models are loaded here to compare with.
 """
 
 from __future__ import annotations
@@ -88,16 +88,24 @@ def _stop_cluster(temp_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
-    """A one-node Ray cluster started as ``ray start --head`` (the way a deployment starts its head node)."""
+    """A two-node Ray cluster laid out as the README's deployment, on this one machine.
+
+    The head is started as a front machine joins (``ray start --head --num-cpus=0``: it takes no model work) and a
+    second node as a worker machine joins (``ray start --address=... --num-cpus=2``), so every replica must land
+    on the worker node.
+    """
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay under 108 chars
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "RAY_USAGE_STATS_ENABLED": "0"}
-    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--num-cpus=2", "--disable-usage-stats",
-               "--include-dashboard=false", f"--port={port}", f"--temp-dir={temp_dir}",
-               "--node-ip-address=127.0.0.1", "--object-store-memory=200000000"]
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    common = ["--disable-usage-stats", "--node-ip-address=127.0.0.1", "--object-store-memory=200000000"]
+    head = [ray_cli, "start", "--head", "--num-cpus=0", "--include-dashboard=false", f"--port={port}",
+            f"--temp-dir={temp_dir}", *common]
+    worker = [ray_cli, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2", *common]
     try:
-        subprocess.run(command, check=True, env=env, capture_output=True, text=True, timeout=120)
+        subprocess.run(head, check=True, env=env, capture_output=True, text=True, timeout=120)
+        subprocess.run(worker, check=True, env=env, capture_output=True, text=True, timeout=120)
         address = f"127.0.0.1:{port}"
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         yield address
@@ -160,6 +168,15 @@ def test_in_process_without_address_and_a_clear_error_without_cluster() -> None:
     with pytest.raises(RemoteWorkerError, match="cannot reach the Ray cluster"):
         remote_worker(dead, "encoder")
     assert time.perf_counter() - t0 < 10 and not ray.is_initialized()
+
+
+def test_replicas_run_on_the_worker_node_not_the_front(workers: RemoteWorkers) -> None:
+    """The README's layout: the front machine's node (no CPUs) holds no model; the worker machine's holds them all."""
+    cpus = {node["NodeID"]: node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]}
+    assert sorted(cpus.values()) == [0, 2], cpus
+    for proxy in (workers.stt, workers.tts, workers.encoder, workers.ranker):
+        assert proxy is not None
+        assert cpus[proxy.worker_info["node_id"]] == 2, proxy.worker_info
 
 
 def test_deploy_is_idempotent(workers: RemoteWorkers, settings: Settings, cluster: str) -> None:
