@@ -5,10 +5,9 @@ query encode ~16 ms alone and ~5.5 ms in a batch of 8 (``shoptalk bench batching
 per session each would pay the batch-of-one price and wait behind the others. :class:`MicroBatcher` puts their
 requests in one queue that a single worker drains: whatever queued while the previous batch ran goes into the next
 one (up to ``max_batch``), so batches grow with load and a lone request waits for nothing (``max_wait_s=0``, the
-default; a positive value holds a batch open that long for company). The server runs two workers with torch on one
-thread each: two sessions still run side by side on 2 cores, as they did unbatched, and more share batches (8
-closed-loop clients: 2.2-3.0x the queries per second, p95 latency 2.4-9x lower). Idle workers split the queue
-between them rather than one taking it all.
+default; a positive value holds a batch open that long for company). With several workers (torch on one thread each)
+idle workers split the queue rather than one taking it all; the server runs one, because two, beside the STT
+workers, starved its event loop in whole voice turns (``shoptalk bench load``; see the README).
 
 Requests carry a priority (lower first, FIFO among equals). :class:`ScheduledTTS` uses it to synthesize every
 reply's first sentence before any reply's later ones; hibari's ONNX graph takes one sentence at a time

@@ -1,16 +1,18 @@
 """Micro-batching across sessions (``shoptalk bench batching``): query encodes of N concurrent clients, batched vs not.
 
 Each of N client threads encodes its own stream of distinct spoken-style queries (the hand-written Luma queries,
-numbered per client so no cache helps) back to back, as N sessions' turns would. Two models, two ways each, in one
-run:
+numbered per client so no cache helps) back to back, as N sessions' turns would. Two models, three ways each, in
+one run:
 
 * MiniLM query encodes (retrieval, intents, the KB): *unbatched* — every client calls ``TextEncoder.encode_query``
-  in its own thread, as sessions did before; *batched* — through one ``BatchedQueryEncoder``.
+  in its own thread, as sessions did before; *batched* — through one ``BatchedQueryEncoder`` (the server's default,
+  one worker; and two workers of one torch thread each).
 * The ranker's SmolLM2 query encodes: *unbatched* — ``Ranker.encode_query`` under the reranker's lock (one at a
   time, as ``LLMReranker`` scores); *batched* — through ``batched_ranker_queries``.
 
 Reported per N: throughput (queries/s), per-request latency p50/p95, and the batches' mean size; ratios batched /
-unbatched in the same run.
+unbatched in the same run. Two workers win here, encoding alone; in whole voice turns (``bench load``), beside the
+STT workers, they starved the event loop, so the server runs one.
 
 And the case against batching ASR windows on CPU: two sessions' windows through the Whisper tiny.en encoder as one
 batch of two (one CTranslate2 worker, 2 threads) against the two parallel workers of 1 thread each that the STT
@@ -66,39 +68,40 @@ def drive(encode: Callable[[str], Any], streams: list[list[str]]) -> dict[str, A
 
 
 def compare(
-    name: str, unbatched: Callable[[str], Any], batched_factory: Callable[[], Any], per_client: int
+    name: str, unbatched: Callable[[str], Any], batched_factory: Callable[[int], Any], per_client: int
 ) -> list[dict[str, Any]]:
-    """Both ways at every level; a fresh batcher per level so its batch sizes are that level's."""
+    """Unbatched, and batched on 1 and on 2 workers, at every level; a fresh batcher per run."""
     rows = []
     for n in LEVELS:
         streams = queries(n, per_client)
         drive(unbatched, [[f"warm {t}" for t in s[:3]] for s in streams])  # first calls pay one-off costs
-        plain = drive(unbatched, streams)
-        batcher, encode = batched_factory()
-        drive(encode, [[f"warm up {t}" for t in s[:3]] for s in streams])
-        batched = drive(encode, [[f"{t} " for t in s] for s in streams])  # new texts: no cache
-        stats = batcher.summary()
-        batcher.close()
-        rows.append({
-            "model": name, "clients": n, "unbatched": plain, "batched": batched,
-            "mean_batch": stats["mean_batch"], "max_batch": stats["max_batch"],
-            "throughput_ratio": round(batched["qps"] / plain["qps"], 2),
-            "p95_ratio": round(batched["latency_ms"]["p95"] / plain["latency_ms"]["p95"], 2),
-        })
-        print(f"{name} x{n}: {plain['qps']} -> {batched['qps']} q/s, p95 {plain['latency_ms']['p95']} -> "
-              f"{batched['latency_ms']['p95']} ms, mean batch {stats['mean_batch']}", flush=True)
+        row: dict[str, Any] = {"model": name, "clients": n, "unbatched": drive(unbatched, streams)}
+        for workers in (1, 2):
+            batcher, encode = batched_factory(workers)
+            drive(encode, [[f"warm up {t}" for t in s[:3]] for s in streams])
+            key = "batched" if workers == 1 else "batched_2_workers"
+            row[key] = drive(encode, [[f"{t} {workers}" for t in s] for s in streams])  # new texts: no cache
+            row[key]["mean_batch"] = batcher.summary()["mean_batch"]
+            batcher.close()
+        row["throughput_ratio"] = round(row["batched"]["qps"] / row["unbatched"]["qps"], 2)
+        row["p95_ratio"] = round(row["batched"]["latency_ms"]["p95"] / row["unbatched"]["latency_ms"]["p95"], 2)
+        row["mean_batch"] = row["batched"]["mean_batch"]
+        rows.append(row)
+        print(f"{name} x{n}: {row['unbatched']['qps']} -> {row['batched']['qps']} (2 workers "
+              f"{row['batched_2_workers']['qps']}) q/s, p95 {row['unbatched']['latency_ms']['p95']} -> "
+              f"{row['batched']['latency_ms']['p95']} ms", flush=True)
     return rows
 
 
 def main(out: Path = Path("bench/results/batching.json"), per_client: int = PER_CLIENT,
-         threads: int = 2, workers: int = 2) -> dict[str, Any]:
+         threads: int = 2) -> dict[str, Any]:
     """Run the benchmark, write `out`, print the table, return the results.
 
     Args:
         out: Results JSON.
         per_client: Queries each client encodes per level and mode.
-        threads: torch intra-op threads of the unbatched clients (the server's ``cpu_threads``).
-        workers: Batcher worker threads, torch on 1 thread each (as the server runs them).
+        threads: torch intra-op threads (the server's ``cpu_threads``); a 2-worker batcher runs torch on 1 thread in
+            each worker, the ranker's batcher always on 1 (as the server runs them).
     """
     import torch
 
@@ -111,8 +114,8 @@ def main(out: Path = Path("bench/results/batching.json"), per_client: int = PER_
     encoder = TextEncoder(device="cpu")
     encoder.encode_queries(["warm up"] * 8)
 
-    def minilm_batched() -> tuple[Any, Callable[[str], Any]]:
-        wrapped = BatchedQueryEncoder(encoder, workers=workers, threads=1)
+    def minilm_batched(workers: int) -> tuple[Any, Callable[[str], Any]]:
+        wrapped = BatchedQueryEncoder(encoder, workers=workers, threads=1 if workers > 1 else None)
         return wrapped.batcher, wrapped.encode_query
 
     rows = compare("MiniLM query encoder", lambda t: encoder.encode_queries([t]), minilm_batched, per_client)
@@ -129,12 +132,12 @@ def main(out: Path = Path("bench/results/batching.json"), per_client: int = PER_
         with lock, single_thread():
             return ranker.encode_query(text)
 
-    def ranker_batched() -> tuple[Any, Callable[[str], Any]]:
+    def ranker_batched(workers: int) -> tuple[Any, Callable[[str], Any]]:
         batcher = batched_ranker_queries(ranker, workers=workers)
         return batcher, batcher
 
     rows += compare("SmolLM2 ranker query encoder", ranker_alone, ranker_batched, per_client)
-    results = {"machine": machine(), "torch_threads": threads, "workers": workers, "per_client": per_client,
+    results = {"machine": machine(), "torch_threads": threads, "per_client": per_client,
                "rows": rows, "asr_windows": asr_windows(settings)}
     write_results(out, results)
     print(table(results))
@@ -194,14 +197,15 @@ def table(results: dict[str, Any]) -> str:
     """Markdown: one row per model and client count."""
     lines = [
         "| model | clients | q/s unbatched | q/s batched | × throughput | p95 ms unbatched | p95 ms batched | "
-        "mean batch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "mean batch | q/s batched, 2 workers | p95 ms, 2 workers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:
+        two = r.get("batched_2_workers") or {"qps": "", "latency_ms": {"p95": ""}}
         lines.append(
             f"| {r['model']} | {r['clients']} | {r['unbatched']['qps']} | {r['batched']['qps']} | "
             f"{r['throughput_ratio']} | {r['unbatched']['latency_ms']['p95']} | {r['batched']['latency_ms']['p95']} | "
-            f"{r['mean_batch']} |"
+            f"{r['mean_batch']} | {two['qps']} | {two['latency_ms']['p95']} |"
         )
     asr = results.get("asr_windows")
     if asr:

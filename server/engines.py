@@ -146,7 +146,7 @@ def remote_worker(settings: Settings, role: str) -> Any:
 def batch_options(settings: Settings) -> dict[str, Any]:
     """`assistant.batching` keyword arguments from the settings."""
     return {"max_batch": settings.batch_max, "max_wait_s": settings.batch_wait_ms / 1000,
-            "workers": settings.batch_workers, "threads": 1}
+            "workers": settings.batch_workers, "threads": 1 if settings.batch_workers > 1 else None}
 
 
 def build_search(settings: Settings, *, vision: bool = True) -> tuple[Catalog, HybridRetriever, Any]:
@@ -190,7 +190,9 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     t0 = time.perf_counter()
     ranker = create_ranker(settings.ranker, cache_dir=settings.cache_dir, checkpoint=checkpoint,
                            device=settings.device)
-    batcher = batched_ranker_queries(ranker, **batch_options(settings)) if settings.micro_batching else None
+    # torch on one thread for the ranker's short query encodes, whatever the workers (see LLMReranker.one_thread)
+    batcher = (batched_ranker_queries(ranker, **{**batch_options(settings), "threads": 1})
+               if settings.micro_batching else None)
     searcher = RankedSearcher(retriever, LLMReranker(ranker, catalog, query_batcher=batcher))
     log.info("ranker %s ready in %.1f s (%s)", settings.ranker, time.perf_counter() - t0, checkpoint)
     return searcher
