@@ -324,6 +324,15 @@ def _deployed_fingerprint(role: str) -> str | None:
     return str(info.get("fingerprint"))
 
 
+def worker_settings(settings: Settings) -> Settings:
+    """What the workers are sent: the models' settings without the servers' credentials.
+
+    The auth secret, the API keys and the engine URLs (which may carry passwords) stay on the front servers.
+    """
+    return settings.model_copy(update={"auth_secret": None, "api_keys": [], "memory_url": None, "vector_url": None,
+                                       "rate_limit_storage": "memory://"})
+
+
 def deploy_workers(settings: Settings, address: str | None = None, *, replicas: str | int | Mapping[str, int] = 1,
                    num_cpus: float = 1.0, roles: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     """Start (or update) the worker applications on the Ray cluster; idempotent.
@@ -344,8 +353,7 @@ def deploy_workers(settings: Settings, address: str | None = None, *, replicas: 
     init_ray(address or settings.ray_address or "auto")
     serve.start(proxy_location="Disabled")  # no HTTP ingress: only the front servers' handles call the workers
     counts = parse_replicas(replicas)
-    # The workers need the models' settings, not the servers' credentials.
-    worker_settings = settings.model_copy(update={"auth_secret": None, "api_keys": []})
+    worker_config = worker_settings(settings)
     targets = []
     for role in roles if roles is not None else worker_roles(settings):
         fingerprint = _fingerprint(role, settings, counts[role], num_cpus)
@@ -356,7 +364,7 @@ def deploy_workers(settings: Settings, address: str | None = None, *, replicas: 
         if role == "stt":
             options["max_ongoing_requests"] = 2 * settings.stt_workers  # a small queue per replica, no more
         deployment = _WORKERS[role].options(**options)
-        targets.append(serve.RunTarget(deployment.bind(worker_settings, fingerprint, num_cpus), name=app_name(role),
+        targets.append(serve.RunTarget(deployment.bind(worker_config, fingerprint, num_cpus), name=app_name(role),
                                        route_prefix=None))
     if targets:
         log.info("deploying %s", ", ".join(t.name for t in targets))

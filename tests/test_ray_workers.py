@@ -54,6 +54,7 @@ from server.ray_workers import (  # noqa: E402 (needs ray)
     connect_workers,
     deploy_workers,
     ranker_checkpoint,
+    worker_settings,
     workers_status,
 )
 
@@ -177,6 +178,17 @@ def test_replicas_run_on_the_worker_node_not_the_front(workers: RemoteWorkers) -
     for proxy in (workers.stt, workers.tts, workers.encoder, workers.ranker):
         assert proxy is not None
         assert cpus[proxy.worker_info["node_id"]] == 2, proxy.worker_info
+
+
+def test_workers_get_no_credentials() -> None:
+    secret = Settings(auth_secret="s3cret-signing-key", api_keys="key-one,key-two",  # type: ignore[arg-type]
+                      memory_url="redis://:pw@redis:6379/0", vector_url="https://qdrant:6333?api-key=k",
+                      rate_limit_storage="redis://:pw@redis:6379/1", stt_model="faster-whisper:tiny.en")
+    sent = worker_settings(secret)
+    dumped = sent.model_dump_json()
+    for leak in ("s3cret", "key-one", "pw@", "api-key"):
+        assert leak not in dumped, leak
+    assert sent.stt_model == secret.stt_model and sent.data_dir == secret.data_dir  # the models' settings stay
 
 
 def test_deploy_is_idempotent(workers: RemoteWorkers, settings: Settings, cluster: str) -> None:
