@@ -32,7 +32,7 @@ import logging
 import math
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -47,7 +47,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_MAX_BATCH = 16
-QUERY_CACHE = 256  # recent query vectors kept (retrieval, intents and the KB ask for the same one)
 
 
 class BatcherClosed(RuntimeError):
@@ -266,31 +265,16 @@ class BatchedQueryEncoder:
         workers: int = 1,
         threads: int | None = None,
     ) -> None:
+        from ranking.text_encoder import QueryCache
+
         self.encoder = encoder
-        self.batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
-            lambda texts: list(encoder.encode_queries(texts)),
-            max_batch=max_batch,
-            max_wait_s=max_wait_s,
-            name="query-encoder",
-            setup=_torch_threads(threads),
-            workers=workers,
-        )
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self.batcher = query_batcher(encoder, name="query-encoder", max_batch=max_batch, max_wait_s=max_wait_s,
+                                     workers=workers, threads=threads)
+        self.query_cache = QueryCache()
 
     def encode_query(self, text: str) -> np.ndarray:
         """One query's L2-normalised vector ``[dim]``; recent queries come from a cache."""
-        with self._lock:
-            vec = self._cache.get(text)
-            if vec is not None:
-                self._cache.move_to_end(text)
-                return vec.copy()
-        vec = np.asarray(self.batcher(text), dtype=np.float32)
-        with self._lock:
-            self._cache[text] = vec
-            while len(self._cache) > QUERY_CACHE:
-                self._cache.popitem(last=False)
-        return vec.copy()
+        return self.query_cache.get(text, self.batcher)
 
     def close(self) -> None:
         self.batcher.close()
@@ -312,6 +296,35 @@ def _torch_threads(threads: int | None) -> Callable[[], None] | None:
     return setup
 
 
+def query_batcher(
+    model: Any,
+    *,
+    name: str,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_wait_s: float = 0.0,
+    workers: int = 1,
+    threads: int | None = None,
+) -> MicroBatcher[str, np.ndarray]:
+    """A batcher of one query text -> its vector, over ``model.encode_queries(texts) -> [n, dim]``.
+
+    Args:
+        model: A ``TextEncoder`` or ``Ranker`` (or their Ray Serve proxies).
+        name: Thread name and log prefix.
+        max_batch: Largest batch of queries.
+        max_wait_s: See :class:`MicroBatcher`.
+        workers: Batches run at once.
+        threads: torch threads in each worker; None leaves torch's setting alone.
+    """
+    return MicroBatcher(
+        lambda texts: list(model.encode_queries(texts)),
+        max_batch=max_batch,
+        max_wait_s=max_wait_s,
+        name=name,
+        setup=_torch_threads(threads),
+        workers=workers,
+    )
+
+
 def batched_ranker_queries(
     ranker: Any,
     *,
@@ -320,7 +333,7 @@ def batched_ranker_queries(
     workers: int = 1,
     threads: int | None = 1,
 ) -> MicroBatcher[str, np.ndarray]:
-    """A batcher for a ``ranking.ranker.Ranker``'s query encodes (``ranker.encode_queries``), for ``LLMReranker``.
+    """A `query_batcher` for a ``ranking.ranker.Ranker``'s query encodes, for ``LLMReranker(query_batcher=...)``.
 
     Args:
         ranker: The ranker (or its Ray Serve proxy).
@@ -330,14 +343,8 @@ def batched_ranker_queries(
         threads: torch threads in each worker (the ranker's small matmuls run best on one); None leaves torch's
             setting alone.
     """
-    return MicroBatcher(
-        lambda texts: list(ranker.encode_queries(texts)),
-        max_batch=max_batch,
-        max_wait_s=max_wait_s,
-        name="ranker-queries",
-        setup=_torch_threads(threads),
-        workers=workers,
-    )
+    return query_batcher(ranker, name="ranker-queries", max_batch=max_batch, max_wait_s=max_wait_s,
+                         workers=workers, threads=threads)
 
 
 class ScheduledTTS(TTSEngine):

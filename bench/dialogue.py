@@ -139,9 +139,9 @@ def recognize_latency(recognizer: Any, rows: Sequence[Mapping[str, Any]], thread
     times: list[float] = []
     try:
         for _ in range(LATENCY_REPEATS):
-            cache = getattr(getattr(recognizer, "_encoder", None), "_query_cache", None)
+            cache = getattr(getattr(recognizer, "_encoder", None), "query_cache", None)
             if cache is not None:
-                cache.clear()  # a shopper's turn is new text: time the encoder, not TextEncoder's query cache
+                cache.clear()  # a shopper's turn is new text: time the encoder, not its query cache
             for r in rows:
                 start = time.perf_counter()
                 recognizer.recognize(r["text"], r.get("context"))

@@ -7,9 +7,10 @@ The encoder never changes torch's thread count: callers decide (`torch.set_num_t
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,41 @@ log = logging.getLogger(__name__)
 
 QUERY_MAX_TOKENS = 64  # spoken queries are short; a short context keeps one query at ~10 ms on 2 CPU cores
 QUERY_CACHE = 256  # recent query vectors kept (a retrieval + re-rank pair encodes the same query twice)
+
+
+class QueryCache:
+    """The last `size` query vectors by text (least recently used goes first); safe across threads; hands out copies.
+
+    One per encoder (`TextEncoder`, its batched and remote wrappers): retrieval, intents and the KB ask for the
+    same query in one turn. `clear` it to time the encoder itself.
+    """
+
+    def __init__(self, size: int = QUERY_CACHE) -> None:
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str, compute: Callable[[str], np.ndarray]) -> np.ndarray:
+        """`text`'s vector from the cache, else ``compute(text)`` (run outside the lock) remembered."""
+        with self._lock:
+            vec = self._vectors.get(text)
+            if vec is not None:
+                self._vectors.move_to_end(text)
+                return vec.copy()
+        vec = np.asarray(compute(text), dtype=np.float32)
+        with self._lock:
+            self._vectors[text] = vec
+            self._vectors.move_to_end(text)
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+        return vec.copy()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._vectors.clear()
+
+    def __len__(self) -> int:
+        return len(self._vectors)
 
 
 def default_model_path() -> Path:
@@ -55,6 +91,7 @@ class TextEncoder:
         self.model_path = str(path)  # a PosixPath breaks sentence-transformers' config handling
         self.device = resolve_device(device)
         self.batch_size = batch_size
+        self.query_cache = QueryCache()
         start = time.perf_counter()
         self._model = SentenceTransformer(self.model_path, device=self.device)
         if self.device.startswith("cuda"):
@@ -121,16 +158,7 @@ class TextEncoder:
         Returns:
             float32 array [dim], L2-normalised.
         """
-        cache: OrderedDict[str, np.ndarray] = self.__dict__.setdefault("_query_cache", OrderedDict())
-        vec = cache.get(text)
-        if vec is None:
-            vec = self._encode_query(text)
-            cache[text] = vec
-            while len(cache) > QUERY_CACHE:
-                cache.popitem(last=False)
-        else:
-            cache.move_to_end(text)
-        return vec.copy()
+        return self.query_cache.get(text, self._encode_query)
 
     @torch.inference_mode()
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:

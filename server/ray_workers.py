@@ -33,7 +33,6 @@ import logging
 import os
 import socket
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ import ray
 from ray import serve
 from ray.exceptions import RayTaskError
 
+from ranking.text_encoder import QueryCache
 from server.settings import RAY_ROLES, Settings
 from speech.errors import SpeechError, SpeechToTextError, TextToSpeechError
 from speech.stt import STTEngine, TranscribeOptions, Transcription, check_audio
@@ -58,7 +58,6 @@ CALL_TIMEOUT_S = 60.0  # a final transcript on a busy CPU worker takes seconds; 
 QUERY_BATCH = 32  # queries encoded in one forward pass at most
 QUERY_BATCH_WAIT_S = 0.005  # a lone query waits this long for company (~half a MiniLM query on 2 CPU cores)
 ENCODE_CHUNK = 256  # texts per remote call when a catalog is encoded (keeps each message a few hundred KB)
-QUERY_CACHE = 256  # recent query vectors kept by the proxy (retrieval and re-rank ask for the same query)
 HEALTH_CHECK_PERIOD_S = 5.0  # how soon Serve notices (and replaces) a dead replica
 
 
@@ -508,8 +507,7 @@ class RemoteTextEncoder:
         self.device = str(info["device"])
         self._name = str(info["name"])
         self._dim = int(info["dim"])
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self.query_cache = QueryCache()
         self.worker_info = info
 
     @property
@@ -532,17 +530,7 @@ class RemoteTextEncoder:
 
     def encode_query(self, text: str) -> np.ndarray:
         """Encode one query (batched with other sessions' on the worker): float32 ``[dim]``, L2-normalised."""
-        with self._cache_lock:
-            vec = self._cache.get(text)
-            if vec is not None:
-                self._cache.move_to_end(text)
-                return vec.copy()
-        vec = _remote_vectors(self._call("encode_query", text))
-        with self._cache_lock:
-            self._cache[text] = vec
-            while len(self._cache) > QUERY_CACHE:
-                self._cache.popitem(last=False)
-        return vec.copy()
+        return self.query_cache.get(text, lambda query: _remote_vectors(self._call("encode_query", query)))
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Encode queries already batched here (e.g. by ``assistant.batching``) in one call: ``[n, dim]``."""

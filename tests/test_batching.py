@@ -341,3 +341,26 @@ def test_metrics_collector_reports_requests_and_batches() -> None:
         "batcher": "demo"}
     assert 1 <= found["shoptalk_batcher_batches"].value <= 3
     batcher.close()
+
+
+def test_query_cache_is_lru_and_hands_out_copies() -> None:
+    from ranking.text_encoder import QueryCache
+
+    calls: list[str] = []
+
+    def compute(text: str) -> np.ndarray:
+        calls.append(text)
+        return np.full(3, len(text), np.float32)
+
+    cache = QueryCache(size=2)
+    first = cache.get("a", compute)
+    first[:] = 99  # a caller writing to its vector does not change the cached one
+    assert cache.get("a", compute).tolist() == [1, 1, 1] and calls == ["a"]
+    cache.get("bb", compute)
+    cache.get("a", compute)  # "a" is now the most recent
+    cache.get("ccc", compute)  # evicts "bb"
+    assert len(cache) == 2 and calls == ["a", "bb", "ccc"]
+    cache.get("bb", compute)
+    assert calls[-1] == "bb"
+    cache.clear()
+    assert len(cache) == 0
