@@ -430,11 +430,16 @@ class Ranker(nn.Module):
     # --- checkpoints ----------------------------------------------------------------------------------------
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """LoRA adapter and head tensors (what a checkpoint stores besides the config)."""
+        """A copy of the LoRA adapter and head tensors (what a checkpoint stores besides the config).
+
+        Copies on every device: ``.cpu()`` of a CPU tensor is the tensor itself, and a snapshot that aliased the
+        live parameters would follow the optimiser (`ranking.train.train` keeps the best one this way).
+        """
         from peft import get_peft_model_state_dict
 
-        state = {f"lora.{k}": v.detach().cpu() for k, v in get_peft_model_state_dict(self.backbone).items()}
-        state.update({f"head.{k}": v.detach().cpu() for k, v in self.head.state_dict().items()})
+        lora = get_peft_model_state_dict(self.backbone)
+        state = {f"lora.{k}": v.detach().to("cpu", copy=True) for k, v in lora.items()}
+        state.update({f"head.{k}": v.detach().to("cpu", copy=True) for k, v in self.head.state_dict().items()})
         return state
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:

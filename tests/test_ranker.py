@@ -96,6 +96,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ranker, dict]:
         out=out,
         progress=False,
     )
+    metrics["checkpoint"] = out
     return ranker, metrics
 
 
@@ -243,6 +244,26 @@ def test_training_improves_ndcg(trained: tuple[Ranker, dict]) -> None:
     fresh = _without_retrieval(make_training_data(tiny_catalog(), 80, seed=99))
     untrained = create_ranker("tiny-random", cache_dir=Path("/nonexistent"), device="cpu")
     assert evaluate(ranker, fresh)["ndcg@10"] > evaluate(untrained, fresh)["ndcg@10"]
+
+
+def test_training_ends_holding_the_best_checkpoint(trained: tuple[Ranker, dict], tmp_path: Path) -> None:
+    ranker, metrics = trained
+    assert len(metrics["history"]) >= 2  # several evaluations, so the last weights need not be the best
+    saved = Ranker.load(metrics["checkpoint"], cache_dir=tmp_path, device="cpu").trainable_state()
+    live = ranker.trainable_state()
+    assert saved.keys() == live.keys()
+    for name, value in saved.items():
+        torch.testing.assert_close(live[name], value)
+    # a snapshot is a copy, not the live parameters (on CPU ``.cpu()`` alone would alias them)
+    param = next(iter(ranker.head.parameters()))
+    before = ranker.trainable_state()
+    with torch.no_grad():
+        param.add_(1.0)
+    try:
+        assert not any(torch.equal(v, param.detach()) for v in before.values())
+    finally:
+        with torch.no_grad():
+            param.sub_(1.0)
 
 
 def test_prompt_injection_product_is_not_promoted(trained: tuple[Ranker, dict]) -> None:
