@@ -11,6 +11,11 @@ Each row times the same call on the GPU (half/bf16 path) and on the CPU (fp32) i
 that the GPU output agrees with the CPU output for the same inputs and weights (cosine > 0.99; ranker: Spearman
 of 100 scores > 0.99).  A model whose dependency is missing is reported as skipped with the reason.
 
+``ranker_train`` times the ranker's TRAINING step (``ranking.train``: query tower under bf16 autocast on CUDA,
+fp32 on CPU; LambdaRank + backward + AdamW) at 16 and 64 queries x 50 candidates of synthetic weak-labelled
+examples, and checks the first step's gradient (GPU vs CPU), that the trainable weights stay float32 on the GPU,
+one short ``train()`` per device, and that the GPU-trained checkpoint loads and ranks the same on the CPU.
+
 Small assets that must travel (tokenizers and configs, no weights) live in ``.gpu_assets/`` at the repo root.
 Patches (in this process only, restored afterwards): ``vision.towers.minilm_path`` points at the random MiniLM
 folder and ``vision.towers.load_lite0_trunk`` is a no-op (keeps timm's random init); ``soxr`` is stubbed when it
@@ -27,6 +32,7 @@ import gc
 import importlib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -54,6 +60,8 @@ SAMPLE_RATE = 16000  # Whisper's input rate
 BUDGET_S = (
     200.0  # soft limit for the whole run (the remote allows 5 min): later rows drop to minimum repetitions
 )
+MATERIALS = ["organic cotton", "recycled polyester", "merino wool", "nylon ripstop", "full-grain leather"]
+BRANDS = ["Northpeak", "Luma", "Fieldhouse", "Arcadia", "Kestrel", "Tidewater"]  # of the synthetic products
 WHISPER_DIMS: dict[
     str, dict[str, int]
 ] = {  # openai-whisper ModelDimensions of the two sizes the project ships
@@ -280,8 +288,7 @@ def product_texts(n: int) -> list[str]:
         ("beanie", "accessories"),
         ("leggings", "bottoms"),
     ]
-    materials = ["organic cotton", "recycled polyester", "merino wool", "nylon ripstop", "full-grain leather"]
-    brands = ["Northpeak", "Luma", "Fieldhouse", "Arcadia", "Kestrel", "Tidewater"]
+    materials, brands = MATERIALS, BRANDS
     out = []
     for i in range(n):
         colour, (kind, cat) = colours[rng.integers(10)], kinds[rng.integers(10)]
@@ -340,23 +347,40 @@ def free(dev: str | None) -> None:
 # ---- ranker ------------------------------------------------------------------------------------------------------
 
 
-def bench_ranker(run: Run, section: dict[str, Any], num_layers: int | None = None) -> None:
-    """``ranking`` reranker: SmolLM2-135M config (random), LoRA + heads made random so every term matters."""
+def random_smollm2(tmp: Path) -> None:
+    """The SmolLM2-135M folder ``create_ranker`` loads from ``tmp``: real config and tokenizer, random weights (seed 0)."""
+    import torch
+
+    from ranking.registry import SMOLLM2_FOLDER
+
+    folder = tmp / SMOLLM2_FOLDER
+    if (folder / "model.safetensors").is_file():
+        return
+    if not (ASSETS / "smollm2" / "tokenizer.json").is_file():
+        raise Skip(f"missing {ASSETS / 'smollm2'} (SmolLM2 config and tokenizer)")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shutil.copytree(ASSETS / "smollm2", folder, dirs_exist_ok=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig.from_pretrained(str(folder))).save_pretrained(str(folder))
+
+
+def ranker_pair(
+    run: Run, section: dict[str, Any], num_layers: int | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``create_ranker("smollm2-lora")`` per role over random SmolLM2 weights, identical LoRA/head weights.
+
+    LoRA B, the last MLP layer and the text/image scales start at zero: they are drawn (seed 1) so the backbone
+    moves the scores, then copied to every role through the project's checkpoint path. Records the config and
+    each role's autocast in ``section``. Returns ``(rankers by role, the shared trainable state)``.
+    """
     import torch
 
     importlib.import_module("peft")
-    from ranking.ranker import NUM_FEATURES, autocast_for, render_query
-    from ranking.registry import SMOLLM2_FOLDER, create_ranker
+    from ranking.ranker import autocast_for
+    from ranking.registry import create_ranker
 
-    folder = run.tmp / SMOLLM2_FOLDER
-    if not (folder / "model.safetensors").is_file():
-        if not (ASSETS / "smollm2" / "tokenizer.json").is_file():
-            raise Skip(f"missing {ASSETS / 'smollm2'} (SmolLM2 config and tokenizer)")
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        shutil.copytree(ASSETS / "smollm2", folder, dirs_exist_ok=True)
-        torch.manual_seed(0)
-        LlamaForCausalLM(LlamaConfig.from_pretrained(str(folder))).save_pretrained(str(folder))
+    random_smollm2(run.tmp)
     overrides: dict[str, Any] = {"num_layers": num_layers} if num_layers else {}
     rankers = {
         role: create_ranker("smollm2-lora", cache_dir=run.tmp, device=run.dev(role), **overrides)
@@ -364,16 +388,24 @@ def bench_ranker(run: Run, section: dict[str, Any], num_layers: int | None = Non
     }
     cpu = rankers["cpu"]
     section["config"] = cpu.config.to_dict()
-    # LoRA B, the last MLP layer and the text/image scales start at zero: draw them so the backbone moves the scores.
     with torch.no_grad():
         gen = torch.Generator().manual_seed(1)
         for p in cpu.trainable_parameters():
             if not p.detach().abs().sum():
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen) if p.ndim else torch.tensor(1.0))
-    state = cpu.trainable_state()
+    state = cpu.trainable_state()  # a copy on every device
     for r in rankers.values():
         r.load_trainable_state(state)  # the project's own checkpoint path: identical weights on both devices
     section["autocast"] = {dev: autocast_dtype(autocast_for(r.device_name)) for dev, r in rankers.items()}
+    return rankers, state
+
+
+def bench_ranker(run: Run, section: dict[str, Any], num_layers: int | None = None) -> None:
+    """``ranking`` reranker: SmolLM2-135M config (random), LoRA + heads made random so every term matters."""
+    from ranking.ranker import NUM_FEATURES, render_query
+
+    rankers, _ = ranker_pair(run, section, num_layers)
+    cpu = rankers["cpu"]
 
     query = render_query("red running shoes for a marathon", {"colour": "red", "category": "footwear"})
     texts = product_texts(200)
@@ -454,6 +486,303 @@ def bench_ranker(run: Run, section: dict[str, Any], num_layers: int | None = Non
             max_abs_diff=round(float(np.abs(gs.scores - cs.scores).max()), 5),
         )
     rankers.clear()  # the caller frees memory next
+    free(run.gpu)
+
+
+# ---- ranker training ---------------------------------------------------------------------------------------------
+
+
+TRAIN_CANDIDATES = 50  # candidates per query (a first-stage pool the reranker reorders)
+TRAIN_EXAMPLES = (
+    80  # enough for one batch of 64, and for train(): 64 train / 16 eval examples (4 steps of 16)
+)
+
+
+def catalog_products(n: int) -> list[dict[str, Any]]:
+    """Product dicts in ``ranking.train``'s shape (see its module docstring): models in colourways (seed 0).
+
+    Every model comes in three colourways (``"<brand> <kind> <model>-<Colour>"``, so `base_name` groups them),
+    ten categories, a few sizes, brands and prices: what `make_training_data` needs to grade 0..3.
+    """
+    rng = np.random.default_rng(0)
+    colours = [
+        "Black",
+        "Red",
+        "Navy",
+        "Olive",
+        "White",
+        "Heather Grey",
+        "Burgundy",
+        "Sky Blue",
+        "Sand",
+        "Pink",
+    ]
+    kinds = [
+        ("Pullover Hoodie", "women/tops/hoodies"),
+        ("Running Shoe", "men/footwear/running"),
+        ("Rain Jacket", "women/outerwear/jackets"),
+        ("Daypack", "gear/bags/backpacks"),
+        ("Slim Jeans", "men/bottoms/jeans"),
+        ("Crew T-Shirt", "men/tops/tees"),
+        ("Summer Dress", "women/dresses/casual"),
+        ("Hiking Boot", "women/footwear/boots"),
+        ("Rib Beanie", "gear/accessories/hats"),
+        ("Studio Leggings", "women/bottoms/leggings"),
+    ]
+    materials, brands = MATERIALS, BRANDS
+    sizes = ["XS", "S", "M", "L", "XL"]
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        model, variant = divmod(i, 3)
+        kind, category = kinds[model % len(kinds)]
+        brand, material = brands[model % len(brands)], materials[(model // 2) % len(materials)]
+        colour = colours[(3 * model + variant) % len(colours)]
+        first = int(rng.integers(4))
+        out.append(
+            {
+                "id": f"p{i}",
+                "title": f"{brand} {kind} {model}-{colour}",
+                "description": f"A {material} {kind.lower()} for everyday wear, cut for comfort, with reinforced "
+                f"seams and a {('relaxed', 'regular', 'tailored')[model % 3]} fit.",
+                "category": category,
+                "brand": brand,
+                "price": float(15 + 5 * (model % 30) + int(rng.integers(5))),
+                "attributes": {"colors": [colour], "sizes": sizes[first : first + 2 + int(rng.integers(3))]},
+            }
+        )
+    return out
+
+
+def state_diff(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Largest absolute difference between two `Ranker.trainable_state` dicts (same keys)."""
+    return max(
+        (float((a[k].float() - v.float()).abs().max()) for k, v in b.items() if v.numel()), default=0.0
+    )
+
+
+def bench_ranker_train(run: Run, section: dict[str, Any]) -> None:
+    """``ranking.train`` on the SmolLM2 ranker: the training step per device, a short `train()`, the checkpoint.
+
+    Rows time the project's own step (`_batch_scores` + LambdaRank + backward + clip + AdamW over
+    `_param_groups`), product vectors computed once beforehand as `train()` does. Checks: the first step's loss
+    and gradient on the GPU (bf16 autocast) vs the CPU (fp32) from the same weights; the trainable parameters
+    (and AdamW's state) stay float32 on the GPU; one short `train()` per device ends with finite losses; the
+    checkpoint trained on the GPU loads on the CPU (`Ranker.load`) and ranks like the GPU ranker.
+    """
+    import torch
+
+    from ranking.ranker import Ranker
+    from ranking.train import (
+        HEAD_LR,
+        LOSSES,
+        _batch_scores,
+        _param_groups,
+        _product_vectors,
+        make_training_data,
+        train,
+    )
+
+    parts: dict[str, float] = {}
+    t0 = time.perf_counter()
+    rankers, state = ranker_pair(run, section)
+    products = catalog_products(150)
+    examples = make_training_data(products, TRAIN_EXAMPLES, seed=0, n_candidates=TRAIN_CANDIDATES)
+    labels = np.concatenate([ex.labels for ex in examples])
+    section["data"] = {
+        "products": len(products),
+        "examples": len(examples),
+        "candidates": sorted({len(ex.labels) for ex in examples}),
+        "label_counts": {str(g): int((labels == g).sum()) for g in range(4)},
+    }
+    parts["setup"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    vectors = {role: _product_vectors(r, examples) for role, r in rankers.items()}  # once, as train() does
+    parts["product_vectors"] = time.perf_counter() - t0
+
+    def trainable_grads(r: Any) -> torch.Tensor:
+        return torch.cat(
+            [
+                (p.grad if p.grad is not None else torch.zeros_like(p)).detach().float().flatten().cpu()
+                for p in r.trainable_parameters()
+            ]
+        )
+
+    # The first step from identical weights, dropout off: loss and gradient on each device.
+    t0 = time.perf_counter()
+    first: dict[str, dict[str, Any]] = {}
+    grads: dict[str, torch.Tensor] = {}
+    for role, r in rankers.items():
+        r.eval()
+        r.zero_grad(set_to_none=True)
+        scores, lab, mask = _batch_scores(r, examples[:16], vectors[role])
+        loss = LOSSES["lambda"](scores, lab, mask)
+        loss.backward()
+        grads[role] = trainable_grads(r)
+        first[role] = {
+            "loss": round(loss.item(), 6),
+            "scores_dtype": str(scores.dtype),
+            "grad_dtypes": sorted(
+                {str(p.grad.dtype) for p in r.trainable_parameters() if p.grad is not None}
+            ),
+            "grad_norm": round(float(grads[role].norm()), 6),
+        }
+        r.zero_grad(set_to_none=True)
+    section["first_step"] = first
+    if run.gpu:
+        g, c = grads["gpu"].double(), grads["cpu"].double()
+        cos = float(g @ c / (g.norm() * c.norm()).clamp(min=1e-30))
+        loss_gap = abs(first["gpu"]["loss"] - first["cpu"]["loss"]) / max(abs(first["cpu"]["loss"]), 1e-9)
+        agree(
+            section,
+            "cosine of the first step's gradient, all trainable parameters (bf16 GPU vs fp32 CPU)",
+            cos,
+            MIN_COSINE,
+            loss_rel_diff=round(loss_gap, 6),
+        )
+
+    # Timed rows: the project's training step, train mode (LoRA dropout on) as in train().
+    lr = 1e-3  # train()'s default
+    optimizers = {
+        role: torch.optim.AdamW(_param_groups(r, lr, HEAD_LR), lr=lr, weight_decay=0.01)
+        for role, r in rankers.items()
+    }
+
+    def step(role: str, batch: list[Any]) -> torch.Tensor:
+        r, opt = rankers[role], optimizers[role]
+        loss = LOSSES["lambda"](*_batch_scores(r, batch, vectors[role]))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(r.trainable_parameters()), 1.0)
+        opt.step()
+        return loss
+
+    for r in rankers.values():
+        r.train()
+    for size in (16, 64):
+        measure(
+            run,
+            section,
+            f"train step (forward + LambdaRank loss + backward + AdamW), batch {size} queries x "
+            f"{TRAIN_CANDIDATES} candidates",
+            size,
+            {role: partial(step, role, examples[:size]) for role in rankers},
+            cpu_reps=1,
+            note="items = queries; _batch_scores + LOSSES['lambda'] + clip + AdamW(_param_groups); "
+            "product vectors precomputed",
+        )
+    parts["first_step_and_rows"] = time.perf_counter() - t0
+
+    # The trainable parameters and AdamW's moments must stay float32 on the GPU (autocast, not .half()).
+    dtypes: dict[str, Any] = {}
+    for role, r in rankers.items():
+        params = list(r.trainable_parameters())
+        moments = [t for p in params for t in optimizers[role].state.get(p, {}).values() if t.ndim]
+        dtypes[role] = {
+            "params": {
+                d: sum(p.numel() for p in params if str(p.dtype) == d) for d in {str(p.dtype) for p in params}
+            },
+            "adamw_state": sorted({str(t.dtype) for t in moments}),
+            "frozen_backbone": sorted({str(p.dtype) for p in r.parameters() if not p.requires_grad}),
+        }
+    section["trainable_dtypes"] = dtypes
+    if run.gpu:
+        params = list(rankers["gpu"].trainable_parameters())
+        share = sum(p.numel() for p in params if p.dtype == torch.float32) / max(
+            1, sum(p.numel() for p in params)
+        )
+        agree(
+            section,
+            "share of trainable parameters in float32 on the GPU after training steps",
+            share,
+            0.999,
+            adamw_state=dtypes["gpu"]["adamw_state"],
+        )
+    optimizers.clear()
+
+    # One short train() per device from the same weights.
+    t0 = time.perf_counter()
+    cap = 5.0 if time.monotonic() > run.deadline else 15.0 if run.quick else 30.0
+    trained: dict[str, dict[str, Any]] = {}
+    saved: dict[str, dict[str, torch.Tensor]] = {}
+    checkpoints: dict[str, Path] = {}
+    for role, r in rankers.items():
+        r.load_trainable_state(state)
+        checkpoints[role] = run.tmp / f"ranker-train-{role}.pt"
+        res = train(
+            r,
+            examples,
+            epochs=1,
+            batch_size=16,
+            eval_every=2,
+            out=checkpoints[role],
+            progress=False,
+            max_seconds=cap,
+            seed=0,
+        )
+        losses = [h["loss"] for h in res["history"]]
+        trained[role] = {
+            "steps": res["steps"],
+            "seconds": round(res["seconds"], 2),
+            "initial_ndcg@10": round(res["initial"]["ndcg@10"], 4),
+            "best_ndcg@10": round(res["best"]["ndcg@10"], 4),
+            "losses": [round(x, 5) for x in losses],
+            "n_train": res["n_train"],
+            "n_eval": res["n_eval"],
+        }
+        # train() should end holding the best weights it saved (the checkpoint); record how far it is from them.
+        saved[role] = torch.load(checkpoints[role], map_location="cpu", weights_only=True)["state"]
+        diff = state_diff(r.trainable_state(), saved[role])
+        trained[role]["ranker_vs_checkpoint_max_abs_diff"] = diff
+        if diff > 0:
+            section["notes"].append(
+                f"train() on {role} ({run.dev(role)}): the ranker does not hold its saved best checkpoint "
+                f"afterwards (max abs diff {diff:.4g}): its best_state snapshot must be a copy "
+                "(`Ranker.trainable_state`)"
+            )
+        finite = bool(losses) and all(math.isfinite(x) for x in losses)
+        agree(
+            section,
+            f"train() on {role} ({run.dev(role)}): history entries, all losses finite",
+            float(len(losses)) if finite else 0.0,
+            0.0,
+            steps=res["steps"],
+            initial_ndcg=trained[role]["initial_ndcg@10"],
+            best_ndcg=trained[role]["best_ndcg@10"],
+        )
+    section["train"] = trained
+    parts["train"] = time.perf_counter() - t0
+
+    # The checkpoint trained on the GPU, loaded on the CPU, ranks like the GPU ranker (each device's own path).
+    t0 = time.perf_counter()
+    src = "gpu" if run.gpu else "cpu"
+    loaded = Ranker.load(checkpoints[src], cache_dir=run.tmp, device="cpu")
+    ref = rankers[src]
+    ref.load_trainable_state(saved[src])  # a no-op unless train() left other weights (see the notes)
+    loaded_diff = state_diff(ref.trainable_state(), loaded.trainable_state())
+    rhos, text_rhos = [], []
+    for ex in examples[-16:]:
+        outs = [
+            r.score(r.encode_query(ex.query), r.encode_products(ex.product_texts), None, ex.features)
+            for r in (ref, loaded)
+        ]
+        rhos.append(spearman(outs[0].scores, outs[1].scores))
+        text_rhos.append(
+            spearman(outs[0].contributions["text_relevance"], outs[1].contributions["text_relevance"])
+        )
+    agree(
+        section,
+        f"checkpoint trained on {src} loaded on cpu: min Spearman of {TRAIN_CANDIDATES} scores over 16 queries",
+        min(rhos),
+        MIN_SPEARMAN,
+        mean=round(float(np.mean(rhos)), 6),
+        text_relevance_min=round(min(text_rhos), 6),
+        state_max_abs_diff=loaded_diff,
+        loaded_device=loaded.device_name,
+    )
+    parts["checkpoint_check"] = time.perf_counter() - t0
+    section["parts_s"] = {k: round(v, 1) for k, v in parts.items()}
+    del loaded, ref
+    rankers.clear()
     free(run.gpu)
 
 
@@ -947,6 +1276,11 @@ def main(
     }
     sections: list[tuple[str, str, Callable[[dict[str, Any]], None]]] = [
         ("ranker", "ranking.ranker.Ranker smollm2-lora (4 layers)", lambda s: bench_ranker(run, s)),
+        (
+            "ranker_train",
+            "ranking.train smollm2-lora (4 layers): LambdaRank step, train(), checkpoint to CPU",
+            lambda s: bench_ranker_train(run, s),
+        ),
         ("vision_lit", "vision ImageTextEncoder lite0-minilm-lit", lambda s: bench_vision(run, s)),
         ("text_encoder", "ranking.text_encoder.TextEncoder MiniLM-L6", lambda s: bench_text_encoder(run, s)),
         ("whisper_tiny.en", "speech OpenAIWhisperSTT tiny.en", lambda s: bench_whisper(run, s, "tiny.en")),

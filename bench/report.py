@@ -62,7 +62,9 @@ def section() -> str:
     if gpu:
         from bench import gpu_paths
 
-        parts += ["", "### GPU paths (`python -m bench.gpu_paths`, run on a lent NVIDIA H200; random weights of the "
+        env = gpu.get("meta", {}).get("env", {})
+        where = f"a lent {env.get('gpu', 'GPU')}, CPU column on its {env.get('cpus', '?')} cores"
+        parts += ["", f"### GPU paths (`python -m bench.gpu_paths`, run on {where}; random weights of the "
                   "real architectures: timings valid, outputs meaningless)", "", gpu_paths.markdown(gpu)]
     return "\n".join(parts)
 
