@@ -424,7 +424,10 @@ class LLMReplyWriter:
             if stats.first_sentence_ms is None:
                 stats.first_sentence_ms = 1000 * (time.perf_counter() - start)
 
-        if not hits:
+        # Near misses (close alternatives that miss the asked colour, size or price) get the template's careful
+        # wording: the query's own colour and limits may be repeated back, so a generated "in blue" after them
+        # would pass the grounding check while being false of the product.
+        if not hits or any(h.near_miss for h in hits):
             stats.used_template = True
             async for delta in self.fallback.write(text, query, hits):
                 mark_first()

@@ -56,8 +56,12 @@ def _noun(hits: Sequence[ProductHit]) -> str | None:
 
 
 def reply_facts(hits: Sequence[ProductHit]) -> list[ProductFact]:
-    """Facts of the products a reply to `hits` names (the first `MAX_NAMED`)."""
-    return facts_from_hits(hits[:MAX_NAMED])
+    """Facts of the products a reply to `hits` names.
+
+    The first `MAX_NAMED` that meet the query, or when none do, of its near misses.
+    """
+    exact = [h for h in hits if not h.near_miss]
+    return facts_from_hits((exact or list(hits))[:MAX_NAMED])
 
 
 def _no_results(query: SearchQuery) -> str:
@@ -112,11 +116,47 @@ def _listing(query: SearchQuery, facts: Sequence[ProductFact], total: int) -> st
     return text[0].upper() + text[1:] + "."
 
 
+def _unmet(query: SearchQuery, near: Sequence[ProductHit]) -> str:
+    """What the near misses in `near` miss, in the query's words (" in blue in size M under $50")."""
+    missed = {name for h in near for name in h.near_miss}
+    color = canonical_color(query.color) if query.color and "colour" in missed else None
+    parts = [
+        f" in {color}" if color else "",
+        _size_phrase(query) if "size" in missed else "",
+        _price_phrase(query) if "price" in missed else "",
+    ]
+    return "".join(parts)
+
+
+def _near_item(fact: ProductFact, joiner: str) -> str:
+    # A near miss's own colour is worth saying: it is the one thing that differs ("in grey" when asked for blue).
+    color = f" in {canonical_color(fact.color)}" if fact.color else ""
+    return f"the {fact.name}{color}{joiner}{format_price(fact.price, fact.currency)}"
+
+
+def _closest(query: SearchQuery, near: Sequence[ProductHit]) -> str:
+    """No product meets the whole query: say which part, then name the closest alternatives."""
+    facts = reply_facts(near)
+    items = [_near_item(f, " at ") for f in facts]
+    listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + f"{',' if len(items) > 2 else ''} and {items[-1]}"
+    verb = "is" if len(items) == 1 else "are"
+    return f"I couldn't find that{_unmet(query, near)}. The closest {verb} {listed}."
+
+
+def _also_near(query: SearchQuery, near: Sequence[ProductHit]) -> str:
+    n = len(near)
+    what = _unmet(query, near).strip()
+    return (f"I also have {_count_word(n)} close {'match' if n == 1 else 'matches'} that "
+            f"{'is not' if n == 1 else 'are not'} {what}.")
+
+
 def compose_reply(query: SearchQuery, hits: list[ProductHit]) -> str:
     """A short spoken reply for a search, naming at most `MAX_NAMED` products with their prices.
 
     Names, prices and colours come only from `hits` and `query`. The first sentence is short so speech can
-    start early.
+    start early. Near misses (``hit.near_miss``) are never counted or named as meeting the query: with exact
+    matches the reply adds how many close matches miss which constraint; with none it says what could not be
+    found and names the closest, each with its own colour and price.
 
     Args:
         query: The query that was answered.
@@ -125,12 +165,19 @@ def compose_reply(query: SearchQuery, hits: list[ProductHit]) -> str:
     Returns:
         The reply, e.g. "I found three black hoodies under $50. The Harbor Fleece Hoodie is $37, ..."
     """
+    exact = [h for h in hits if not h.near_miss]
+    near = [h for h in hits if h.near_miss]  # close alternatives (`ProductHit.near_miss`): never said to fit
     if not hits:
         reply = _no_results(query)
         facts: list[ProductFact] = []
+    elif not exact:
+        facts = reply_facts(near)
+        reply = _closest(query, near)
     else:
-        facts = reply_facts(hits)
-        reply = f"{_opening(query, hits)} {_listing(query, facts, len(hits))}"
+        facts = reply_facts(exact)
+        reply = f"{_opening(query, exact)} {_listing(query, facts, len(exact))}"
+        if near:
+            reply += " " + _also_near(query, near)
     violations = check_grounding(reply, facts, query=query)
     if violations:  # templates should never do this; say so loudly rather than speak it unnoticed
         log.error("composed reply is not grounded (%s): %r", "; ".join(violations), reply)

@@ -23,8 +23,15 @@ from typing import Any
 import numpy as np
 
 from assistant.catalog import Catalog, Product
-from assistant.retrieval import lexical_text, product_genders
-from assistant.search import ProductHit, SearchQuery, canonical_color, canonical_size, parse_query
+from assistant.retrieval import lexical_text, mark_near_misses, product_genders, with_near_misses
+from assistant.search import (
+    ProductHit,
+    SearchQuery,
+    canonical_color,
+    canonical_size,
+    parse_query,
+    relaxed_query,
+)
 from ranking.ranker import FEATURE_NAMES, NUM_FEATURES, RETRIEVAL_FEATURES, RankOutput, render_query
 from ranking.train import product_text, slot_features
 
@@ -382,16 +389,26 @@ class LLMReranker:
 class RankedSearcher:
     """A `ProductSearcher`: a retriever's top ``max(k, pool)`` candidates re-ranked by an `LLMReranker`.
 
+    Near misses: when the query sets a colour, size or price, products that break only those constraints (same
+    category, brand, department and words: `assistant.search.relaxed_query`) join the pool as close alternatives,
+    each marked with what it misses (`ProductHit.near_miss`). Results list every product that meets the query
+    first, in the ranker's order, then the near misses, in the ranker's order: a shopper asking for "the Hera
+    hoodie in blue" when none is blue hears so, and is offered the Hera hoodie in the colours it has.
+
     Args:
         retriever: A `HybridRetriever` (or anything with ``search`` and ``vocab``).
         reranker: The re-ranker.
         pool: Candidates fetched per query (default: the reranker's).
+        near_misses: Offer close alternatives (above); False returns only products meeting every constraint.
     """
 
-    def __init__(self, retriever: Any, reranker: LLMReranker, *, pool: int | None = None) -> None:
+    def __init__(
+        self, retriever: Any, reranker: LLMReranker, *, pool: int | None = None, near_misses: bool = True
+    ) -> None:
         self.retriever = retriever
         self.reranker = reranker
         self.pool = pool if pool is not None else reranker.pool
+        self.near_misses = near_misses
         self._tokens: dict[str, frozenset[str]] = {}  # product id -> BM25 tokens of its text
 
     @property
@@ -409,13 +426,19 @@ class RankedSearcher:
     def search(
         self, query: SearchQuery, *, use_ranker: bool = True, signals: SessionSignals | None = None
     ) -> list[ProductHit]:
-        """Top `query.k` hits; with ``use_ranker=False`` the retriever's own ranking."""
+        """Top `query.k` hits (near misses after the rest); with ``use_ranker=False`` the retriever's own ranking."""
         if query.k <= 0:
             return []
         if not use_ranker:
-            return list(self.retriever.search(query))
+            hits = list(self.retriever.search(query))
+            return with_near_misses(self.retriever, query, hits) if self._relaxable(query) else hits
         hits, retrieval = self.candidates(query)
-        return self.reranker.rerank(query, hits, signals, retrieval)[: query.k]
+        ranked = self.reranker.rerank(query, hits, signals, retrieval)
+        ranked = [h for h in ranked if not h.near_miss] + [h for h in ranked if h.near_miss]
+        return ranked[: query.k]
+
+    def _relaxable(self, query: SearchQuery) -> bool:
+        return self.near_misses and relaxed_query(query) is not None and hasattr(self.retriever, "candidates")
 
     def candidates(self, query: SearchQuery) -> tuple[list[ProductHit], np.ndarray]:
         """The pool the ranker re-orders, and its first-stage features (`RETRIEVAL_FEATURES` columns).
@@ -423,6 +446,8 @@ class RankedSearcher:
         The retriever's own top ``max(k, pool)`` hits come first, in its order. A `HybridRetriever` also adds the
         products that pass every hard filter but that its relevance gate dropped (up to ``pool`` in all, by
         MiniLM cosine), each with its BM25/vector ranks and scores: the ranker may lift one the gate missed.
+        With near misses on and a colour, size or price in the query, the products that pass the relaxed query
+        compete for those places too (marked ``near_miss``; their slot features show what they miss).
         """
         n = max(query.k, self.pool)
         hits = list(self.retriever.search(replace(query, k=n)))
@@ -430,7 +455,13 @@ class RankedSearcher:
         if not all(hasattr(retriever, a) for a in ("candidates", "lexical", "text_index", "encoder")):
             return hits, basic_retrieval_features(hits)
         allowed = retriever.candidates(query)
-        return retrieval_features(retriever, query, hits, allowed, n, self._tokens)
+        if not self._relaxable(query):
+            return retrieval_features(retriever, query, hits, allowed, n, self._tokens)
+        relaxed = relaxed_query(query)
+        assert relaxed is not None
+        widened = {**retriever.candidates(relaxed), **allowed}  # the query's own variant wins for its products
+        pool, feats = retrieval_features(retriever, relaxed, hits, widened, n, self._tokens)
+        return mark_near_misses(retriever, query, pool, allowed), feats
 
     def search_image(self, image_vector: np.ndarray, query: SearchQuery | None = None) -> list[ProductHit]:
         """Photo search, passed through to the retriever (not re-ranked)."""

@@ -40,6 +40,8 @@ from assistant.search import (
     canonical_color,
     canonical_gender,
     canonical_size,
+    constraint_tests,
+    relaxed_query,
 )
 from ranking.fusion import FusedHit, reciprocal_rank_fusion
 from ranking.index import FaissIndex, VectorIndex, create_vector_index, load_vector_index, parse_vector_url
@@ -679,3 +681,65 @@ class EmbeddingSearcher(HybridRetriever):
     def categories_for(self, text: str) -> set[str] | None:
         """Category paths the query names, or None for no restriction."""
         return self.vocab.categories_for(text)
+
+
+def mark_near_misses(
+    retriever: Any, query: SearchQuery, hits: list[ProductHit], strict: Mapping[str, Product | None]
+) -> list[ProductHit]:
+    """`hits` with ``near_miss`` set on those outside `strict` (the products meeting all of `query`).
+
+    Each relaxable constraint of `query` is tested alone (`constraint_tests`) against ``retriever.candidates``.
+    A near miss shows its variant that meets every constraint it does not miss (the black one when only the price
+    is over), not just any variant.
+    """
+    tests = {name: set(retriever.candidates(q)) for name, q in constraint_tests(query).items()}
+    kept: dict[tuple[str, ...], Mapping[str, Product | None]] = {}  # missed -> candidates of what is left
+    out = []
+    for hit in hits:
+        if hit.product.id in strict:
+            out.append(hit)
+            continue
+        # Meeting each constraint alone but not all in one variant (blue, but not in blue in M) misses them all.
+        missed = tuple(name for name, ok in tests.items() if hit.product.id not in ok) or tuple(tests)
+        if missed not in kept:
+            kept[missed] = retriever.candidates(replace(
+                query,
+                color=None if "colour" in missed else query.color,
+                size=None if "size" in missed else query.size,
+                max_price=None if "price" in missed else query.max_price,
+                min_price=None if "price" in missed else query.min_price,
+            ))
+        variant = kept[missed].get(hit.product.id, hit.variant)
+        out.append(replace(hit, near_miss=missed, variant=variant))
+    return out
+
+
+def with_near_misses(retriever: Any, query: SearchQuery, hits: list[ProductHit]) -> list[ProductHit]:
+    """Retrieval alone, with close alternatives.
+
+    `hits` (the retriever's for `query`), then, when fewer than ``query.k``, the retriever's own hits for the
+    relaxed query (`relaxed_query`) that miss a constraint.
+    """
+    relaxed = relaxed_query(query)
+    if relaxed is None or len(hits) >= query.k:
+        return hits
+    strict = retriever.candidates(query)
+    extra = [h for h in retriever.search(replace(relaxed, k=query.k)) if h.product.id not in strict]
+    return hits + mark_near_misses(retriever, query, extra, strict)[: query.k - len(hits)]
+
+class NearMissSearcher:
+    """A retriever whose search offers close alternatives (`with_near_misses`) when few products meet a query.
+
+    What the server runs when the ranker is not served (`RankedSearcher` does the same with the ranker's
+    order); every other attribute is the retriever's own.
+    """
+
+    def __init__(self, retriever: Any) -> None:
+        self.retriever = retriever
+
+    def search(self, query: SearchQuery) -> list[ProductHit]:
+        """The retriever's hits for `query`, then its near misses up to ``query.k``."""
+        return with_near_misses(self.retriever, query, list(self.retriever.search(query)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.retriever, name)

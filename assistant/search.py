@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from assistant.catalog import Catalog, Product
@@ -474,17 +474,53 @@ class ProductHit:
         score: Cosine similarity between query and product text.
         reason: Why it was returned, in words.
         variant: The variant matching the requested colour/size/price, for variant catalogs.
+        near_miss: Empty for a product that meets every constraint of the query; for a close alternative offered
+            because few or none did (`relaxed_query`), the constraints it misses (`RELAXABLE`: ``colour``,
+            ``size``, ``price``). Replies must not present such a product as meeting them.
     """
 
     product: Product
     score: float
     reason: str
     variant: Product | None = None
+    near_miss: tuple[str, ...] = ()
 
     @property
     def price(self) -> float:
         """The price that satisfied the filters (the variant's, if any)."""
         return self.variant.price if self.variant is not None else self.product.price
+
+
+RELAXABLE: tuple[str, ...] = ("colour", "size", "price")  # constraints a near miss may break; never category/brand
+
+
+def relaxed_query(query: SearchQuery) -> SearchQuery | None:
+    """`query` without its colour, size and price limits, or None when it has none of them.
+
+    What a close alternative ("no blue one, but the Hera hoodie comes in grey") must still match: the category,
+    brand, department and words.
+    """
+    if query.color is None and query.size is None and query.max_price is None and query.min_price is None:
+        return None
+    return replace(query, color=None, size=None, max_price=None, min_price=None)
+
+
+def constraint_tests(query: SearchQuery) -> dict[str, SearchQuery]:
+    """For each relaxable constraint `query` sets, the relaxed query with that constraint alone put back.
+
+    A product that fails one of these misses that constraint (`ProductHit.near_miss`).
+    """
+    base = relaxed_query(query)
+    if base is None:
+        return {}
+    tests = {}
+    if query.color is not None:
+        tests["colour"] = replace(base, color=query.color)
+    if query.size is not None:
+        tests["size"] = replace(base, size=query.size)
+    if query.max_price is not None or query.min_price is not None:
+        tests["price"] = replace(base, max_price=query.max_price, min_price=query.min_price)
+    return tests
 
 
 class ProductSearcher(Protocol):

@@ -185,7 +185,8 @@ def search(
         print(json.dumps({"products": rows}))
         return
     for i, row in enumerate(rows, 1):
-        print(f"{i}. {row['title']}  {row['price']:.2f} {row['currency']}  ({row['score']:.3f}) {row['reason']}")
+        near = f"  [close match: not the asked {'/'.join(row['near_miss'])}]" if row["near_miss"] else ""
+        print(f"{i}. {row['title']}  {row['price']:.2f} {row['currency']}  ({row['score']:.3f}) {row['reason']}{near}")
 
 
 @app.command()

@@ -167,14 +167,21 @@ def build_search(settings: Settings, *, vision: bool = True) -> tuple[Catalog, H
 
 
 def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetriever) -> Any:
-    """`retriever` wrapped in a `RankedSearcher` when a ranker is configured and trained, else `retriever` itself."""
+    """The searcher the server runs.
+
+    `retriever` wrapped in a `RankedSearcher` when a ranker is configured and trained, else `retriever` itself
+    (in a `NearMissSearcher` when ``settings.near_misses``).
+    """
+    from assistant.retrieval import NearMissSearcher
+
+    plain = NearMissSearcher(retriever) if settings.near_misses else retriever
     if not settings.ranker_enabled:
-        return retriever
+        return plain
     remote = remote_worker(settings, "ranker")
     if remote is not None:  # the worker loaded the trained (or shipped) checkpoint
         from assistant.rerank import LLMReranker, RankedSearcher
 
-        return RankedSearcher(retriever, LLMReranker(remote, catalog))
+        return RankedSearcher(retriever, LLMReranker(remote, catalog), near_misses=settings.near_misses)
     from ranking.registry import shipped_checkpoint
 
     checkpoint: Path | None = settings.ranker_checkpoint_path
@@ -183,7 +190,7 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     if checkpoint is None:
         log.warning("no trained ranker at %s and none shipped: serving retrieval only (run `shoptalk ranker "
                     "train`)", settings.ranker_checkpoint_path)
-        return retriever
+        return plain
     from assistant.rerank import LLMReranker, RankedSearcher
     from ranking.registry import create_ranker
 
@@ -193,7 +200,8 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     # torch on one thread for the ranker's short query encodes, whatever the workers (see LLMReranker.one_thread)
     batcher = (batched_ranker_queries(ranker, **{**batch_options(settings), "threads": 1})
                if settings.micro_batching else None)
-    searcher = RankedSearcher(retriever, LLMReranker(ranker, catalog, query_batcher=batcher))
+    searcher = RankedSearcher(retriever, LLMReranker(ranker, catalog, query_batcher=batcher),
+                              near_misses=settings.near_misses)
     log.info("ranker %s ready in %.1f s (%s)", settings.ranker, time.perf_counter() - t0, checkpoint)
     return searcher
 

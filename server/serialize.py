@@ -19,5 +19,7 @@ def product_json(hit: ProductHit) -> dict[str, Any]:
         "attributes": product.attributes,
         "score": round(float(hit.score), 4),
         "reason": hit.reason,
+        # [] when it meets the whole query; else what this close alternative misses ("colour", "size", "price")
+        "near_miss": list(hit.near_miss),
         "image_url": f"/v1/products/{product.id}/image",
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -145,3 +146,35 @@ VOICE_TURN_EVENTS = [  # the ordered events of one hands-free voice turn
     "response.output_text.delta",
     "response.done",
 ]
+
+
+def check_products(
+    products: list[dict[str, Any]],
+    catalog: Catalog,
+    *,
+    max_price: float | None = None,
+    colour: str | None = None,
+    words: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """Check API/event product rows against the request they answer; returns the rows that fit it.
+
+    Every row is a catalog product at its catalog price whose title or category has one of `words`. A row that
+    fits (``near_miss`` empty) meets `max_price` and `colour`; a close alternative names each of them it misses,
+    and comes after every row that fits.
+    """
+    assert products
+    for row in products:
+        full = catalog.get(row["id"])
+        assert full is not None, row  # only catalog products, never invented ones
+        assert row["price"] == full.price
+        if words:
+            assert any(w in (full.title + " " + full.category).lower() for w in words), row
+        missed = set(row["near_miss"])
+        assert missed <= {"colour", "size", "price"}, row
+        if max_price is not None:
+            assert (row["price"] > max_price) == ("price" in missed), row
+        if colour is not None:
+            assert (colour not in [c.lower() for c in full.colors()]) == ("colour" in missed), row
+    fits = [row for row in products if not row["near_miss"]]
+    assert products[: len(fits)] == fits, products
+    return fits

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from bench.ranking import (
+    NEAR,
     QUERIES,
     RANKED,
     _judged_example,
@@ -118,6 +119,12 @@ def test_table_reports_absent_ranker() -> None:
     with_ranker = {**systems, RANKED: {"ndcg@10": 0.8, "mrr": 0.8, "search_ms_p50": 2.0}}
     assert target(with_ranker)["ratio"] == pytest.approx(0.8 / 0.7, abs=1e-3)
     assert target(with_ranker)["met"] is True
+    # the near-miss policy without the ranker is a baseline too: the ratio is taken over the best of them all
+    near = {**with_ranker, NEAR: {"ndcg@10": 0.76, "mrr": 0.76, "search_ms_p50": 1.0}}
+    t = target(near)
+    assert t["best_baseline"] == NEAR and t["met"] is False
+    assert t["ratio_over"]["hybrid"] == pytest.approx(0.8 / 0.7, abs=1e-3)
+    assert "(over bm25 1.60×, vector 1.33×, hybrid 1.14×)" in table({**results, "target": t})
 
 
 def test_hand_written_set_shape() -> None:

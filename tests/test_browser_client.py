@@ -77,6 +77,8 @@ def cards(page: Any) -> list[dict[str, Any]]:
     return list(page.eval_on_selector_all(".bubble.assistant:last-of-type .card", """cards => cards.map(c => ({
         id: c.dataset.productId, price: Number(c.dataset.price), title: c.querySelector('h3').textContent,
         priceText: c.querySelector('.price').textContent, why: c.querySelector('.why')?.textContent || '',
+        nearMiss: c.dataset.nearMiss ? c.dataset.nearMiss.split(' ') : [],
+        nearNote: c.querySelector('.near-miss')?.textContent || '',
         image: c.querySelector('img').getAttribute('src')}))"""))
 
 
@@ -87,8 +89,10 @@ def assert_catalog_cards(found: list[dict[str, Any]], state: App, *, max_price: 
         assert product is not None, card  # only catalog products, never invented ones
         assert card["price"] == product.price
         assert card["image"] == f"/v1/products/{product.id}/image"
-        if max_price is not None:
-            assert product.price <= max_price, card
+        if max_price is not None and product.price > max_price:  # only a close alternative, marked as such
+            assert "price" in card["nearMiss"] and card["nearNote"].startswith("Close match: not the"), card
+    fits = [card for card in found if not card["nearMiss"]]
+    assert found[: len(fits)] == fits  # every product that fits the request comes first
 
 
 def wait_for_reply(page: Any, timeout_ms: int = 60000) -> str:

@@ -1,6 +1,7 @@
 import asyncio
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,15 @@ def test_no_hits_gives_the_templates_no_results_reply():
     llm = FakeLLM("The Harbor Fleece Hoodie is $39.99.")
     deltas, stats = run(LLMReplyWriter(generate=llm), hits=[])
     assert "".join(deltas) == compose_reply(QUERY, []) and llm.calls == [] and stats.used_template
+
+
+def test_near_misses_get_the_template_not_the_model():
+    # "black hoodie": a generated "a black pullover" about a grey near miss would pass the check (the query's
+    # colour may be said back), so the model is not asked at all.
+    llm = FakeLLM("The Ridge Zip Hoodie is a black pullover at $44.")
+    near = [replace(HITS[0], near_miss=("colour",)), *HITS[1:]]
+    deltas, stats = run(LLMReplyWriter(generate=llm), hits=near)
+    assert "".join(deltas) == compose_reply(QUERY, near) and llm.calls == [] and stats.used_template
 
 
 def test_failing_model_falls_back_to_the_template():

@@ -136,6 +136,79 @@ def test_pool_widens_the_hybrid_with_first_stage_features(demo: RankedSearcher) 
     assert [h.product.id for h in demo.search(query)] == [h.product.id for h in hits][:5]
 
 
+def test_near_misses_follow_the_products_that_fit(demo: RankedSearcher) -> None:
+    query = replace(parse_query("hoodie in yellow", demo.vocab), k=5)
+    strict = demo.retriever.candidates(query)
+    relaxed = demo.retriever.candidates(replace(query, color=None))
+    assert 0 < len(strict) < 5 < len(relaxed)  # few yellow hoodies, many hoodies
+    for use_ranker in (True, False):
+        hits = demo.search(query, use_ranker=use_ranker)
+        assert len(hits) == 5
+        fits = [h for h in hits if not h.near_miss]
+        assert {h.product.id for h in fits} <= set(strict) and len(fits) == len(strict)
+        assert hits[: len(fits)] == fits  # everything that fits comes first
+        for hit in hits[len(fits) :]:
+            assert hit.near_miss == ("colour",)
+            assert hit.product.id in relaxed and hit.product.id not in strict
+    pool, feats = demo.candidates(query)
+    near = np.array([bool(h.near_miss) for h in pool])
+    assert near.any() and not feats[near, COL["in_retrieval"]].any()
+    full = demo.reranker.features(query, pool, None, feats)
+    assert not full[near, COL["colour_match"]].any() and full[~near, COL["colour_match"]].all()  # what they miss
+    strict_only = RankedSearcher(demo.retriever, demo.reranker, pool=demo.pool, near_misses=False)
+    assert [h.product.id for h in strict_only.search(query)] == [h.product.id for h in hits if not h.near_miss][:5]
+    # a query every product can fail only on price, and one with nothing to relax
+    cheap = replace(parse_query("hoodie under five dollars", demo.vocab), k=3)
+    assert all(h.near_miss == ("price",) for h in demo.search(cheap))
+    plain = replace(parse_query("hoodie", demo.vocab), k=5)
+    assert not any(h.near_miss for h in demo.search(plain))
+
+
+def test_bench_ceiling_is_an_upper_bound(demo: RankedSearcher) -> None:
+    from bench.ranking import ceiling, ndcg_at_k
+
+    query = replace(parse_query("hoodie in yellow", demo.vocab), k=10)
+    yellow = set(demo.retriever.candidates(query))
+    hoodies = set(demo.retriever.candidates(replace(query, color=None)))
+    grades = {pid: 3 if pid in yellow else 1 for pid in hoodies}
+    top = ceiling(demo, [{"query": "hoodie in yellow", "judgments": grades}])
+    served = ndcg_at_k([h.product.id for h in demo.search(query)], grades)
+    assert top["near_misses"] == pytest.approx(1.0)  # the yellow ones, then other hoodies: the ideal list
+    assert top["pool"] < top["near_misses"] and served <= top["near_misses"] + 1e-9
+
+
+def test_brain_says_near_misses_for_what_they_are(demo: RankedSearcher) -> None:
+    import asyncio
+
+    from assistant.frames import ProductResults, ResponseDone, UserTurn
+    from assistant.grounding import check_grounding, facts_from_hits
+    from assistant.pipeline import Brain
+    from assistant.retrieval import NearMissSearcher
+
+    searcher = NearMissSearcher(demo.retriever)
+    query = replace(parse_query("hoodie in yellow", demo.vocab), k=5)
+    assert [h.product.id for h in searcher.search(query)] == [
+        h.product.id for h in demo.search(query, use_ranker=False)
+    ]
+    brain = Brain(searcher, tts=None)
+
+    async def go() -> list[object]:
+        turn = UserTurn(item_id="i1", text="do you have a hoodie in yellow", wants_audio=False)
+        return [f async for f in brain.respond(turn, "r1")]
+
+    frames = asyncio.run(go())
+    done = frames[-1]
+    assert isinstance(done, ResponseDone) and done.status == "completed"
+    (results,) = [f for f in frames if isinstance(f, ProductResults)]
+    near = [h for h in results.hits if h.near_miss]
+    assert near and all(h.near_miss == ("colour",) for h in near)
+    fits = len(results.hits) - len(near)
+    assert "close match" in done.text and "not in yellow" in done.text
+    opening = done.text.split(".")[0]  # counts only the hoodies that are yellow
+    assert ("one match" if fits == 1 else ("zero", "one", "two", "three", "four")[fits]) in opening
+    assert not check_grounding(done.text, facts_from_hits(results.hits), query=query)
+
+
 def test_training_examples_come_from_the_serving_pool(demo: RankedSearcher) -> None:
     products = [product_dict(demo.catalog, p) for p in demo.catalog.parents()]
     queries = spoken_queries(products, 12, seed=5)

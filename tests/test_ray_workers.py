@@ -28,6 +28,7 @@ import pytest
 from server.settings import Settings
 from speech.audio import resample
 from speech.errors import AudioFormatError, TextToSpeechError
+from tests.fakes import check_products
 
 
 def _missing(why: str) -> None:
@@ -362,10 +363,7 @@ def test_server_serves_through_remote_workers(workers: RemoteWorkers, settings: 
     assert order_ok(result.types(), VOICE_TURN_EVENTS), result.types()
     assert not result.errors and result.status == "completed"
     assert "hoodie" in result.transcript.lower(), result.transcript
-    assert result.products
-    for product in result.products:
-        full = app.catalog.get(product["id"])
-        assert product["price"] <= 50 and "hood" in (full.title + full.category).lower()
+    assert check_products(result.products, app.catalog, max_price=50, words=("hood",))
     audio = pcm16_to_float32(bytes(result.audio))  # spoken by the TTS worker
     assert len(audio) > result.audio_rate // 2 and float(np.abs(audio).max()) > 0.05
     assert workers.ranker.stats()["items"] > before["items"]  # re-ranked on the worker

@@ -187,3 +187,24 @@ def test_compose_reply_output_is_grounded_on_demo_catalog(searcher, text):
     assert check_grounding(reply, reply_facts(hits), query=query) == [], reply
     assert len(reply.split(". ", 1)[0].split()) <= 14
     assert reply.count("$") - reply.split(". ", 1)[0].count("$") <= 3  # at most three products priced
+
+
+def test_near_misses_are_never_counted_or_named_as_fitting():
+    query = parse_query("blue hoodie under fifty dollars")
+    exact = ProductHit(product("A", "Harbor Fleece Hoodie", 39.99, color="Blue"), 0.7, "")
+    grey = ProductHit(product("B", "Ridge Zip Hoodie", 44.0, color="Grey"), 0.6, "", near_miss=("colour",))
+    pricey = ProductHit(product("C", "Cove Pullover Hoodie", 59.0, color="Blue"), 0.5, "", near_miss=("price",))
+    reply = compose_reply(query, [exact, grey, pricey])
+    assert reply.startswith("I found one match in blue under $50.")
+    assert "The Harbor Fleece Hoodie is $39.99." in reply
+    assert "Ridge" not in reply and "Cove" not in reply  # named only when nothing fits
+    assert reply.endswith("I also have two close matches that are not in blue under $50.")
+    assert [f.id for f in reply_facts([exact, grey, pricey])] == ["A"]
+
+    only_near = compose_reply(query, [grey, pricey])
+    assert only_near.startswith("I couldn't find that in blue under $50. The closest are ")
+    assert "the Ridge Zip Hoodie in grey at $44" in only_near  # its own colour, never "in blue"
+    assert "the Cove Pullover Hoodie in blue at $59" in only_near  # blue, but over the limit: said at its price
+    assert not check_grounding(only_near, reply_facts([grey, pricey]), query=query)
+    one = compose_reply(query, [grey])
+    assert one == "I couldn't find that in blue. The closest is the Ridge Zip Hoodie in grey at $44."

@@ -167,11 +167,12 @@ def test_trained_ranker_over_demo_catalog(tmp_path: Path, smollm2_dir: Path) -> 
     assert query.color == "black" and query.max_price == 60
     for use_ranker in (True, False):
         hits = searcher.search(query, use_ranker=use_ranker)
-        assert hits
+        fits = [h for h in hits if not h.near_miss]
+        assert fits and hits[: len(fits)] == fits  # close matches, if any, only after every black one under $60
         for hit in hits:
-            assert hit.price <= 60
             colours = {c.lower() for c in (hit.variant or hit.product).colors()}
-            assert "black" in colours
+            assert (hit.price > 60) == ("price" in hit.near_miss)
+            assert ("black" not in colours) == ("colour" in hit.near_miss)
     base = searcher.search(query)
     assert len(base) >= 2
     victim = base[0].product.id
@@ -211,6 +212,7 @@ def test_search_route_ranker_field(tmp_path: Path, tiny: object, searcher: Keywo
         assert len(r.json()["products"]) == 2
     plain = client.post("/v1/search", json={"text": "black hoodie", "k": 2, "ranker": "none"}).json()["products"]
     assert [p["reason"] for p in plain] == ["keyword match"] * 2  # the retriever's own ranking and reasons
+    assert [p["near_miss"] for p in plain] == [[], []]  # both meet the query
     bad = client.post("/v1/search", json={"text": "black hoodie", "ranker": "bogus"})
     assert bad.status_code == 400 and "none" in bad.text and "smollm2-lora" in bad.text
     # retrieval-only server: only "none" is valid
@@ -221,19 +223,25 @@ def test_search_route_ranker_field(tmp_path: Path, tiny: object, searcher: Keywo
 
 
 def test_build_ranked_needs_a_checkpoint(tmp_path: Path, tiny: object, searcher: KeywordSearcher) -> None:
+    from assistant.retrieval import NearMissSearcher
     from server.engines import build_ranked
     from server.settings import Settings
 
+    def plain(built: object) -> bool:  # retrieval alone (with its near misses, the default)
+        return isinstance(built, NearMissSearcher) and built.retriever is searcher
+
     settings = Settings(data_dir=tmp_path, ranker="tiny-random", serve_ranker=True, device="cpu")
-    assert build_ranked(settings, searcher.catalog, searcher) is searcher  # type: ignore[arg-type]
+    assert plain(build_ranked(settings, searcher.catalog, searcher))  # type: ignore[arg-type]
     # Trained but not switched on (the default): retrieval alone.
     off = Settings(data_dir=tmp_path, ranker="tiny-random", device="cpu")
-    assert build_ranked(Settings(data_dir=tmp_path, ranker="none"), searcher.catalog, searcher) is searcher  # type: ignore[arg-type]
+    assert plain(build_ranked(Settings(data_dir=tmp_path, ranker="none"), searcher.catalog, searcher))  # type: ignore[arg-type]
+    no_near = Settings(data_dir=tmp_path, ranker="none", near_misses=False)
+    assert build_ranked(no_near, searcher.catalog, searcher) is searcher  # type: ignore[arg-type]
     settings.ranker_checkpoint_path.parent.mkdir(parents=True)
     tiny.save(settings.ranker_checkpoint_path)  # type: ignore[attr-defined]
-    assert build_ranked(off, searcher.catalog, searcher) is searcher  # type: ignore[arg-type]
+    assert plain(build_ranked(off, searcher.catalog, searcher))  # type: ignore[arg-type]
     ranked = build_ranked(settings, searcher.catalog, searcher)  # type: ignore[arg-type]
-    assert isinstance(ranked, RankedSearcher)
+    assert isinstance(ranked, RankedSearcher) and ranked.near_misses
     assert len(ranked.search(SearchQuery(text="black hoodie", k=2))) == 2
 
 
@@ -249,6 +257,31 @@ def test_cli_ranker_commands(tmp_path: Path) -> None:
     assert r.exit_code == 2
     r = runner.invoke(app, ["search", "--data-dir", str(tmp_path), "--text", "hoodie", "--ranker", "bogus"])
     assert r.exit_code == 2
+
+
+def test_cli_search_offers_near_misses(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from server.cli import app
+
+    runner = CliRunner()
+    args = ["search", "--data-dir", str(tmp_path), "--text", "hoodie in yellow", "--k", "5"]
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    def products(output: str) -> list[dict]:
+        (line,) = [x for x in output.splitlines() if '{"products"' in x]  # stderr's progress bars share the line
+        return json.loads(line[line.index('{"products"') :])["products"]  # type: ignore[no-any-return]
+
+    rows = products(r.output)
+    assert len(rows) == 5
+    fits = [p for p in rows if not p["near_miss"]]
+    assert fits and rows[: len(fits)] == fits and all(p["near_miss"] == ["colour"] for p in rows[len(fits) :])
+    off = runner.invoke(app, [*args, "--json"], env={"SHOPTALK_NEAR_MISSES": "0"})
+    assert [p["id"] for p in products(off.output)] == [p["id"] for p in fits]
+    text = runner.invoke(app, args).output
+    assert text.count("[close match: not the asked colour]") == len(rows) - len(fits)
 
 
 def test_cli_ranker_train_and_eval_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

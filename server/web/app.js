@@ -599,6 +599,16 @@ function productCard(product, index) {
   price.className = "price";
   price.textContent = formatPrice(product.price, product.currency);
   card.append(img, title, price);
+  const missed = product.near_miss || [];
+  if (missed.length) {
+    // a close alternative: say plainly which of the shopper's constraints it does not meet
+    card.classList.add("near");
+    card.dataset.nearMiss = missed.join(" ");
+    const note = document.createElement("p");
+    note.className = "near-miss";
+    note.textContent = `Close match: not the ${missed.join(" or ")} you asked for`;
+    card.append(note);
+  }
   if (product.reason) {
     const why = document.createElement("p");
     why.className = "why";
