@@ -134,9 +134,8 @@ def _near_item(fact: ProductFact, joiner: str) -> str:
     return f"the {fact.name}{color}{joiner}{format_price(fact.price, fact.currency)}"
 
 
-def _closest(query: SearchQuery, near: Sequence[ProductHit]) -> str:
-    """No product meets the whole query: say which part, then name the closest alternatives."""
-    facts = reply_facts(near)
+def _closest(query: SearchQuery, near: Sequence[ProductHit], facts: Sequence[ProductFact]) -> str:
+    """No product meets the whole query: say which part, then name the closest alternatives (`facts`)."""
     items = [_near_item(f, " at ") for f in facts]
     listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + f"{',' if len(items) > 2 else ''} and {items[-1]}"
     verb = "is" if len(items) == 1 else "are"
@@ -172,7 +171,7 @@ def compose_reply(query: SearchQuery, hits: list[ProductHit]) -> str:
         facts: list[ProductFact] = []
     elif not exact:
         facts = reply_facts(near)
-        reply = _closest(query, near)
+        reply = _closest(query, near, facts)
     else:
         facts = reply_facts(exact)
         reply = f"{_opening(query, exact)} {_listing(query, facts, len(exact))}"

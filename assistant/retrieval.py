@@ -42,6 +42,7 @@ from assistant.search import (
     canonical_size,
     constraint_tests,
     relaxed_query,
+    without_constraints,
 )
 from ranking.fusion import FusedHit, reciprocal_rank_fusion
 from ranking.index import FaissIndex, VectorIndex, create_vector_index, load_vector_index, parse_vector_url
@@ -702,13 +703,7 @@ def mark_near_misses(
         # Meeting each constraint alone but not all in one variant (blue, but not in blue in M) misses them all.
         missed = tuple(name for name, ok in tests.items() if hit.product.id not in ok) or tuple(tests)
         if missed not in kept:
-            kept[missed] = retriever.candidates(replace(
-                query,
-                color=None if "colour" in missed else query.color,
-                size=None if "size" in missed else query.size,
-                max_price=None if "price" in missed else query.max_price,
-                min_price=None if "price" in missed else query.min_price,
-            ))
+            kept[missed] = retriever.candidates(without_constraints(query, missed))
         variant = kept[missed].get(hit.product.id, hit.variant)
         out.append(replace(hit, near_miss=missed, variant=variant))
     return out
@@ -726,6 +721,7 @@ def with_near_misses(retriever: Any, query: SearchQuery, hits: list[ProductHit])
     strict = retriever.candidates(query)
     extra = [h for h in retriever.search(replace(relaxed, k=query.k)) if h.product.id not in strict]
     return hits + mark_near_misses(retriever, query, extra, strict)[: query.k - len(hits)]
+
 
 class NearMissSearcher:
     """A retriever whose search offers close alternatives (`with_near_misses`) when few products meet a query.

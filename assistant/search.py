@@ -492,6 +492,22 @@ class ProductHit:
 
 
 RELAXABLE: tuple[str, ...] = ("colour", "size", "price")  # constraints a near miss may break; never category/brand
+_RELAXABLE_FIELDS: dict[str, tuple[str, ...]] = {  # each relaxable constraint's SearchQuery fields
+    "colour": ("color",),
+    "size": ("size",),
+    "price": ("max_price", "min_price"),
+}
+
+
+def set_constraints(query: SearchQuery) -> tuple[str, ...]:
+    """The relaxable constraints (`RELAXABLE`) `query` sets, in that order."""
+    return tuple(n for n in RELAXABLE if any(getattr(query, f) is not None for f in _RELAXABLE_FIELDS[n]))
+
+
+def without_constraints(query: SearchQuery, names: Iterable[str]) -> SearchQuery:
+    """`query` with the relaxable constraints `names` dropped (the rest, and category, brand and words, kept)."""
+    dropped: dict[str, Any] = {f: None for n in names for f in _RELAXABLE_FIELDS[n]}
+    return replace(query, **dropped)
 
 
 def relaxed_query(query: SearchQuery) -> SearchQuery | None:
@@ -500,9 +516,8 @@ def relaxed_query(query: SearchQuery) -> SearchQuery | None:
     What a close alternative ("no blue one, but the Hera hoodie comes in grey") must still match: the category,
     brand, department and words.
     """
-    if query.color is None and query.size is None and query.max_price is None and query.min_price is None:
-        return None
-    return replace(query, color=None, size=None, max_price=None, min_price=None)
+    names = set_constraints(query)
+    return without_constraints(query, names) if names else None
 
 
 def constraint_tests(query: SearchQuery) -> dict[str, SearchQuery]:
@@ -510,17 +525,8 @@ def constraint_tests(query: SearchQuery) -> dict[str, SearchQuery]:
 
     A product that fails one of these misses that constraint (`ProductHit.near_miss`).
     """
-    base = relaxed_query(query)
-    if base is None:
-        return {}
-    tests = {}
-    if query.color is not None:
-        tests["colour"] = replace(base, color=query.color)
-    if query.size is not None:
-        tests["size"] = replace(base, size=query.size)
-    if query.max_price is not None or query.min_price is not None:
-        tests["price"] = replace(base, max_price=query.max_price, min_price=query.min_price)
-    return tests
+    names = set_constraints(query)
+    return {name: without_constraints(query, [n for n in names if n != name]) for name in names}
 
 
 class ProductSearcher(Protocol):

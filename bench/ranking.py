@@ -48,7 +48,7 @@ QUERIES = ROOT / "bench" / "data" / "luma_queries.jsonl"
 HELDOUT_FRACTION = 0.2  # of generated examples; ranking.train.train holds out the same share
 GENERATED_QUERIES = 2000  # make_training_data examples drawn (seed 0), so (a) has 400 queries
 QUICK_QUERIES = 30
-NEAR = "hybrid+near-misses"  # the hybrid, then close alternatives (`assistant.rerank.with_near_misses`): no ranker
+NEAR = "hybrid+near-misses"  # the hybrid, then close alternatives (`assistant.retrieval.NearMissSearcher`): no ranker
 BASELINES = ("bm25", "vector", "hybrid", NEAR)
 RANKED = "hybrid+ranker"
 CROSS = "hybrid+ranker (demo-trained)"  # the shipped checkpoint, trained on the demo catalog only
@@ -244,19 +244,6 @@ def reranked_search(retriever: Any, ranker: Any, pool: int = POOL) -> Search:
     return search
 
 
-def near_miss_search(retriever: Any, k: int = K) -> Search:
-    """The hybrid's own hits, then (when fewer than `k` meet the query) its close alternatives: what a
-    `RankedSearcher` serves with the ranker off, the candidate policy without the model."""
-    from assistant.retrieval import with_near_misses
-    from assistant.search import parse_query
-
-    def search(text: str) -> list[str]:
-        query = replace(parse_query(text, retriever.vocab), k=k)
-        return [hit.product.id for hit in with_near_misses(retriever, query, list(retriever.search(query)))]
-
-    return search
-
-
 def searcher_search(searcher: Any, k: int = K) -> Search:
     """A system from a `RankedSearcher`: its pool (hybrid hits and gated-out filtered candidates) re-ranked."""
     from assistant.search import parse_query
@@ -275,7 +262,7 @@ def build_systems(
     hits)``) when given, else by the `LLMReranker` `reranker` through a `RankedSearcher`; `extra` names more
     `LLMReranker` s (e.g. one trained on another catalog). Returns the systems and the hybrid retriever."""
     from assistant.rerank import RankedSearcher
-    from assistant.retrieval import HybridRetriever
+    from assistant.retrieval import HybridRetriever, NearMissSearcher
 
     bm25 = HybridRetriever(catalog, encoder, sources=("lexical",))
     vector = HybridRetriever(catalog, encoder, sources=("text",))
@@ -284,7 +271,7 @@ def build_systems(
         "bm25": retriever_search(bm25),
         "vector": retriever_search(vector),
         "hybrid": retriever_search(hybrid),
-        NEAR: near_miss_search(hybrid),
+        NEAR: retriever_search(NearMissSearcher(hybrid)),
     }
     if ranker is not None:
         systems[RANKED] = reranked_search(hybrid, ranker)
