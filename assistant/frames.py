@@ -60,6 +60,8 @@ class Transcript(SystemFrame):
     text: str
     language: str = "en"
     final: bool = True
+    avg_logprob: float | None = None  # the transcript's mean token log-probability (None: unknown)
+    alternatives: tuple[tuple[str, float], ...] = ()  # other beam hypotheses (text, mean log-probability)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,10 @@ class UserTurn(SystemFrame):
     text: str
     image_id: str | None = None
     wants_audio: bool = True
+    # Spoken turns: Whisper's confidence and other hypotheses, for the repair of misheard product words
+    # (`assistant.conversation.vocabulary`); typed turns have neither.
+    avg_logprob: float | None = None
+    alternatives: tuple[tuple[str, float], ...] = ()
 
 
 # --- output side --------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from assistant.conversation.vocabulary import CatalogVocabulary, Understood
 from assistant.dialogue import Dialogue, DialogueState, Plan, check_quoted
 from assistant.errors import AssistantError, ReplyError, SearchError
 from assistant.frames import Frame, ProductResults, ReplyTextDelta, ResponseDone, SpeechAudio, UserTurn
@@ -89,8 +90,14 @@ class Brain:
         photos: PhotoSearcher | None = None,
         images: ImageStore | None = None,
         dialogue: Dialogue | None = None,
+        vocabulary: CatalogVocabulary | None = None,
+        repair: bool = True,
     ) -> None:
         self.searcher = searcher
+        # The served catalog's spoken vocabulary (a catalog reload swaps it) and whether misheard product words
+        # are repaired with it before the turn is understood.
+        self.vocabulary = vocabulary
+        self.repair = repair
         self.photos = photos
         self.images = images
         self.tts = tts
@@ -149,6 +156,16 @@ class Brain:
             raise SearchError(f"product search failed: {err}") from err
         return query, hits
 
+    def understand(self, turn: UserTurn) -> Understood:
+        """The turn's words after the repair of misheard product words (unchanged when repair is off)."""
+        if not self.repair or self.vocabulary is None or not turn.text.strip():
+            return Understood(turn.text)
+        understood = self.vocabulary.repair(turn.text, turn.alternatives, turn.avg_logprob)
+        if understood.changed:
+            log.info("understood %r as %r (%s)", turn.text, understood.text,
+                     ", ".join(f"{r.heard!r}->{r.meant!r} by {r.source}" for r in understood.repairs))
+        return understood
+
     async def respond(
         self,
         turn: UserTurn,
@@ -165,12 +182,16 @@ class Brain:
         """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
+        understood = self.understand(turn)
+        said = understood.text
         if self.dialogue is not None and state is not None:
-            plan = await self.dialogue.plan(turn.text, image_id=turn.image_id, state=state, search=self.search,
+            plan = await self.dialogue.plan(said, image_id=turn.image_id, state=state, search=self.search,
                                             signals=signals, k=self.options.k)
         else:
-            query, hits = await self.search(turn.text, image_id=turn.image_id, signals=signals)
+            query, hits = await self.search(said, image_id=turn.image_id, signals=signals)
             plan = Plan(None, query, hits=hits, facts=facts_from_hits(hits))
+        if understood.changed and plan.hits and plan.reply is None:
+            plan.preface = " ".join(filter(None, [understood.shown_as(), plan.preface]))  # "Showing hoodies."
         timings["search_ms"] = 1000 * (time.perf_counter() - t0)
         if plan.hits is not None:
             yield ProductResults(response_id=response_id, hits=tuple(plan.hits))
@@ -192,7 +213,7 @@ class Brain:
                     yield (sentence if i == 0 else " " + sentence), True
             else:
                 whole = bool(getattr(self.writer, "sentence_deltas", False))
-                async for delta in self.writer.write(turn.text, query, hits):
+                async for delta in self.writer.write(said, query, hits):
                     yield delta, whole
             if plan.postscript:
                 yield " " + plan.postscript, True

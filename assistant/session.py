@@ -31,7 +31,7 @@ from assistant.frames import (
 from assistant.memory import MemoryStore, SessionMemory
 from assistant.pipeline import Brain
 from assistant.rerank import SessionSignals
-from assistant.voice import VoiceInput, VoiceOptions
+from assistant.voice import FINAL_BEAM_SIZE, VoiceInput, VoiceOptions
 from speech.stt import STTEngine
 from speech.vad import SileroVAD
 
@@ -57,6 +57,9 @@ class Engines:
     brain: Brain
     vad_factory: Callable[[], SileroVAD]
     memory: MemoryStore | None = None  # durable session/user memory; None keeps it in this process only
+    # The served catalog's Whisper prompt (`CatalogVocabulary.prompt`), read at every decode; None: no biasing
+    asr_prompt: Callable[[], str | None] | None = None
+    final_beam_size: int = FINAL_BEAM_SIZE  # beam width of final transcripts (`VoiceOptions.final_beam_size`)
 
 
 def new_response_id() -> str:
@@ -69,8 +72,9 @@ class ConversationSession:
         self.memory: SessionMemory | None = engines.memory.open_session() if engines.memory is not None else None
         self.id = self.memory.session_id if self.memory is not None else "sess_" + uuid.uuid4().hex[:16]
         self._emit_raw = emit
-        self.options = options or SessionOptions()
-        self.voice = VoiceInput(engines.stt, engines.vad_factory, self.options.voice, self._emit, self._on_transcript)
+        self.options = options or SessionOptions(voice=VoiceOptions(final_beam_size=engines.final_beam_size))
+        self.voice = VoiceInput(engines.stt, engines.vad_factory, self.options.voice, self._emit, self._on_transcript,
+                                prompt=engines.asr_prompt)
         self._response: asyncio.Task[None] | None = None
         self._response_id: str | None = None
         self._pending_text: list[str] = []
@@ -152,7 +156,8 @@ class ConversationSession:
             # A photo sent before speaking ("like this but in blue") belongs to this spoken turn.
             image_id, self._pending_image = self._pending_image, None
             await self.start_response(UserTurn(item_id=transcript.item_id, text=transcript.text, image_id=image_id,
-                                               wants_audio=self._audio_out))
+                                               wants_audio=self._audio_out, avg_logprob=transcript.avg_logprob,
+                                               alternatives=transcript.alternatives))
 
     # --- replies --------------------------------------------------------------------------------------------
     async def start_response(self, turn: UserTurn) -> str:

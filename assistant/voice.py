@@ -41,9 +41,21 @@ SUPPORTED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 Emit = Callable[[Frame], Awaitable[None]]
 
 
+FINAL_BEAM_SIZE = 5  # beam search for finals: with the catalog prompt it finds "hoodie" where greedy hears "holding"
+FINAL_HYPOTHESES = 3  # beam hypotheses kept for the repair of misheard product words
+# Audio kept after the VAD's first silent frame: a word's soft ending ("hoodie-s", "pant-s") falls below the VAD's
+# threshold before it ends, and a final cut right there loses it (push-to-talk, which keeps the tail, did not).
+END_PADDING_MS = 250
+
+
 @dataclass(frozen=True)
 class VoiceOptions:
-    """Per-session voice input options (changed with ``dataclasses.replace``)."""
+    """Per-session voice input options (changed with ``dataclasses.replace``).
+
+    ``final_beam_size``: beam width of final (and speculative final) decodes; partials stay greedy (cheap, they are
+    only captions). ``end_padding_ms``: audio after the VAD's end of speech that a final still decodes (the
+    speculative final starts once it has arrived, still well before ``speech_stopped``).
+    """
 
     input_rate: int = SAMPLE_RATE
     server_vad: bool = True
@@ -52,6 +64,25 @@ class VoiceOptions:
     min_partial_ms: int = 500
     language: str | None = "en"
     max_utterance_s: int = MAX_UTTERANCE_S
+    final_beam_size: int = FINAL_BEAM_SIZE
+    end_padding_ms: int = END_PADDING_MS
+
+
+def transcribe_options(language: str | None, prompt: str | None, *, final: bool,
+                       beam_size: int = FINAL_BEAM_SIZE) -> TranscribeOptions:
+    """The decoding options of one voice decode: what the server uses, and what an offline check must use.
+
+    Args:
+        language: The session's language.
+        prompt: The catalog's biasing prompt (`assistant.conversation.vocabulary.CatalogVocabulary.prompt`), or
+            None for none.
+        final: A final or speculative final (beam search, several hypotheses) rather than a partial (greedy).
+        beam_size: The finals' beam width (1: greedy finals, one hypothesis).
+    """
+    if not final or beam_size <= 1:
+        return TranscribeOptions(language=language, initial_prompt=prompt)
+    return TranscribeOptions(language=language, initial_prompt=prompt, beam_size=beam_size,
+                             num_hypotheses=min(FINAL_HYPOTHESES, beam_size))
 
 
 def new_item_id() -> str:
@@ -71,8 +102,10 @@ class VoiceInput:
         options: VoiceOptions,
         emit: Emit,
         on_final: Callable[[Transcript], Awaitable[None]],
+        prompt: Callable[[], str | None] | None = None,
     ) -> None:
         self._stt = stt
+        self._prompt = prompt  # the served catalog's biasing prompt, read at every decode (a reload changes it)
         self._vad_factory = vad_factory
         self._vad = vad_factory()
         self._check_vad: SileroVAD | None = None
@@ -107,6 +140,7 @@ class VoiceInput:
         self._partial_task: asyncio.Task[None] | None = None
         self._speculation: asyncio.Task[Transcription] | None = None
         self._speculation_end = 0
+        self._pause_at: int | None = None  # stream sample where the current pause began (server VAD)
         self._last_partial_text = ""
         self._generation = 0  # bumps on clear/commit so late results of old work are ignored
 
@@ -135,6 +169,7 @@ class VoiceInput:
         if self.options.server_vad:
             for event in self._detector.feed(audio):
                 await self._on_vad(event)
+            self._maybe_speculate()
             if not self._detector.in_speech:
                 self._trim_idle()
         elif self._item_id is None:
@@ -198,16 +233,29 @@ class VoiceInput:
             self._last_partial_text = ""
             await self._emit(SpeechStarted(audio_start_ms=event.at_ms))
         elif event.kind == "speech_paused" and self._item_id is not None:
-            self._start_speculation(end=self._stream_pos)
+            self._pause_at = at  # the speculative final starts once the end padding has arrived (append)
         elif event.kind == "speech_resumed":
+            self._pause_at = None
             self._drop_speculation()
         elif event.kind == "speech_stopped" and self._item_id is not None:
             await self._emit(SpeechStopped(audio_end_ms=event.at_ms))
-            await self._finish_turn(end=at)
+            await self._finish_turn(end=min(self._stream_pos, at + self._end_padding()))
+
+    def _end_padding(self) -> int:
+        return self.options.end_padding_ms * SAMPLE_RATE // 1000
+
+    def _maybe_speculate(self) -> None:
+        """Start the speculative final once the end padding after the pause has arrived."""
+        if self._pause_at is None or self._speculation is not None or self._item_id is None:
+            return
+        end = self._pause_at + self._end_padding()
+        if self._stream_pos >= end:
+            self._start_speculation(end=end)
 
     # --- decoding -------------------------------------------------------------------------------------------
-    def _transcribe_options(self) -> TranscribeOptions:
-        return TranscribeOptions(language=self.options.language)
+    def _transcribe_options(self, final: bool = False) -> TranscribeOptions:
+        prompt = self._prompt() if self._prompt is not None else None
+        return transcribe_options(self.options.language, prompt, final=final, beam_size=self.options.final_beam_size)
 
     def _maybe_partial(self) -> None:
         min_new = self.options.partial_interval_ms * SAMPLE_RATE // 1000
@@ -248,7 +296,8 @@ class VoiceInput:
         audio = self._audio(self._speech_start, end)
         self._speculation_end = end
         self._speculation = asyncio.ensure_future(
-            self._stt.run_stt(audio, self._transcribe_options(), priority=STTPriority.SPECULATIVE, key=self)
+            self._stt.run_stt(audio, self._transcribe_options(final=True), priority=STTPriority.SPECULATIVE,
+                              key=self)
         )
 
     def _drop_speculation(self) -> None:
@@ -296,14 +345,16 @@ class VoiceInput:
                 speculation.cancel()
             if result is None:
                 result = await self._stt.run_stt(
-                    audio, self._transcribe_options(), priority=STTPriority.FINAL, key=self
+                    audio, self._transcribe_options(final=True), priority=STTPriority.FINAL, key=self
                 )
         except asyncio.CancelledError:
             raise
         except Exception as err:
             raise SpeechToTextError(f"transcription failed: {err}") from err
         text = "" if result.is_hallucination else result.text.strip()
-        await self._on_final(Transcript(item_id=item_id, text=text, language=result.language))
+        await self._on_final(Transcript(item_id=item_id, text=text, language=result.language,
+                                        avg_logprob=result.avg_logprob if text else None,
+                                        alternatives=result.alternatives if text else ()))
 
     # --- housekeeping ---------------------------------------------------------------------------------------
     def clear(self) -> None:

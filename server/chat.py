@@ -15,7 +15,7 @@ from assistant.dialogue import DialogueState
 from assistant.errors import AssistantError
 from assistant.frames import ProductResults, ReplyTextDelta, ResponseDone, UserTurn
 from assistant.pipeline import Brain, BrainOptions
-from server.engines import build_dialogue, build_memory, build_search
+from server.engines import build_dialogue, build_memory, build_search, build_vocabulary
 from server.serialize import product_json
 from server.settings import Settings
 
@@ -26,7 +26,8 @@ async def _turns(settings: Settings, lines: Iterable[str], as_json: bool, *, res
     memory = build_memory(settings)
     dialogue = await asyncio.to_thread(build_dialogue, settings, catalog, searcher, memory) if settings.dialogue \
         else None
-    brain = Brain(searcher, tts=None, options=BrainOptions(k=settings.search_k), dialogue=dialogue)
+    brain = Brain(searcher, tts=None, options=BrainOptions(k=settings.search_k), dialogue=dialogue,
+                  vocabulary=build_vocabulary(settings, catalog), repair=settings.asr_repair)
     session = memory.resume(resume, user_id=user_id) if resume else memory.open_session(user_id)
     if session is None:
         print(json.dumps({"error": {"code": "invalid_resume_token", "message": "unknown or expired resume token"}})

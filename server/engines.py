@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from PIL import Image
 from assistant.batching import BatchedQueryEncoder, ScheduledTTS, batched_ranker_queries
 from assistant.catalog import Catalog
 from assistant.catalog_store import CatalogStore, default_store, store_exists
+from assistant.conversation.vocabulary import CatalogVocabulary
 from assistant.demo_catalog import ensure_demo_catalog
 from assistant.images import ImageStore
 from assistant.memory import MemoryConfig, MemoryStore, create_memory
@@ -71,6 +73,9 @@ class App:
             if hasattr(self.searcher, "update"):
                 stats = self.searcher.update(catalog)
             self.catalog = catalog
+            brain = self.engines.brain
+            if brain.vocabulary is not None:  # the Whisper prompt and the repair terms follow the catalog
+                brain.vocabulary = CatalogVocabulary.from_catalog(catalog)
             dialogue = self.engines.brain.dialogue
             if dialogue is not None:
                 dialogue.catalog = catalog
@@ -228,6 +233,28 @@ def build_dialogue(settings: Settings, catalog: Catalog, retriever: HybridRetrie
                     categories=[c for c, _ in leaves.most_common(6)], catalog=catalog)
 
 
+def build_vocabulary(settings: Settings, catalog: Catalog) -> CatalogVocabulary | None:
+    """The catalog's spoken vocabulary, when biasing or repair uses it (``SHOPTALK_ASR_BIAS``/``_REPAIR``)."""
+    if not (settings.asr_bias or settings.asr_repair):
+        return None
+    vocabulary = CatalogVocabulary.from_catalog(catalog)
+    log.info("catalog vocabulary %s: %d kind words, %d product lines; prompt %r", vocabulary.fingerprint,
+             len(vocabulary.kinds), len(vocabulary.lines), vocabulary.prompt[:120])
+    return vocabulary
+
+
+def asr_prompt(settings: Settings, brain: Brain) -> Callable[[], str | None] | None:
+    """What the voice input prompts Whisper with: the brain's current vocabulary's prompt (None: no biasing)."""
+    if not settings.asr_bias:
+        return None
+
+    def prompt() -> str | None:
+        vocabulary = brain.vocabulary
+        return vocabulary.prompt if vocabulary is not None else None
+
+    return prompt
+
+
 def build_memory(settings: Settings) -> MemoryStore:
     """The configured memory engine (``SHOPTALK_MEMORY_URL``; SQLite under the data dir by default)."""
     return create_memory(settings.memory_url, settings.data_dir,
@@ -272,8 +299,9 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
         if warmup:
             writer.warm_up()
     brain = Brain(searcher, tts, writer, options=BrainOptions(k=settings.search_k), images=images, photos=photos,
-                  dialogue=dialogue)
-    engines = Engines(stt=stt, brain=brain, vad_factory=SileroVAD, memory=memory)
+                  dialogue=dialogue, vocabulary=build_vocabulary(settings, catalog), repair=settings.asr_repair)
+    engines = Engines(stt=stt, brain=brain, vad_factory=SileroVAD, memory=memory,
+                      asr_prompt=asr_prompt(settings, brain), final_beam_size=settings.stt_beam_size)
     store = default_store(settings.data_dir) if serves_store(settings) else None
     watch_batchers(shared_batchers(retriever.encoder, searcher, tts))
     if warmup:

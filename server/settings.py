@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     # Concurrent STT decodes (CTranslate2 workers, cpu_threads split between them): 2 on 2 cores lets two sessions'
     # finals decode in parallel at no cost to one session (tiny.en decodes as fast on 1 thread as on 2).
     stt_workers: int = Field(2, ge=1, le=16)
+    # Catalog-aware recognition (#8): finals are decoded with a prompt built from the served catalog's vocabulary
+    # (categories and their spoken forms, product lines, brands, colours), rebuilt when the catalog changes ...
+    asr_bias: bool = True
+    # ... and product words a transcript gets wrong ("black hold") are repaired to the closest catalog term
+    # (Whisper's beam alternatives, then a phonetic / edit-distance match), shown as "Showing hoodies".
+    asr_repair: bool = True
+    # Beam width of final transcripts (partials stay greedy); 1: greedy finals, as before #8
+    stt_beam_size: int = Field(5, ge=1, le=10)
     # Micro-batching across sessions (assistant.batching): query encodes (MiniLM, the ranker's) run in shared batches
     # of at most batch_max, and TTS serves every reply's first sentence first. batch_wait_ms > 0 holds a batch open
     # for company (0: take what queued while the previous batch ran; no added latency when idle).

@@ -148,7 +148,8 @@ class FasterWhisperSTT(STTEngine):
                 sampling = (
                     {"sampling_temperature": opts.temperature, "sampling_topk": 0, "beam_size": 1}
                     if opts.temperature > 0
-                    else {"beam_size": opts.beam_size}
+                    else {"beam_size": opts.beam_size,
+                          "num_hypotheses": max(1, min(opts.num_hypotheses, opts.beam_size))}
                 )
                 result = self.model.model.generate(
                     encoded,
@@ -162,9 +163,16 @@ class FasterWhisperSTT(STTEngine):
                 )[0]
             except (RuntimeError, ValueError) as err:
                 raise SpeechToTextError(f"{self.name} failed: {err}") from err
-        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-        # CTranslate2 returns the length-normalised score; recover the mean log-probability per token.
-        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-        text = tokenizer.decode(tokens).strip()
-        stats = [SegmentStats(text, avg_logprob, result.no_speech_prob, len(tokens))]
-        return build_transcription(stats, language, duration_s)
+        hypotheses = []
+        for ids, score in zip(result.sequences_ids, result.scores, strict=True):
+            tokens = [t for t in ids if t < tokenizer.eot]
+            # CTranslate2 returns the length-normalised score; recover the mean log-probability per token.
+            hypotheses.append((tokenizer.decode(tokens).strip(), score * len(tokens) / (len(tokens) + 1), len(tokens)))
+        text, avg_logprob, n_tokens = hypotheses[0]
+        stats = [SegmentStats(text, avg_logprob, result.no_speech_prob, n_tokens)]
+        transcription = build_transcription(stats, language, duration_s)
+        if not transcription.is_hallucination and len(hypotheses) > 1:
+            transcription.alternatives = tuple(
+                (alt, round(float(lp), 4)) for alt, lp, _ in hypotheses[1:] if alt and alt != text
+            )
+        return transcription

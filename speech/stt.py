@@ -83,6 +83,8 @@ class TranscribeOptions:
         short_window: Encode only the utterance (plus padding) instead of Whisper's fixed 30 s window, like
             whisper.cpp's ``audio_ctx``: the encoder's cost scales with the window, so a 3 s query encodes about
             15x faster. Used by backends that support it, for audio up to ``SHORT_WINDOW_MAX_S``.
+        num_hypotheses: Beam hypotheses to return (at most ``beam_size``): the best is the transcript, the others
+            its ``alternatives`` (backends that cannot return them give none).
     """
 
     language: str | None = "en"
@@ -91,6 +93,7 @@ class TranscribeOptions:
     initial_prompt: str | None = None
     without_timestamps: bool = True
     short_window: bool = True
+    num_hypotheses: int = 1
 
 
 @dataclass
@@ -104,6 +107,8 @@ class Transcription:
         no_speech_prob: Whisper's probability that the audio holds no speech.
         duration_s: Length of the input audio in seconds.
         is_hallucination: True when the guard emptied a result it did not trust.
+        alternatives: The other beam hypotheses (text, mean log-probability), best first, when asked for with
+            ``TranscribeOptions.num_hypotheses``; a repair may prefer one that names a catalog product.
     """
 
     text: str
@@ -112,6 +117,7 @@ class Transcription:
     no_speech_prob: float
     duration_s: float
     is_hallucination: bool = False
+    alternatives: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

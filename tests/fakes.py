@@ -48,12 +48,14 @@ class FakeSTT(STTEngine):
         self.text = text
         self.delay_s = delay_s
         self.calls: list[float] = []  # seconds of audio per call
+        self.options: list[TranscribeOptions | None] = []  # the options of each call
         self._count_lock = threading.Lock()
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcription:
         with self._lock:
             with self._count_lock:
                 self.calls.append(len(audio) / SR)
+                self.options.append(options)
             time.sleep(self.delay_s)
             voiced = float(np.sqrt(np.mean(np.square(audio)))) > 0.01 if len(audio) else False
             if not voiced:

@@ -1,0 +1,401 @@
+"""The served catalog's spoken vocabulary: Whisper biasing and the repair of misheard product words (#8).
+
+Everything here is built from the catalog it serves, never from word lists naming one catalog's products:
+
+* **kinds**: what the merchant calls its kinds of product: category path segments ("Hoodies & Sweatshirts" ->
+  hoodies, sweatshirts), the style attribute values ("Pullover", "Leggings") and the head nouns that several product
+  titles share ("... Yoga Pant", "... Backpack"), with the spoken aliases `assistant.search` knows ("hoody",
+  "t shirt");
+* **lines**: product-line names, the distinctive word(s) a title starts with ("Mona", "Karmen", "Sprite");
+* **brands** and the **colours** the variants come in.
+
+`CatalogVocabulary.prompt` is the text Whisper is prompted with (``initial_prompt``; faster-whisper's short-window
+path feeds it as previous context, openai-whisper as its prompt): the kinds first, most stocked first, then brands
+and product lines, within a token budget. A model that expects "Hoodies" decodes "black hoodie" where it heard
+"black hold".
+
+`CatalogVocabulary.repair` is the second line: given a transcript and Whisper's other beam hypotheses it
+
+1. prefers a hypothesis that names a catalog kind, line or brand when the best one names none (and is within
+   `NBEST_MARGIN` of its score), then
+2. replaces the words that most likely are a misheard product word -- by spelling (rapidfuzz) and sound
+   (metaphone, jellyfish) -- with the closest catalog term, when the request names no product word at all.
+
+A repair never drops a constraint: only the misheard words change ("black hold under fifty" -> "black hoodie under
+fifty"). Words Whisper was sure of (the same in every hypothesis) are repaired only at typo distance, so "do you
+sell laptops" stays a question about laptops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import jellyfish
+from rapidfuzz import fuzz
+
+from assistant.catalog import Catalog, Product
+from assistant.search import (
+    COLOR_SYNONYMS,
+    SPOKEN_CATEGORY_ALIASES,
+    canonical_color,
+    canonical_gender,
+)
+
+PROMPT_MAX_WORDS = 90  # ~150 Whisper tokens: well inside its 223-token previous-context window
+MAX_LINE_DF = 12  # a title word shared by more titles than this is not a product-line name
+NBEST_MARGIN = 0.35  # a hypothesis naming a catalog term may lose this much mean log-probability to the best one
+UNSURE_THRESHOLD = 0.62  # similarity to repair a word that Whisper's hypotheses disagree on
+SURE_THRESHOLD = 0.86  # ... and one they all agree on (typo distance: "hoddie", "legins")
+_WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# Function words and shopping talk: never a misheard product word. English, not any catalog's words.
+_COMMON = frozenset("""
+a an the and or but of for to in on at by with from up down out over under about above below between into than
+i me my mine you your yours we us our it its this that these those they them their he she his her one ones some any
+is are was were be been am do does did have has had can could would should will shall may might must not no yes
+please thanks thank hi hello hey ok okay so well just really very too also only even still again more most less
+show find get give want need like looking look see tell buy order add put take got got let lets show what which who
+how where when why much many cheap cheaper cheapest price prices cost costs dollar dollars bucks size sizes colour
+color colours colors something anything thing things stuff item items product products kind kinds sort type
+new nice good great best other another same different pair pairs set sell carry stock available have got there
+here now today maybe actually um uh er hmm oh ah yeah yep nope sure right left first second third last next
+small medium large extra x xs xl s m l men women mens womens woman man kids girls boys ladies unisex
+""".split())
+_NUMBER_WORDS = frozenset(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand".split()
+)
+_SHOPPING_CUES = re.compile(
+    r"\b(?:show|find|looking|look|want|need|have|got|sell|carry|stock|buy|get|search|any|some|under|over|below|"
+    r"less|cheap|size|dollars?|bucks)\b"
+)
+
+
+def _plural(word: str) -> str:
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word if word.endswith("s") else word + "es"
+    if word.endswith("y") and len(word) > 2 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def _words(text: str) -> list[str]:
+    return _WORD_RE.findall(text.lower().replace("’", "'"))
+
+
+def _singulars(word: str) -> list[str]:
+    """The singular forms a plural may have ("hoodies" -> hoodie and hoody; "watches" -> watch)."""
+    if len(word) > 4 and word.endswith("ies"):
+        return [word[:-1], word[:-3] + "y"]
+    if len(word) > 3 and re.search(r"(ss|sh|ch|x)es$", word):
+        return [word[:-2]]
+    if len(word) > 2 and word.endswith("s") and not word.endswith("ss"):
+        return [word[:-1]]
+    return [word]
+
+
+def _sound(word: str) -> str:
+    return jellyfish.metaphone(word) if word else ""
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One misheard stretch of a transcript and the catalog term put in its place."""
+
+    heard: str
+    meant: str
+    kind: str  # "kind", "line" or "brand"
+    score: float
+    source: str  # "n-best" (another beam hypothesis) or "sound" (spelling/sound match)
+
+
+@dataclass(frozen=True)
+class Understood:
+    """A transcript after repair: the text the turn runs on and what changed."""
+
+    text: str
+    repairs: tuple[Repair, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.repairs)
+
+    def shown_as(self) -> str | None:
+        """What to tell the shopper was understood ("Showing hoodies."), or None when nothing was repaired."""
+        terms = [r.meant for r in self.repairs]
+        if not terms:
+            return None
+        return "Showing " + " and ".join(terms) + "."
+
+
+@dataclass
+class CatalogVocabulary:
+    """The catalog's spoken vocabulary (see the module docstring).
+
+    Attributes:
+        kinds: Kind words as spoken (lower case, singular and plural) -> the catalog's own word for the kind
+            (plural, as a shopper hears it back: "hoodies").
+        lines: Product-line name (lower case) -> the ids of the products in that line.
+        line_names: Product-line name (lower case) -> as the catalog spells it ("Karmen").
+        brands: Brand (lower case) -> as the catalog spells it.
+        colours: The canonical colours the catalog's products come in.
+        kind_counts: How many products each kind (its catalog word) covers; the prompt lists the biggest first.
+    """
+
+    kinds: dict[str, str]
+    lines: dict[str, tuple[str, ...]]
+    line_names: dict[str, str]
+    brands: dict[str, str]
+    colours: tuple[str, ...]
+    kind_counts: dict[str, int] = field(default_factory=dict)
+    max_prompt_words: int = PROMPT_MAX_WORDS
+    _terms: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        terms: dict[str, tuple[str, str]] = {}
+        for spoken, word in self.kinds.items():
+            terms.setdefault(spoken, (word, "kind"))
+        for key, name in self.line_names.items():
+            terms.setdefault(key, (name, "line"))
+        for key, name in self.brands.items():
+            terms.setdefault(key, (name, "brand"))
+        self._terms = terms
+        # Terms by their words' count (longest first), for matching spans of the same length.
+        self._by_len: dict[int, list[str]] = {}
+        for term in terms:
+            self._by_len.setdefault(len(term.split()), []).append(term)
+        self._sounds = {term: _sound(term.replace(" ", "")) for term in terms}
+        self._prompt = self._build_prompt()
+
+    # --- building ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_catalog(cls, catalog: Catalog) -> CatalogVocabulary:
+        """The vocabulary of the catalog's shoppable products (and their variants' colours)."""
+        products = catalog.parents()
+        colours = {canonical_color(c) for p in catalog for c in p.colors()}
+        return cls.from_products(products, colours=colours)
+
+    @classmethod
+    def from_products(cls, products: Iterable[Product], *, colours: Iterable[str] = ()) -> CatalogVocabulary:
+        """Build from shoppable products; `colours` adds colours their variants come in."""
+        products = list(products)
+        kind_products: dict[str, set[str]] = {}  # the catalog's word for a kind (lower case) -> product ids
+
+        def add_kind(word: str, pid: str, *, plural: bool = False) -> None:
+            word = " ".join(_words(word))
+            if (len(word) < 3 or not word.replace(" ", "").isalpha() or canonical_gender(word) is not None
+                    or word in COLOR_SYNONYMS):
+                return
+            if plural and " " not in word:
+                word = _plural(word)
+            kind_products.setdefault(word, set()).add(pid)
+
+        title_words: list[list[str]] = []
+        for p in products:
+            # The primary category path names what the product is ("Women/Tops/Hoodies & Sweatshirts"); other
+            # paths are often collections or promotions ("Promotions/Women Sale"), not kinds.
+            for segment in p.category.split("/"):
+                for part in re.split(r"\s*(?:&|,|\band\b)\s*", segment):
+                    if part.strip() and canonical_gender(part) is None:
+                        add_kind(part, p.id)
+            for value in _as_values(p.attributes.get("style_general")) + _as_values(p.attributes.get("style")):
+                add_kind(value, p.id)
+            title_words.append(_words(p.title))
+        # Head nouns several titles share ("... Yoga Pant", "... Backpack") are kinds too (plural, as asked for).
+        heads = Counter(ws[-1] for ws in title_words if len(ws) > 1)
+        for p, ws in zip(products, title_words, strict=True):
+            if len(ws) > 1 and heads[ws[-1]] >= 2:
+                add_kind(ws[-1], p.id, plural=True)
+        kinds: dict[str, str] = {}
+        for word in kind_products:
+            forms = {word}
+            if " " not in word:
+                forms |= set(_singulars(word)) | {_plural(word)}
+            for spoken in forms:
+                kinds.setdefault(spoken, word)
+        for term, aliases in SPOKEN_CATEGORY_ALIASES.items():
+            target = next((kinds[f] for f in (term, _plural(term)) if f in kinds), None)
+            for alias in aliases if target else ():
+                kinds.setdefault(alias, target)  # type: ignore[arg-type]
+                kinds.setdefault(_plural(alias), target)  # type: ignore[arg-type]
+        # Product lines: the first distinctive word of each title (not a kind, colour, number or common word).
+        df = Counter(w for ws in title_words for w in set(ws))
+        lines: dict[str, list[str]] = {}
+        line_names: dict[str, str] = {}
+        for p, ws in zip(products, title_words, strict=True):
+            for i, word in enumerate(ws):
+                if (word in kinds or word in _COMMON or word in COLOR_SYNONYMS or not word.isalpha() or len(word) < 3
+                        or (i > 0 and df[word] > MAX_LINE_DF)):
+                    continue
+                lines.setdefault(word, []).append(p.id)
+                original = next((t for t in re.findall(r"[A-Za-z0-9']+", p.title) if t.lower() == word), word)
+                line_names.setdefault(word, original)
+                break
+        brands = {" ".join(p.brand.lower().split()): p.brand for p in products if p.brand}
+        colour_set = {canonical_color(c) for p in products for c in p.colors()} | set(colours)
+        return cls(
+            kinds=kinds,
+            lines={k: tuple(v) for k, v in lines.items()},
+            line_names=line_names,
+            brands=brands,
+            colours=tuple(sorted(colour_set)),
+            kind_counts={k: len(v) for k, v in kind_products.items()},
+        )
+
+    # --- biasing ----------------------------------------------------------------------------------------------
+    @property
+    def prompt(self) -> str:
+        """The Whisper prompt: kinds (most stocked first), brands, then product lines, in ordinary spelling."""
+        return self._prompt
+
+    def _build_prompt(self) -> str:
+        kinds = sorted(self.kind_counts, key=lambda k: (-self.kind_counts[k], k))
+        brand_names = sorted(self.brands.values())
+        line_order = sorted(self.line_names, key=lambda k: (-len(self.lines.get(k, ())), k))
+        words: list[str] = []
+        parts: list[str] = []
+        budget = self.max_prompt_words
+        for group in ([k[:1].upper() + k[1:] for k in kinds], brand_names, [self.line_names[k] for k in line_order]):
+            taken = []
+            for item in group:
+                n = len(item.split())
+                if len(words) + n > budget:
+                    break
+                words.extend(item.split())
+                taken.append(item)
+            if taken:
+                parts.append(", ".join(taken) + ".")
+        return " ".join(parts)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the prompt or the repair terms change (a catalog reload rebuilds the vocabulary)."""
+        blob = "\n".join([self.prompt, *sorted(self._terms)])
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    # --- repair -----------------------------------------------------------------------------------------------
+    def terms_in(self, text: str) -> list[str]:
+        """The catalog terms (kinds, lines, brands; lower case) that `text` names."""
+        padded = " " + " ".join(_words(text)) + " "
+        return [t for t in self._terms if f" {t} " in padded]
+
+    def repair(self, text: str, alternatives: Sequence[tuple[str, float]] = (), score: float | None = None
+               ) -> Understood:
+        """Repair the misheard product words of one transcript (see the module docstring).
+
+        Args:
+            text: The transcript (Whisper's best hypothesis) or a typed message.
+            alternatives: Whisper's other beam hypotheses with their mean log-probabilities, best first.
+            score: The best hypothesis's mean log-probability (None: typed text, or unknown).
+
+        Returns:
+            The text to run the turn on, and the repairs made.
+        """
+        chosen, repairs = text, []
+        if alternatives and not self.terms_in(text) and score is not None:
+            for alt, alt_score in alternatives:
+                if self.terms_in(alt) and score - alt_score <= NBEST_MARGIN and _same_constraints(text, alt):
+                    found = self.terms_in(alt)
+                    meant = self._terms[max(found, key=len)]
+                    repairs.append(Repair(_differing(text, alt), meant[0], meant[1], round(score - alt_score, 3),
+                                          "n-best"))
+                    chosen = alt
+                    break
+        if not repairs and not self.terms_in(chosen) and _SHOPPING_CUES.search(chosen.lower()):
+            unsure = _unstable_words(chosen, [a for a, _ in alternatives]) | _after_colour(chosen)
+            fixed = self._repair_by_sound(chosen, unsure)
+            if fixed is not None:
+                chosen, repair = fixed
+                repairs.append(repair)
+        return Understood(chosen, tuple(repairs))
+
+    def _repair_by_sound(self, text: str, unsure: set[str]) -> tuple[str, Repair] | None:
+        """Replace the one or two words that best match a catalog term by spelling and sound, if close enough."""
+        tokens = list(re.finditer(r"[A-Za-z][A-Za-z']*", text))
+        words = [m.group(0).lower() for m in tokens]
+        best: tuple[float, int, int, str] | None = None
+        for i in range(len(words)):
+            for n in (1, 2):
+                span = words[i : i + n]
+                if len(span) < n or any(self._fixed(w) for w in span):
+                    continue
+                joined = "".join(span)
+                if len(joined) < 3:
+                    continue
+                threshold = UNSURE_THRESHOLD if any(w in unsure for w in span) else SURE_THRESHOLD
+                for term in self._by_len.get(1, []):
+                    if term in (joined, *_singulars(joined)) or joined in _singulars(term):
+                        continue  # the same word ("sports" is no misheard "Sport")
+                    sim = self._similarity(joined, term)
+                    if sim >= threshold and (best is None or sim > best[0]):
+                        best = (sim, i, i + n, term)
+        if best is None:
+            return None
+        sim, start, end, term = best
+        meant, kind = self._terms[term]
+        heard = text[tokens[start].start() : tokens[end - 1].end()]
+        fixed = text[: tokens[start].start()] + meant.lower() + text[tokens[end - 1].end() :]
+        return fixed, Repair(heard, meant, kind, round(sim, 3), "sound")
+
+    def _fixed(self, word: str) -> bool:
+        """Words that are never a misheard product word: function words, numbers, colours, known terms."""
+        return (word in _COMMON or word in _NUMBER_WORDS or word in COLOR_SYNONYMS or word in self._terms
+                or word.isdigit())
+
+    def _similarity(self, heard: str, term: str) -> float:
+        """Spelling and sound similarity in [0, 1]; 0 unless the first sounds agree (so 'laptops' is no 'tops')."""
+        sound_heard, sound_term = _sound(heard), self._sounds[term]
+        if not sound_heard or not sound_term or sound_heard[0] != sound_term[0]:
+            return 0.0
+        if not 0.5 <= len(heard) / max(1, len(term.replace(" ", ""))) <= 2.0:
+            return 0.0
+        spelling = fuzz.ratio(heard, term.replace(" ", "")) / 100
+        sound = fuzz.ratio(sound_heard, sound_term) / 100
+        return 0.5 * spelling + 0.5 * sound
+
+
+def _as_values(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return []
+
+
+_CONSTRAINT_RE = re.compile(r"\d+|\b(?:under|over|below|above|less|more|size|small|medium|large|extra)\b")
+
+
+def _same_constraints(a: str, b: str) -> bool:
+    """Whether two hypotheses say the same numbers, limits and colours (an alternative may only fix words)."""
+
+    def key(text: str) -> tuple[list[str], set[str]]:
+        low = text.lower()
+        return _CONSTRAINT_RE.findall(low), {canonical_color(w) for w in _words(low) if w in COLOR_SYNONYMS}
+
+    return key(a) == key(b)
+
+
+def _differing(a: str, b: str) -> str:
+    """The words of `a` that `b` does not have (what the better hypothesis replaced)."""
+    other = set(_words(b))
+    return " ".join(w for w in _words(a) if w not in other) or a
+
+
+def _after_colour(text: str) -> set[str]:
+    """Words right after a colour ("black hold"): where a request puts its product word."""
+    words = _words(text)
+    return {b for a, b in zip(words, words[1:], strict=False) if a in COLOR_SYNONYMS and b not in COLOR_SYNONYMS}
+
+
+def _unstable_words(text: str, alternatives: Sequence[str]) -> set[str]:
+    """Words of the best hypothesis that some other hypothesis does not contain (Whisper was unsure of them)."""
+    if not alternatives:
+        return set()
+    words = set(_words(text))
+    unstable: set[str] = set()
+    for alt in alternatives:
+        unstable |= words - set(_words(alt))
+    return unstable

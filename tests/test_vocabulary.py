@@ -1,0 +1,215 @@
+"""Catalog-aware recognition (#8): the catalog's spoken vocabulary, the Whisper prompt and the repair of misheard
+product words, on a small catalog built here (no demo or Luma words in the rules) and on luma-dev when present."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assistant.catalog import Catalog, Product
+from assistant.conversation.vocabulary import PROMPT_MAX_WORDS, CatalogVocabulary
+from assistant.frames import ProductResults, ReplyTextDelta, ResponseDone, Transcript, UserTurn
+from assistant.pipeline import Brain
+from assistant.search import ProductHit, SearchQuery
+from assistant.voice import FINAL_BEAM_SIZE, VoiceInput, VoiceOptions, transcribe_options
+from tests.fakes import SR, EnergyVAD, FakeSTT, silence, tone
+from tests.shared_data import LUMA_DIR
+
+
+def _product(pid: str, title: str, category: str, price: float, colours: list[str], **attrs: object) -> Product:
+    return Product.from_dict({
+        "id": pid, "title": title, "category": category, "categories": [category], "price": price,
+        "currency": "USD", "brand": attrs.pop("brand", None), "description": f"The {title}.",
+        "attributes": {"color": colours, "size": ["S", "M", "L"], **attrs},
+    })
+
+
+def small_catalog() -> Catalog:
+    """A merchant's own outdoor catalog: made-up product lines, kinds named by its category paths and titles."""
+    return Catalog([
+        _product("a1", "Quillon Hoodie", "Women/Tops/Hoodies", 45.0, ["Black", "Grey"]),
+        _product("a2", "Ferro Zip Hoodie", "Women/Tops/Hoodies", 62.0, ["Black"]),
+        _product("a3", "Tasca Trail Pant", "Women/Bottoms/Pants", 70.0, ["Green"]),
+        _product("a4", "Velmo Hiking Pant", "Women/Bottoms/Pants", 55.0, ["Black"]),
+        _product("a5", "Orrin Daypack", "Gear/Bags", 80.0, ["Red"], style_general=["Backpack"]),
+        _product("a6", "Sprocket Water Flask", "Gear/Bottles", 19.0, ["Blue"], brand="Peakline"),
+    ])
+
+
+@pytest.fixture(scope="module")
+def vocab() -> CatalogVocabulary:
+    return CatalogVocabulary.from_catalog(small_catalog())
+
+
+def test_vocabulary_comes_from_the_catalog(vocab: CatalogVocabulary) -> None:
+    kinds = set(vocab.kinds.values())
+    assert {"hoodies", "pants", "bags", "bottles", "backpack"} <= kinds  # category segments, style values
+    assert vocab.kinds["hoodie"] == "hoodies" and vocab.kinds["pant"] == "pants"  # spoken singular forms
+    assert vocab.kinds["hoody"] == "hoodies"  # the parser's spoken aliases of a kind the catalog has
+    assert {"quillon", "ferro", "tasca", "velmo", "orrin", "sprocket"} <= set(vocab.lines)
+    assert vocab.lines["quillon"] == ("a1",)
+    assert vocab.brands == {"peakline": "Peakline"}
+    assert {"black", "grey", "green", "red", "blue"} <= set(vocab.colours)
+    assert "women" not in vocab.kinds and "black" not in vocab.lines  # departments and colours are not kinds
+
+
+def test_prompt_lists_kinds_first_then_brands_and_lines(vocab: CatalogVocabulary) -> None:
+    prompt = vocab.prompt
+    assert prompt.index("Hoodies") < prompt.index("Peakline") < prompt.index("Quillon")
+    assert len(prompt.split()) <= PROMPT_MAX_WORDS
+
+
+def test_prompt_keeps_to_its_budget_on_a_big_catalog() -> None:
+    products = [_product(f"p{i}", f"Line{chr(97 + i % 26)}{i} Fleece Jacket", "Women/Jackets", 50.0, ["Black"])
+                for i in range(400)]
+    vocab = CatalogVocabulary.from_catalog(Catalog(products))
+    assert len(vocab.prompt.split()) <= PROMPT_MAX_WORDS
+    assert vocab.prompt.startswith("Jackets")  # the kinds survive the cut, the long tail of lines does not
+
+
+def test_fingerprint_changes_with_the_catalog(vocab: CatalogVocabulary) -> None:
+    bigger = Catalog([*small_catalog(), _product("a7", "Marrow Rain Shell", "Women/Jackets", 99.0, ["Yellow"])])
+    other = CatalogVocabulary.from_catalog(bigger)
+    assert other.fingerprint != vocab.fingerprint
+    assert "marrow" in other.lines and "Jackets" in other.prompt
+
+
+@pytest.mark.parametrize(("heard", "meant"), [
+    ("show me a black hold under fifty dollars", "show me a black hoodies under fifty dollars"),
+    ("black hold under fifty", "black hoodies under fifty"),
+    ("do you have any hoddies", "do you have any hoodies"),  # a typo, typed
+])
+def test_misheard_kind_is_repaired_and_constraints_stay(vocab: CatalogVocabulary, heard: str, meant: str) -> None:
+    understood = vocab.repair(heard)
+    assert understood.text == meant
+    assert understood.repairs[0].meant == "hoodies"
+    assert understood.shown_as() == "Showing hoodies."
+
+
+@pytest.mark.parametrize("text", [
+    "do you sell laptops",  # a real word Whisper was sure of: a kind the catalog lacks, not 'tops' or 'pants'
+    "what's your return policy",
+    "where is my order one two three four five",
+    "I'd like to talk to a person",
+    "show me black hoodies under fifty dollars",  # already names a kind
+    "the quillon hoodie in grey",
+    "do you have dresses",
+])
+def test_words_heard_right_are_left_alone(vocab: CatalogVocabulary, text: str) -> None:
+    assert vocab.repair(text).text == text
+    assert vocab.repair(text, [(text.replace("a", "e"), -0.4)], -0.3).changed is False  # Whisper unsure: still kept
+
+
+def test_a_beam_hypothesis_naming_a_catalog_term_wins(vocab: CatalogVocabulary) -> None:
+    best = "Show me a black holding under $50."
+    alternatives = [("Show me a black hoodie under $50.", -0.45), ("Show me a black holding under $15.", -0.5)]
+    understood = vocab.repair(best, alternatives, -0.3)
+    assert understood.text == "Show me a black hoodie under $50."
+    assert understood.repairs[0].source == "n-best"
+
+
+def test_a_hypothesis_that_changes_a_constraint_or_scores_far_worse_is_not_taken(vocab: CatalogVocabulary) -> None:
+    best = "Show me something black under $50."
+    assert vocab.repair(best, [("Show me the Velmo pant in black under $15.", -0.35)], -0.3).changed is False
+    assert vocab.repair(best, [("Show me the Velmo pant in black under $50.", -2.0)], -0.3).changed is False
+
+
+def test_unsure_words_are_repaired_at_a_looser_distance(vocab: CatalogVocabulary) -> None:
+    text = "I want the velvet hiking pants"  # 'velvet' differs across hypotheses: Whisper was unsure of it
+    understood = vocab.repair(text, [("I want the velma hiking pants", -0.5)], -0.4)
+    # it names a kind already ('pants'): no sound repair is needed for the search to be right
+    assert understood.text in (text, "I want the velma hiking pants")
+    lonely = vocab.repair("show me the tasker in green", [("show me the tasca in green", -0.9)], -0.3)
+    assert lonely.text == "show me the tasca in green"  # sound repair of the unsure word to a product line
+
+
+class RecordingSearcher:
+    def __init__(self) -> None:
+        self.catalog = small_catalog()
+        self.queries: list[SearchQuery] = []
+
+    def search(self, query: SearchQuery) -> list[ProductHit]:
+        self.queries.append(query)
+        hits = [ProductHit(p, 1.0, "test") for p in self.catalog if "hood" in p.title.lower()
+                and (query.max_price is None or p.price <= query.max_price)]
+        return hits[: query.k]
+
+
+async def _reply(brain: Brain, turn: UserTurn) -> tuple[str, list[ProductHit]]:
+    text, hits = "", []
+    async for frame in brain.respond(turn, "r1"):
+        if isinstance(frame, ProductResults):
+            hits = list(frame.hits)
+        elif isinstance(frame, ReplyTextDelta):
+            text += frame.delta
+        elif isinstance(frame, ResponseDone):
+            text = frame.text or text
+    return text, hits
+
+
+async def test_brain_searches_what_was_meant_and_says_so(vocab: CatalogVocabulary) -> None:
+    searcher = RecordingSearcher()
+    brain = Brain(searcher, tts=None, vocabulary=vocab)
+    text, hits = await _reply(brain, UserTurn(item_id="i1", text="black hold under fifty dollars", wants_audio=False))
+    query = searcher.queries[-1]
+    assert "hoodie" in query.text and query.max_price == 50.0 and query.color == "black"
+    assert text.startswith("Showing hoodies.")
+    assert [h.product.id for h in hits] == ["a1"]
+
+
+async def test_brain_without_repair_searches_the_words_heard(vocab: CatalogVocabulary) -> None:
+    searcher = RecordingSearcher()
+    brain = Brain(searcher, tts=None, vocabulary=vocab, repair=False)
+    text, _ = await _reply(brain, UserTurn(item_id="i1", text="black hold under fifty dollars", wants_audio=False))
+    assert "hold" in searcher.queries[-1].text and not text.startswith("Showing")
+
+
+def test_transcribe_options_final_and_partial() -> None:
+    final = transcribe_options("en", "Hoodies, pants.", final=True)
+    assert final.beam_size == FINAL_BEAM_SIZE and final.num_hypotheses > 1 and final.initial_prompt == "Hoodies, pants."
+    partial = transcribe_options("en", "Hoodies, pants.", final=False)
+    assert partial.beam_size == 1 and partial.num_hypotheses == 1 and partial.initial_prompt == "Hoodies, pants."
+    greedy = transcribe_options("en", None, final=True, beam_size=1)
+    assert greedy.beam_size == 1 and greedy.initial_prompt is None
+
+
+async def test_voice_input_prompts_finals_with_the_current_catalog_prompt() -> None:
+    stt = FakeSTT("black hoodie")
+    prompt = {"text": "Hoodies."}
+    finals: list[Transcript] = []
+
+    async def emit(_: object) -> None:
+        return None
+
+    async def on_final(t: Transcript) -> None:
+        finals.append(t)
+
+    voice = VoiceInput(stt, EnergyVAD, VoiceOptions(), emit, on_final, prompt=lambda: prompt["text"])
+    speech = np.concatenate([silence(0.3), tone(1.2), silence(1.0)])
+    step = SR // 50
+    for i in range(0, speech.size, step):
+        await voice.append((np.clip(speech[i:i + step], -1, 1) * 32767).astype("<i2").tobytes())
+    for _ in range(100):
+        if finals:
+            break
+        await asyncio.sleep(0.02)
+    assert finals and finals[0].text == "black hoodie"
+    used = [o for o in stt.options if o is not None and o.beam_size > 1]
+    assert used and all(o.initial_prompt == "Hoodies." for o in used)
+    prompt["text"] = "Jackets."  # a catalog reload: the next decode reads the new prompt
+    assert voice._transcribe_options(final=True).initial_prompt == "Jackets."
+    await voice.close()
+
+
+@pytest.mark.skipif(not (LUMA_DIR / "products.jsonl").is_file(), reason="luma-dev not available")
+def test_luma_vocabulary_and_repairs() -> None:
+    vocab = CatalogVocabulary.from_catalog(Catalog.load_jsonl(Path(LUMA_DIR / "products.jsonl")))
+    assert {"hoodies", "jackets", "tees", "pants", "shorts", "bags", "watches", "leggings"} <= set(vocab.kinds.values())
+    assert {"mona", "karmen", "hera", "sahara", "ingrid"} <= set(vocab.lines)
+    assert vocab.prompt.startswith(("Tops", "Gear", "Bottoms", "Bags"))
+    assert vocab.repair("show me a black hold under fifty dollars").text == \
+        "show me a black hoodies under fifty dollars"
+    assert vocab.repair("do you sell laptops").changed is False
