@@ -31,7 +31,8 @@ run: install
 	$(VENV)/bin/shoptalk vision align --data-dir $(DATA) --epochs 10
 	$(VENV)/bin/shoptalk serve --data-dir $(DATA) --host $(HOST) --port $(PORT)
 
-# Services and the browser the integration tests use for real (they skip, saying so, where these are missing).
+# Services, the browser and the speech synthesiser of the test voices that the tests use for real (they skip,
+# saying so, where these are missing).
 APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 system-deps:
 	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
@@ -41,6 +42,10 @@ system-deps:
 		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		$(APT_INSTALL) chromium chromium-driver >/dev/null; } || \
 		echo "chromium is missing: the browser tests will skip (apt-get install chromium chromium-driver)"
+	@{ command -v espeak-ng >/dev/null && command -v sox >/dev/null; } || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		$(APT_INSTALL) espeak-ng sox >/dev/null; } || \
+		echo "espeak-ng or sox is missing: the eSpeak test voices (bench/voices.py) will skip (apt-get install espeak-ng sox)"
 
 test: install system-deps
 	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
