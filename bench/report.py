@@ -25,6 +25,16 @@ def section() -> str:
     if voice:
         parts += ["", f"### Voice turn latency (`shoptalk bench voice`, {voice['queries']} spoken queries, "
                   f"median {voice['speech_s']['p50'] / 1000:.1f} s of speech)", "", voice_latency.table(voice)]
+    spoken_results = _load("spoken")
+    if spoken_results:
+        from bench import spoken
+
+        req = spoken_results["requests"]
+        parts += ["", f"### Spoken vs typed requests (`shoptalk bench spoken`; {req['total']} requests, "
+                  f"{req['product']} asking for products, {len(spoken_results['voices'])} voices the product never "
+                  f"heard, {spoken_results['degraded_per_voice']} per voice in each degraded condition, "
+                  f"{spoken_results['concurrency']} concurrent sessions, server VAD at real-time pace)", "",
+                  spoken.table(spoken_results)]
     load_results = _load("load")
     if load_results:
         from bench import load

@@ -322,6 +322,37 @@ def bench_load(
     bench_main(cli_settings(data_dir), seconds=seconds, levels=parse_levels(levels), out=out)
 
 
+@bench_app.command("spoken")
+def bench_spoken(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="The bench's own data dir (Luma ingested, clips "
+                                           "cached).")] = Path(".data/bench-spoken"),
+    requests: Annotated[int | None, typer.Option(help="Requests to use (seeded, both splits; default all).")] = None,
+    degraded: Annotated[int, typer.Option(help="Requests per voice in each degraded condition.")] = 50,
+    voices: Annotated[str | None, typer.Option(help="Voices, comma-separated (default bench.voices.BENCH_VOICES).")] = None,
+    conditions: Annotated[str | None, typer.Option(help="Conditions, comma-separated (default all).")] = None,
+    arms: Annotated[str | None, typer.Option(help="Arms, comma-separated: baseline, catalog-aware (default all).")] = None,
+    concurrency: Annotated[int, typer.Option(help="Concurrent websocket sessions.")] = 8,
+    turns_per_session: Annotated[int, typer.Option(help="Requests per session (1: no context between them).")] = 1,
+    latency_queries: Annotated[int, typer.Option(help="Queries of the voice latency rerun (0: skip it).")] = 20,
+    no_offline: Annotated[bool, typer.Option("--no-offline", help="Skip the offline decodes.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the subsets and the degradations.")] = 0,
+    quick: Annotated[bool, typer.Option("--quick", help="4 requests, 1 voice, clean + phone, no latency.")] = False,
+    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/spoken.json"),
+) -> None:
+    """Spoken requests from unheard voices (clean, noise, reverb, phone) against the same requests typed."""
+    from bench.spoken import arms_named
+    from bench.spoken import main as bench_main
+
+    def names(text: str | None) -> list[str] | None:
+        return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+    cli_settings(data_dir)  # offline model hub, as every command
+    bench_main(out=out, quick=quick, data_dir=data_dir, n_requests=requests, degraded=None if quick else degraded,
+               voices=names(voices), conditions=names(conditions), arms=arms_named(names(arms)),
+               concurrency=concurrency, turns_per_session=turns_per_session,
+               latency_queries=None if quick else latency_queries, offline=not no_offline, seed=seed)
+
+
 @vision_app.command("list")
 def vision_list() -> None:
     """List the image–text encoders (offline default first; CLIP checkpoints need internet)."""
