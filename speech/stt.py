@@ -66,6 +66,11 @@ HALLUCINATION_PHRASES = frozenset(
 # Weak evidence for a short stock phrase: the model doubts there is speech, or doubts its words.
 _PHRASE_NO_SPEECH = 0.2
 _PHRASE_LOGPROB = -0.6
+LOOP_RUN = 4  # the same word this many times in a row is a decoding loop, not speech
+_NUMBER_WORDS = frozenset(
+    "zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand".split()
+)
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|♪+")
 _NON_WORD = re.compile(r"[^\w\s']+")
 
@@ -140,6 +145,34 @@ def _compression_ratio(text: str) -> float:
     return len(data) / max(1, len(zlib.compress(data)))
 
 
+def collapse_repeat(text: str) -> str:
+    """One copy of an utterance that the decoder wrote out again ("Red jacket. Red jacket.", "X, X, X").
+
+    Whisper, prompted and given trailing silence, sometimes starts over after the end of a short utterance; the
+    text then holds the same words two or more times in a row (with a trailing partial copy). A short request is
+    never said twice over in one breath, so the first copy is what was said. Only a whole-utterance loop of at
+    least two words is collapsed; "one one two" or "very very warm" stay as they are.
+    """
+    tokens = text.split()
+    words = [normalize_text(t) for t in tokens]
+    # One word stuck in a loop ("comfy comfy comfy comfy ..."): keep one copy and what came before it.
+    for i in range(len(words) - LOOP_RUN + 1):
+        if words[i] and not words[i].isdigit() and words[i] not in _NUMBER_WORDS \
+                and len(set(words[i : i + LOOP_RUN])) == 1:
+            return " ".join(tokens[: i + 1]).rstrip(",;")
+    n = len(words)
+    for size in range(2, n // 2 + 1):
+        unit = words[:size]
+        if words[size : 2 * size] != unit:
+            continue
+        rest = words[2 * size :]
+        if all(w.isdigit() or w in _NUMBER_WORDS for w in unit):
+            return text  # "one two one two" may well be an order number
+        if all(w == unit[i % size] for i, w in enumerate(rest)):
+            return " ".join(tokens[:size]).rstrip(",;")
+    return text
+
+
 def hallucination_reason(text: str, avg_logprob: float, no_speech_prob: float) -> str | None:
     """Return why a decoded result should not be trusted, or None when it looks like real speech.
 
@@ -176,7 +209,7 @@ def build_transcription(
     Returns:
         The transcription; ``text`` is "" and ``is_hallucination`` True when the guard rejects it.
     """
-    text = " ".join(s.text.strip() for s in segments if s.text.strip())
+    text = collapse_repeat(" ".join(s.text.strip() for s in segments if s.text.strip()))
     if segments:
         weights = np.array([max(1, s.num_tokens) for s in segments], dtype=np.float64)
         avg_logprob = float(np.average([s.avg_logprob for s in segments], weights=weights))

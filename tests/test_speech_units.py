@@ -27,6 +27,7 @@ from speech.stt import (
     TranscribeOptions,
     available_stt_models,
     build_transcription,
+    collapse_repeat,
     create_stt,
     hallucination_reason,
     normalize_text,
@@ -238,3 +239,25 @@ def test_normalize_for_speech():
         "Great pick, for example the Nike one and more"
     )
     assert normalize_for_speech("Only $49.99!") == "Only $49.99!"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Do you have any purple tank tops in a small? Do you have any purple tank tops in a small?",
+     "Do you have any purple tank tops in a small?"),
+    ("Gray sweatshirt size, Large, Gray sweatshirt size, Large,", "Gray sweatshirt size, Large"),
+    ("Red jacket. Red jacket. Red", "Red jacket."),
+    ("one two one two", "one two one two"),  # may be an order number
+    ("very very warm", "very very warm"),
+    ("order one two one two", "order one two one two"),
+    ("show me hoodies", "show me hoodies"),
+    ("something comfy comfy comfy comfy comfy comfy", "something comfy"),
+    ("one one one one", "one one one one"),
+])
+def test_collapse_repeat(text: str, expected: str) -> None:
+    assert collapse_repeat(text) == expected
+
+
+def test_a_looped_decode_is_one_copy_in_the_transcription() -> None:
+    loop = "Black hoodies, black hoodies, black hoodies,"
+    result = build_transcription([SegmentStats(loop, -0.3, 0.01, 12)], "en", 2.0)
+    assert result.text == "Black hoodies" and not result.is_hallucination
