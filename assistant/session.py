@@ -12,7 +12,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from assistant.dialogue import DialogueState
@@ -57,8 +57,9 @@ class Engines:
     brain: Brain
     vad_factory: Callable[[], SileroVAD]
     memory: MemoryStore | None = None  # durable session/user memory; None keeps it in this process only
-    # The served catalog's Whisper prompt (`CatalogVocabulary.prompt`), read at every decode; None: no biasing
-    asr_prompt: Callable[[], str | None] | None = None
+    # The served catalog's Whisper prompt given the product ids on screen (`CatalogVocabulary.prompt_for`), read at
+    # every decode; None: no biasing
+    asr_prompt: Callable[[Sequence[str]], str | None] | None = None
     final_beam_size: int = FINAL_BEAM_SIZE  # beam width of final transcripts (`VoiceOptions.final_beam_size`)
 
 
@@ -74,7 +75,7 @@ class ConversationSession:
         self._emit_raw = emit
         self.options = options or SessionOptions(voice=VoiceOptions(final_beam_size=engines.final_beam_size))
         self.voice = VoiceInput(engines.stt, engines.vad_factory, self.options.voice, self._emit, self._on_transcript,
-                                prompt=engines.asr_prompt)
+                                prompt=self._asr_prompt if engines.asr_prompt is not None else None)
         self._response: asyncio.Task[None] | None = None
         self._response_id: str | None = None
         self._pending_text: list[str] = []
@@ -85,6 +86,14 @@ class ConversationSession:
         self.dialogue = DialogueState(memory=self.memory)  # what "the second one" and "cheaper" refer to
 
     # --- memory ---------------------------------------------------------------------------------------------
+    def _asr_prompt(self) -> str | None:
+        """Whisper's prompt for this session: the catalog's words, the lines of the products on screen first."""
+        if self.engines.asr_prompt is None:
+            return None
+        state = getattr(self, "dialogue", None)
+        shown = [h.product.id for h in state.shown] if state is not None else []
+        return self.engines.asr_prompt(shown)
+
     def resume(self, token: str, user_id: str | None = None) -> bool:
         """Continue an earlier session (``session.update {resume_token}``): its turns, results, cart and signals."""
         store = self.engines.memory

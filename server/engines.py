@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,14 +243,17 @@ def build_vocabulary(settings: Settings, catalog: Catalog) -> CatalogVocabulary 
     return vocabulary
 
 
-def asr_prompt(settings: Settings, brain: Brain) -> Callable[[], str | None] | None:
-    """What the voice input prompts Whisper with: the brain's current vocabulary's prompt (None: no biasing)."""
+def asr_prompt(settings: Settings, brain: Brain) -> Callable[[Sequence[str]], str | None] | None:
+    """What a session prompts Whisper with, given its products on screen (None: no biasing).
+
+    It reads the brain's current vocabulary at every call, so a catalog reload changes the prompt.
+    """
     if not settings.asr_bias:
         return None
 
-    def prompt() -> str | None:
+    def prompt(shown: Sequence[str]) -> str | None:
         vocabulary = brain.vocabulary
-        return vocabulary.prompt if vocabulary is not None else None
+        return vocabulary.prompt_for(shown) if vocabulary is not None else None
 
     return prompt
 

@@ -58,23 +58,44 @@ def test_vocabulary_comes_from_the_catalog(vocab: CatalogVocabulary) -> None:
 
 def test_prompt_lists_kinds_first_then_brands_and_lines(vocab: CatalogVocabulary) -> None:
     prompt = vocab.prompt
-    assert prompt.index("Hoodies") < prompt.index("Peakline") < prompt.index("Quillon")
-    assert len(prompt.split()) <= PROMPT_MAX_WORDS
+    assert prompt.startswith("We sell ")
+    assert prompt.index("hoodies") < prompt.index("Peakline") < prompt.index("Quillon")
+    assert len(prompt.split()) <= PROMPT_MAX_WORDS + 2
+
+
+SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po")
+
+
+def _name(i: int) -> str:
+    return (SYLLABLES[i % 10] + SYLLABLES[i // 10] + "ra").capitalize()
+
+
+def test_prompt_puts_the_lines_on_screen_first() -> None:
+    products = [_product(f"p{i}", f"{_name(i)} Fleece Jacket", "Women/Jackets", 50.0, ["Black"]) for i in range(100)]
+    vocab = CatalogVocabulary.from_catalog(Catalog(products))
+    assert len(vocab.lines) == 100
+    in_prompt = [n for n in vocab.line_names.values() if n in vocab.prompt]
+    assert len(in_prompt) < 100  # not every line fits
+    missing = [i for i in range(100) if _name(i) not in vocab.prompt][:2]
+    on_screen = vocab.prompt_for([f"p{i}" for i in missing])
+    names = on_screen.split(". ", 1)[1]
+    assert names.startswith((f"{_name(missing[0])}, {_name(missing[1])}", f"{_name(missing[1])}, {_name(missing[0])}"))
+    assert vocab.prompt_for([]) == vocab.prompt
 
 
 def test_prompt_keeps_to_its_budget_on_a_big_catalog() -> None:
-    products = [_product(f"p{i}", f"Line{chr(97 + i % 26)}{i} Fleece Jacket", "Women/Jackets", 50.0, ["Black"])
-                for i in range(400)]
+    products = [_product(f"p{i}", f"{_name(i % 100)}{SYLLABLES[i // 100]} Fleece Jacket", "Women/Jackets", 50.0,
+                         ["Black"]) for i in range(400)]
     vocab = CatalogVocabulary.from_catalog(Catalog(products))
-    assert len(vocab.prompt.split()) <= PROMPT_MAX_WORDS
-    assert vocab.prompt.startswith("Jackets")  # the kinds survive the cut, the long tail of lines does not
+    assert len(vocab.prompt.split()) <= PROMPT_MAX_WORDS + 2
+    assert vocab.prompt.startswith("We sell jackets")  # the kinds survive the cut, the long tail of lines does not
 
 
 def test_fingerprint_changes_with_the_catalog(vocab: CatalogVocabulary) -> None:
     bigger = Catalog([*small_catalog(), _product("a7", "Marrow Rain Shell", "Women/Jackets", 99.0, ["Yellow"])])
     other = CatalogVocabulary.from_catalog(bigger)
     assert other.fingerprint != vocab.fingerprint
-    assert "marrow" in other.lines and "Jackets" in other.prompt
+    assert "marrow" in other.lines and "jackets" in other.prompt
 
 
 @pytest.mark.parametrize(("heard", "meant"), [
@@ -209,7 +230,7 @@ def test_luma_vocabulary_and_repairs() -> None:
     vocab = CatalogVocabulary.from_catalog(Catalog.load_jsonl(Path(LUMA_DIR / "products.jsonl")))
     assert {"hoodies", "jackets", "tees", "pants", "shorts", "bags", "watches", "leggings"} <= set(vocab.kinds.values())
     assert {"mona", "karmen", "hera", "sahara", "ingrid"} <= set(vocab.lines)
-    assert vocab.prompt.startswith(("Tops", "Gear", "Bottoms", "Bags"))
+    assert vocab.prompt.startswith("We sell ") and "hoodies" in vocab.prompt and "leggings" in vocab.prompt
     assert vocab.repair("show me a black hold under fifty dollars").text == \
         "show me a black hoodies under fifty dollars"
     assert vocab.repair("do you sell laptops").changed is False

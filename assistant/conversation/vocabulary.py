@@ -46,25 +46,34 @@ from assistant.search import (
 )
 
 PROMPT_MAX_WORDS = 90  # ~150 Whisper tokens: well inside its 223-token previous-context window
+PROMPT_MAX_LINES = 30  # product-line names in the prompt (on dev requests 30 beat none, 60 and all of them)
 MAX_LINE_DF = 12  # a title word shared by more titles than this is not a product-line name
 NBEST_MARGIN = 0.35  # a hypothesis naming a catalog term may lose this much mean log-probability to the best one
 UNSURE_THRESHOLD = 0.62  # similarity to repair a word that Whisper's hypotheses disagree on
 SURE_THRESHOLD = 0.86  # ... and one they all agree on (typo distance: "hoddie", "legins")
 _WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-# Function words and shopping talk: never a misheard product word. English, not any catalog's words.
+# Function words, shopping talk and vague praise: never a misheard product word, a product's name or what
+# defines it. English, not any catalog's words.
 _COMMON = frozenset("""
-a an the and or but of for to in on at by with from up down out over under about above below between into than
-i me my mine you your yours we us our it its this that these those they them their he she his her one ones some any
-is are was were be been am do does did have has had can could would should will shall may might must not no yes
-please thanks thank hi hello hey ok okay so well just really very too also only even still again more most less
-show find get give want need like looking look see tell buy order add put take got got let lets show what which who
-how where when why much many cheap cheaper cheapest price prices cost costs dollar dollars bucks size sizes colour
-color colours colors something anything thing things stuff item items product products kind kinds sort type
-new nice good great best other another same different pair pairs set sell carry stock available have got there
-here now today maybe actually um uh er hmm oh ah yeah yep nope sure right left first second third last next
-small medium large extra x xs xl s m l men women mens womens woman man kids girls boys ladies unisex
+a an the and or but of for to in on at by with from up down out over under about above below between into than i
+me my mine you your yours we us our it its this that these those they them their he she his her one ones some
+any is are was were be been am do does did have has had can could would should will shall may might must not no
+yes please thanks thank hi hello hey ok okay so well just really very too also only even still again more most
+less show find get give want need like looking look see tell buy order add put take got let lets what which who
+how where when why much many cheap cheaper cheapest price prices cost costs dollar dollars bucks size sizes
+colour color colours colors something anything thing things stuff item items product products kind kinds sort
+type new nice good great best other another same different pair pairs set sell carry stock available there here
+now today maybe actually um uh er hmm oh ah yeah yep nope sure right left first second third last next small
+medium large extra x xs xl s m l men women mens womens woman man kids girls boys ladies unisex everything types
+better sells selling carries stocks cute pretty cool comfy comfortable lovely awesome fancy simple basic plain
+decent quality affordable expensive budget sale deal deals option options choice choices recommend suggest guys
+folks store shop catalog range selection collection brand brands model models version style styles looks wear
+wearing haha hah lol wow huh ooh yay ugh then instead meant mean means anyway though either rather else similar
+comparable alike lookalike pricier bigger smaller longer shorter lighter warmer gift gifts present presents
+offer offers someone somebody idea ideas perhaps probably kinda sorta
 """.split())
-_NUMBER_WORDS = frozenset(
+COMMON_WORDS = _COMMON  # everyday English of shopping talk: never a product's name on its own
+NUMBER_WORDS = _NUMBER_WORDS = frozenset(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand".split()
 )
@@ -125,10 +134,13 @@ class Understood:
 
     def shown_as(self) -> str | None:
         """What to tell the shopper was understood ("Showing hoodies."), or None when nothing was repaired."""
-        terms = [r.meant for r in self.repairs]
-        if not terms:
+        if not self.repairs:
             return None
-        return "Showing " + " and ".join(terms) + "."
+        kinds = [r.meant for r in self.repairs if r.kind == "kind"]
+        if kinds:
+            return "Showing " + " and ".join(kinds) + "."
+        # A product line or brand is a name: said after "for", it is no product claim of its own.
+        return "Showing results for " + " and ".join(r.meant for r in self.repairs) + "."
 
 
 @dataclass
@@ -182,7 +194,8 @@ class CatalogVocabulary:
     def from_products(cls, products: Iterable[Product], *, colours: Iterable[str] = ()) -> CatalogVocabulary:
         """Build from shoppable products; `colours` adds colours their variants come in."""
         products = list(products)
-        kind_products: dict[str, set[str]] = {}  # the catalog's word for a kind (lower case) -> product ids
+        kind_products: dict[str, set[str]] = {}  # a kind's singular key -> product ids
+        kind_word: dict[str, str] = {}  # a kind's singular key -> the catalog's word for it (plural where it has one)
 
         def add_kind(word: str, pid: str, *, plural: bool = False) -> None:
             word = " ".join(_words(word))
@@ -191,7 +204,10 @@ class CatalogVocabulary:
                 return
             if plural and " " not in word:
                 word = _plural(word)
-            kind_products.setdefault(word, set()).add(pid)
+            key = _singulars(word)[0] if word.endswith("s") and " " not in word else word
+            kind_products.setdefault(key, set()).add(pid)
+            if key not in kind_word or (word != key and kind_word[key] == key):
+                kind_word[key] = word
 
         title_words: list[list[str]] = []
         for p in products:
@@ -203,17 +219,17 @@ class CatalogVocabulary:
                         add_kind(part, p.id)
             for value in _as_values(p.attributes.get("style_general")) + _as_values(p.attributes.get("style")):
                 add_kind(value, p.id)
-            title_words.append(_words(p.title))
+            title_words.append(_words(p.title.replace("'s ", " ")))
         # Head nouns several titles share ("... Yoga Pant", "... Backpack") are kinds too (plural, as asked for).
-        heads = Counter(ws[-1] for ws in title_words if len(ws) > 1)
+        heads = Counter(ws[-1] for ws in title_words if len(ws) > 1 and not ws[-2].isdigit())
         for p, ws in zip(products, title_words, strict=True):
-            if len(ws) > 1 and heads[ws[-1]] >= 2:
+            if len(ws) > 1 and not ws[-2].isdigit() and heads[ws[-1]] >= 2:  # not "10 foot", "55 cm"
                 add_kind(ws[-1], p.id, plural=True)
         kinds: dict[str, str] = {}
-        for word in kind_products:
-            forms = {word}
+        for key, word in kind_word.items():
+            forms = {word, key}
             if " " not in word:
-                forms |= set(_singulars(word)) | {_plural(word)}
+                forms |= set(_singulars(word)) | {_plural(key)}
             for spoken in forms:
                 kinds.setdefault(spoken, word)
         for term, aliases in SPOKEN_CATEGORY_ALIASES.items():
@@ -223,12 +239,15 @@ class CatalogVocabulary:
                 kinds.setdefault(_plural(alias), target)  # type: ignore[arg-type]
         # Product lines: the first distinctive word of each title (not a kind, colour, number or common word).
         df = Counter(w for ws in title_words for w in set(ws))
+        first = Counter(ws[0] for ws in title_words if ws)
         lines: dict[str, list[str]] = {}
         line_names: dict[str, str] = {}
         for p, ws in zip(products, title_words, strict=True):
             for i, word in enumerate(ws):
+                # A line name opens most of the titles it is in ("Sprite ..."); a word that mostly stands inside
+                # titles ("... Yoga Pant") is a description, even where one title starts with it.
                 if (word in kinds or word in _COMMON or word in COLOR_SYNONYMS or not word.isalpha() or len(word) < 3
-                        or (i > 0 and df[word] > MAX_LINE_DF)):
+                        or (i > 0 and df[word] > MAX_LINE_DF) or (i == 0 and 2 * first[word] < df[word])):
                     continue
                 lines.setdefault(word, []).append(p.id)
                 original = next((t for t in re.findall(r"[A-Za-z0-9']+", p.title) if t.lower() == word), word)
@@ -242,32 +261,52 @@ class CatalogVocabulary:
             line_names=line_names,
             brands=brands,
             colours=tuple(sorted(colour_set)),
-            kind_counts={k: len(v) for k, v in kind_products.items()},
+            kind_counts={kind_word[k]: len(v) for k, v in kind_products.items()},
         )
 
     # --- biasing ----------------------------------------------------------------------------------------------
     @property
     def prompt(self) -> str:
-        """The Whisper prompt: kinds (most stocked first), brands, then product lines, in ordinary spelling."""
+        """The Whisper prompt with nothing on screen (see `prompt_for`)."""
         return self._prompt
 
-    def _build_prompt(self) -> str:
+    def prompt_for(self, shown: Sequence[str] = ()) -> str:
+        """The Whisper prompt, 'We sell <kinds>. <brands>, <product lines>.', for these products on screen.
+
+        Kinds come first, most stocked first, all of them within `PROMPT_MAX_WORDS`; then brands and at most
+        `PROMPT_MAX_LINES` product-line names: those of the products on screen (`shown`, product ids) first -- the
+        ones a shopper is likeliest to name next -- then the others in a fixed order that favours no letter of the
+        alphabet. A longer list made Whisper worse (it starts to hear names everywhere); names left out are still
+        repaired by sound (`repair`).
+        """
+        if not shown:
+            return self._prompt
+        return self._build_prompt(shown)
+
+    def _build_prompt(self, shown: Sequence[str] = ()) -> str:
         kinds = sorted(self.kind_counts, key=lambda k: (-self.kind_counts[k], k))
-        brand_names = sorted(self.brands.values())
-        line_order = sorted(self.line_names, key=lambda k: (-len(self.lines.get(k, ())), k))
-        words: list[str] = []
-        parts: list[str] = []
+        on_screen = set(shown)
+        line_order = sorted(self.line_names, key=lambda k: (
+            not (on_screen & set(self.lines.get(k, ()))), hashlib.md5(k.encode()).hexdigest()))
         budget = self.max_prompt_words
-        for group in ([k[:1].upper() + k[1:] for k in kinds], brand_names, [self.line_names[k] for k in line_order]):
-            taken = []
-            for item in group:
-                n = len(item.split())
-                if len(words) + n > budget:
-                    break
-                words.extend(item.split())
-                taken.append(item)
-            if taken:
-                parts.append(", ".join(taken) + ".")
+        taken_kinds: list[str] = []
+        for kind in kinds:
+            if len(" ".join(taken_kinds + [kind]).split()) > budget * 2 // 3:
+                break
+            taken_kinds.append(kind)
+        names = sorted(self.brands.values()) + [self.line_names[k] for k in line_order]
+        used = len(" ".join(taken_kinds).split())
+        taken_names: list[str] = []
+        for name in names:
+            if len(taken_names) >= PROMPT_MAX_LINES + len(self.brands) or used + len(name.split()) > budget:
+                break
+            taken_names.append(name)
+            used += len(name.split())
+        parts = []
+        if taken_kinds:
+            parts.append("We sell " + ", ".join(taken_kinds) + ".")
+        if taken_names:
+            parts.append(", ".join(taken_names) + ".")
         return " ".join(parts)
 
     @property
