@@ -32,12 +32,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from assistant.conversation.coverage import Absence, CatalogCoverage
+from assistant.conversation.names import ProductNames
 from assistant.grounding import ProductFact, facts_from_hits, format_price, spoken_name, without_injection
 from assistant.intent import DialogueContext, Intent
 from assistant.memory import SessionMemory
 from assistant.moderation import looks_like_injection
 from assistant.rerank import SessionSignals
-from assistant.search import COLOR_SYNONYMS, ProductHit, SearchQuery, canonical_color
+from assistant.search import COLOR_SYNONYMS, ProductHit, SearchQuery, canonical_color, words_to_numbers
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,33 @@ COMPLEMENTS = {  # what goes with a leaf category, for "what goes with it?"
 }
 _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "1st": 1, "2nd": 2, "3rd": 3,
              "4th": 4, "5th": 5, "one": 1, "two": 2, "three": 3}
+_STOCK_QUESTION = re.compile(r"\b(?:do|does|did|can|could)\s+(?:you|y'?all|they|the store|your store)\s+(?:guys\s+)?"
+                             r"(?:sell|carry|stock|have|got)\b")
+_SERVICE_WORDS = re.compile(r"\b(?:warrant|guarantee|return|refund|exchange|ship|deliver|pay|financ|install|"
+                            r"gift ?card|coupon|discount|promo|membership|subscription|repair|service|price match)")
+_PRONOUN = re.compile(r"\b(?:it|it's|its|that one|this one|that|this)\b")
+_PHOTO_WORDS = re.compile(r"\b(?:photo|picture|pic|image|snap|screenshot|camera|like this|this thing|this one|"
+                          r"what is this|find this)\b")
+_WHAT_DO_YOU_SELL = re.compile(r"\bwhat (?:kinds? of |sorts? of |types? of )?(?:stuff|things|products|items)?\s*"
+                               r"(?:do|does) (?:you|y'?all|the store|this store) (?:guys )?(?:sell|carry|have|stock)\b")
+ATTRIBUTE_COSINE = 0.3  # MiniLM cosine from which an attribute line answers an open product question ...
+ATTRIBUTE_MARGIN = 0.08  # ... when it beats the next line by this much
+_QUESTION_FILLER = frozenset("""is it the a an this that one does do will would can could how what which good enough
+for of to in on be are was really very too tell me about more its it's they them any much""".split())
+
+
+def _stem(word: str) -> str:
+    """A crude stem for matching a question to catalog text: "winter"/"wintry", "warm"/"warmth"."""
+    return word[:4] if len(word) > 4 else word
+
+
+_POINTING = re.compile(r"^(?:(?:ok|okay|so|and|um|uh|hmm|yeah|yes|what about|how about|i like|i'll take|show me)\s+)*"
+                       r"(?:the|that|this)\b")
+_ONE_ANAPHORA = re.compile(r"\b(?:a|an|the|any)\s+(?:[a-z]+\s+){1,2}ones?\b(?!\s+(?:of|more))")
+_CONTINUATION = re.compile(r"^(?:(?:and|ok|okay|hmm|so)\s+)?(?:what|how) about\b|^(?:and|also)\b")
+_TELL_ME_ABOUT = re.compile(r"\b(?:tell me (?:more )?about|more (?:info|details) (?:on|about)|details (?:on|of|about))\b")
+REMEMBERED_SLOTS = ("order_id", "size")  # carried over to later turns until the shopper gives a new value
+_QUESTION_START = re.compile(r"^(?:is|are|does|do|will|would|can|could|how|what|which|has|have)\b|.*\?\s*$")
 _PRICE = re.compile(r"\$\s?\d[\d,]*(?:\.\d+)?|\b\d+(?:\.\d+)?\s?%|\b\d[\d,]*(?:\.\d+)?\b")
 
 
@@ -69,6 +98,9 @@ class DialogueState:
     last_intent: str | None = None
     frustration: float = 0.0  # smoothed over turns
     memory: SessionMemory | None = None
+    # Slots the shopper gave in earlier turns that later turns may leave out ("where is my order?" after giving
+    # its number); a new value replaces the old one.
+    remembered: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def restore(cls, memory: SessionMemory, catalog: Any | None) -> DialogueState:
@@ -204,6 +236,15 @@ def merge_refinement(last: SearchQuery, new: SearchQuery, intent: Intent | None,
     return replace(merged, k=last.k)
 
 
+def _new_kind(intent: Intent, last: SearchQuery) -> bool:
+    """Whether the turn asks for another kind than the last search: then it is a new search.
+
+    "Gray sweatshirts in large" after "hoodies under $50" must not keep the old price limit.
+    """
+    category = intent.query.category if intent.query is not None else None
+    return category is not None and last.category is not None and category != last.category
+
+
 def _name(hit: ProductHit) -> str:
     return spoken_name(hit.product.title)
 
@@ -278,6 +319,24 @@ class Dialogue:
         self.memory_store = memory_store
         self.categories = list(categories)
         self.catalog = catalog
+        self._names: tuple[Any, ProductNames] | None = None  # (the catalog it was built from, the names)
+        self._coverage: tuple[Any, CatalogCoverage] | None = None
+
+    @property
+    def names(self) -> ProductNames | None:
+        """The served catalog's product names (rebuilt when a reload swaps the catalog)."""
+        if self.catalog is None:
+            return None
+        if self._names is None or self._names[0] is not self.catalog:
+            self._names = (self.catalog, ProductNames(self.catalog))
+        return self._names[1]
+
+    def named(self, text: str, state: DialogueState) -> list[ProductHit]:
+        """The products this turn names, on screen first, then anywhere in the catalog (names over positions)."""
+        names = self.names
+        if names is None or not text:
+            return []
+        return [n.hit for n in names.named(text, state.shown)]
 
     async def plan(self, text: str, *, image_id: str | None, state: DialogueState, search: SearchFn,
                    signals: SessionSignals | None, k: int) -> Plan:
@@ -297,6 +356,10 @@ class Dialogue:
                                   last_intent=state.last_intent)
         intent: Intent = self.recognizer.recognize(text, context) if text else \
             Intent("photo_lookup", {}, 1.0, source="rule")
+        for slot in REMEMBERED_SLOTS:
+            if intent.slots.get(slot):
+                state.remembered[slot] = intent.slots[slot]
+        intent = self._reroute(intent, text, state, image_id)
         state.last_intent = intent.name
         frustrated = state.frustration >= FRUSTRATED
         plan = await self._dispatch(intent, text, image_id, state, search, signals, k)
@@ -310,6 +373,29 @@ class Dialogue:
                 plan.postscript = "If you'd rather, I can connect you with a person."
                 plan.handoff = True
         return plan
+
+    def _reroute(self, intent: Intent, text: str, state: DialogueState, image_id: str | None) -> Intent:
+        """Fix intents the words themselves contradict (the classifier learned them on another catalog)."""
+        low = text.lower()
+        if intent.name == "photo_lookup" and image_id is None and not _PHOTO_WORDS.search(low):
+            return replace(intent, name="search", source=f"{intent.source}+no-photo")  # "yoga videos for beginners"
+        if _WHAT_DO_YOU_SELL.search(low):
+            return replace(intent, name="catalog_overview", source="rule")
+        if intent.name in ("out_of_scope", "search", "refine", "recommendation") and _TELL_ME_ABOUT.search(low) \
+                and self.named(text, state):
+            return replace(intent, name="product_question", source=f"{intent.source}+named")
+        return self._about_named(intent, text, state)
+
+    def _about_named(self, intent: Intent, text: str, state: DialogueState) -> Intent:
+        """A question about a product the turn names is a product question, whatever the classifier said.
+
+        "Is the Hera one warm enough for winter?" asks about the Hera hoodie; it is no new search.
+        """
+        if intent.name not in ("search", "refine", "recommendation", "out_of_scope") or not _asks_about(text):
+            return intent
+        if not _QUESTION_START.match(text.lower()) or not self.named(text, state):
+            return intent
+        return replace(intent, name="product_question", source=f"{intent.source}+named")
 
     def screen(self, reply: str) -> list[str]:
         """What makes a reply unfit to say (profanity, personal data other than the shop's published contacts)."""
@@ -329,6 +415,11 @@ class Dialogue:
             return self._said(intent, text, "Send me a photo of it and I'll find it, or tell me what it looks like.")
         if name == "greeting":
             return self._said(intent, text, self._greeting(text))
+        if name == "catalog_overview":  # "what kind of stuff do you sell?": the catalog's own kinds
+            kinds = self.categories or ["all kinds of products"]
+            return self._said(replace(intent, name="out_of_scope"), text,
+                              f"We sell {_join([c.lower() for c in kinds])}. What are you looking for?",
+                              sources=list(kinds))
         if name == "human":
             return self._said(intent, text, HANDOFF, handoff=True)
         if name == "complaint":
@@ -337,17 +428,33 @@ class Dialogue:
             return self._said(intent, text, "I can help you find products, answer questions about them and our "
                               "policies, and check an order. What would you like?")
         if name == "policy":
-            return self._policy(intent, text)
+            plan = self._policy(intent, text)
+            low = text.lower()
+            if plan.handoff and _STOCK_QUESTION.search(low) and not _SERVICE_WORDS.search(low):
+                # "do you sell laptops?" asks about products, not a policy the knowledge base lacks
+                return await self._search(replace(intent, name="search"), text, None, state, search, signals, k,
+                                          fresh=True)
+            return plan
         if name == "order_status":
-            return self._order(intent, text)
+            return self._order(intent, text, state)
         if name in ("product_question", "compare", "add_to_cart"):
             return getattr(self, f"_{name}")(intent, text, state)
         if name == "recommendation":
             return await self._recommend(intent, text, state, search, signals, k)
+        if name in ("refine", "search") and state.shown and (state.last_query is None
+                                                             or not _new_kind(intent, state.last_query)):
+            named = self.names.named(text, state.shown) if self.names is not None else []
+            if named and named[0].on_screen and not _asks_about(text) and _POINTING.search(text.lower()):
+                return self._select(intent, text, state)  # "the Zoe one": that product, not a new search
         if intent.reference is not None and state.shown and (
                 name in ("refine", "search") or name == "product_question" and not _asks_about(text)):
             return self._select(intent, text, state)
-        if name == "refine" and state.last_query is not None:
+        if state.last_query is not None and name in ("search", "refine") and _ONE_ANAPHORA.search(text.lower()) \
+                and (intent.query is None or intent.query.category is None):
+            name = "refine"  # "a wool one then": the same kind as before, with the new words
+            intent = replace(intent, name="refine")
+        if name == "refine" and state.last_query is not None and not _new_kind(intent, state.last_query) \
+                and not self._asks_for_a_missing_kind(intent, text):
             return await self._search(intent, text, None, state, search, signals, k, fresh=False)
         return await self._search(intent, text, None, state, search, signals, k, fresh=True)
 
@@ -371,17 +478,108 @@ class Dialogue:
         if fresh and image_id is None and self._too_broad(intent, text):
             cats = _join(self.categories[:4]) if self.categories else "a kind of product"
             return self._said(intent, text, f"Sure! What are you looking for: {cats}, or something else?")
+        if fresh and state.last_query is not None and _CONTINUATION.match(text.lower()) and intent.query is not None \
+                and intent.query.max_price is None and intent.query.min_price is None:
+            # "what about a watch?" after "a gift under $40": another kind, the same budget
+            last = state.last_query
+            intent = replace(intent, query=replace(intent.query, max_price=last.max_price, min_price=last.min_price))
+        if fresh and image_id is None and intent.query is not None and (intent.query.color or intent.query.size):
+            plan = self._named_lacks(intent, text, state)
+            if plan is not None:  # "the Daphne hoodie in green" when it only comes in purple: say so, show it
+                return plan
         if not fresh and state.last_query is not None:
             said = intent.query or SearchQuery(text=text)
             anchor = [state.focus] if state.focus is not None else state.shown[:1]
             merged = merge_refinement(state.last_query, said, intent, anchor, text)
             query, hits = await search(merged.text, k=k, signals=signals, query=merged)
         else:
-            query, hits = await search(text, k=k, image_id=image_id, signals=signals)
+            # Parse once: the query intent recognition built (with its ASR repairs, "for tea dollars" -> $40) is
+            # the query that searches.
+            query, hits = await search(text, k=k, image_id=image_id, signals=signals, query=intent.query)
         state.last_query = query
+        absence = self._absence(query, text) if image_id is None else None
+        if absence is not None:
+            hits = [replace(h, near_miss=("kind",) if absence.kind else ("feature",)) for h in hits]
+        elif image_id is None:
+            hits = self._other_kinds_last(query, hits)
         if hits:  # nothing found: "the second one" still means the list the shopper saw before
             state.shown, state.focus = list(hits), None
+            names = self.names
+            named = names.named(text, hits) if names is not None and image_id is None else []
+            if named and named[0].on_screen:  # "do you have the Sahara leggings?" -> "what sizes does it come in?"
+                state.focus = named[0].hit
+        if absence is not None:
+            return self._not_carried(intent, query, absence, hits)
         return Plan(intent, query, hits=hits, facts=facts_from_hits(hits))
+
+    def _named_lacks(self, intent: Intent, text: str, state: DialogueState) -> Plan | None:
+        """A named product asked for in a colour or size it does not come in: that answer, with the product."""
+        query = intent.query
+        named = self.named(text, state)
+        if query is None or not named:
+            return None
+        hit = named[0]
+        has_variants = self.catalog is not None and bool(self.catalog.variants_of(hit.product.id))
+        if has_variants and self._variant(hit, query.size, query.color) is not None:
+            return None
+        if not has_variants:
+            return None
+        missed = tuple(n for n, v in (("colour", query.color), ("size", query.size)) if v)
+        shown = ProductHit(hit.product, hit.score, hit.reason, None, near_miss=missed)
+        state.shown, state.focus, state.last_query = [shown], shown, query
+        reply = self._comes_in(hit, query.size, query.color)
+        sources = [hit.product.title, _join(hit.product.sizes()), _join(hit.product.colors())]
+        return self._said(intent, text, reply, sources=sources, facts=facts_from_hits([shown]), hits=[shown])
+
+    def _other_kinds_last(self, query: SearchQuery, hits: list[ProductHit]) -> list[ProductHit]:
+        """Products of another kind than the one asked for follow those of that kind, marked as close matches.
+
+        For "sports bras" the tanks of "Bras & Tanks" are never announced as what was asked for.
+        """
+        coverage = self.coverage
+        head = coverage.head_kind(query) if coverage is not None else None
+        if head is None:
+            return hits
+        fits = [h for h in hits if coverage.is_kind(h.product, head)]  # type: ignore[union-attr]
+        if not fits or len(fits) == len(hits):
+            return hits
+        others = [replace(h, near_miss=(*h.near_miss, "kind")) for h in hits
+                  if not coverage.is_kind(h.product, head)]  # type: ignore[union-attr]
+        return fits + others
+
+    def _asks_for_a_missing_kind(self, intent: Intent, text: str) -> bool:
+        """"Do you have running shorts in medium?" with jackets on screen: a new search for a kind we lack."""
+        if intent.query is None:
+            return False
+        absence = self._absence(intent.query, text)
+        return absence is not None and absence.kind
+
+    def _absence(self, query: SearchQuery, text: str) -> Absence | None:
+        coverage = self.coverage
+        return coverage.absence(query, text) if coverage is not None else None
+
+    def _not_carried(self, intent: Intent, query: SearchQuery, absence: Absence, hits: list[ProductHit]) -> Plan:
+        """"We don't carry laptops. The closest I have are ...": the absence first, the alternatives as such."""
+        reply = f"We don't have anything called {absence.phrase}." if absence.close else \
+            f"We don't carry {absence.phrase}."
+        shown = hits[:3]
+        if shown:
+            names = [f"the {label}, {format_price(h.price, h.product.currency)}"
+                     for h, label in zip(shown, _labels(shown), strict=True)]
+            reply += f" The closest I have {'is' if len(names) == 1 else 'are'} {_join(names)}."
+        sources = [absence.phrase, *(h.product.title for h in shown)]
+        return Plan(intent, query, hits=hits, reply=reply, sources=sources, facts=facts_from_hits(hits))
+
+    @property
+    def coverage(self) -> CatalogCoverage | None:
+        """What the served catalog has words for (rebuilt when a reload swaps the catalog)."""
+        names = self.names
+        if names is None or self.catalog is None:
+            return None
+        if self._coverage is None or self._coverage[0] is not self.catalog:
+            encoder = getattr(self.recognizer, "encoder", None)
+            self._coverage = (self.catalog, CatalogCoverage(self.catalog, names.vocabulary, encoder))
+        return self._coverage[1]
 
     def _select(self, intent: Intent, text: str, state: DialogueState) -> Plan:
         """"The second one, in medium": show that product (the variant in the asked size/colour, if any)."""
@@ -416,9 +614,15 @@ class Dialogue:
 
     # --- answers built from facts ---------------------------------------------------------------------------
     def _pick(self, intent: Intent, text: str, state: DialogueState) -> ProductHit | None:
+        named = self.named(text, state)
+        if named:  # a product the shopper names wins over positions and the one in focus
+            state.focus = named[0]
+            return named[0]
         hit = resolve_reference(intent, text, state.shown, state.focus)
         if hit is None and len(state.shown) >= 1 and intent.reference is None:
             hit = state.shown[0] if len(state.shown) == 1 else state.focus
+            if hit is None and _PRONOUN.search(text.lower()):  # "how much is it?": the top result, named in the reply
+                hit = state.shown[0]
         if hit is not None:
             state.focus = hit
         return hit
@@ -443,26 +647,92 @@ class Dialogue:
             material = _attr(hit, "material", "fabric")
             asked.append(f"The {name} is made of {_join(material)}." if material
                          else f"I don't have the material of the {name}.")
-        if words & {"size", "sizes", "fit", "small", "medium", "large"}:
+        size, colour = intent.slots.get("size"), intent.slots.get("colour")
+        if size or colour:  # "does the Stellar one come in medium?": yes or no, then what it does come in
+            asked.append(self._comes_in(hit, size, colour))
+        elif words & {"size", "sizes", "fit", "small", "medium", "large"}:
             sizes = hit.product.sizes()
-            asked.append(f"It comes in sizes {_join(sizes)}." if sizes else f"I don't have sizes for the {name}.")
-        if words & {"colour", "color", "colours", "colors", "come"}:
+            asked.append(f"The {name} comes in sizes {_join(sizes)}." if sizes
+                         else f"I don't have sizes for the {name}.")
+        if not (size or colour) and words & {"colour", "color", "colours", "colors", "come"}:
             colors = hit.product.colors()
-            asked.append(f"It comes in {_join(colors)}." if colors else f"I don't have colours for the {name}.")
+            asked.append(f"The {name} comes in {_join(colors)}." if colors else f"I don't have colours for the {name}.")
         if words & {"wash", "care", "clean", "dry", "iron"}:
             care = _attr(hit, "care", "care_instructions")
             asked.append(f"Care: {_join(care)}." if care else f"I don't have care instructions for the {name}.")
         if words & {"price", "cost", "much", "expensive"}:
             asked.append(f"The {name} is {format_price(hit.price, hit.product.currency)}.")
         if not asked:
-            details = [f"{k}: {_join(v)}" for k, v in _clean_attributes(hit.product.attributes).items()
-                       if k not in ("size", "color")][:3]
-            asked.append(f"The {name} is {format_price(hit.price, hit.product.currency)}."
-                         + (f" {'; '.join(details)}." if details else ""))
+            asked.append(self._what_it_says(hit, text))
         sources = [hit.product.title, without_injection(hit.product.description),
                    str(_clean_attributes(hit.product.attributes)), _join(hit.product.sizes()),
                    _join(hit.product.colors())]
         return self._said(intent, text, " ".join(asked), sources=sources, facts=facts, hits=[hit])
+
+    def _comes_in(self, hit: ProductHit, size: str | None, colour: str | None) -> str:
+        """Whether the product comes in the asked size and colour, and what it does come in."""
+        name = _name(hit)
+        asked = " ".join([*([str(colour)] if colour else []), *([f"size {size}"] if size else [])])
+        has_variants = self.catalog is not None and bool(self.catalog.variants_of(hit.product.id))
+        if has_variants:
+            fits = self._variant(hit, size, colour) is not None
+        else:
+            fits = (size is None or size in hit.product.sizes()) and (colour is None or canonical_color(colour) in [
+                canonical_color(c) for c in hit.product.colors()])
+        if fits:
+            return f"Yes, the {name} comes in {asked}."
+        other = hit.product.sizes() if size and not colour else hit.product.colors()
+        what = "sizes " if size and not colour else ""
+        return f"No, the {name} doesn't come in {asked}." + (f" It comes in {what}{_join(other)}." if other else "")
+
+    def _what_it_says(self, hit: ProductHit, text: str) -> str:
+        """Answer an open question ("is it warm enough for winter?") from what the catalog says of the product.
+
+        The product's attributes and description sentences that share a word stem with the question, quoted;
+        when nothing does, say so plainly and give its price.
+        """
+        name = _name(hit)
+        title = set(_words(hit.product.title))
+        asked = {_stem(w) for w in _words(text) if len(w) > 2 and w not in _QUESTION_FILLER and w not in title}
+        said: list[str] = []
+        lines: list[str] = []
+        for key, values in _clean_attributes(hit.product.attributes).items():
+            if any(part in key for part in ("sku", "available_", "associated", "_id")) or key in ("size", "color"):
+                continue
+            line = f"{key.replace('_', ' ')}: {_join(values)}"
+            lines.append(line)
+            if asked & ({_stem(w) for v in values for w in _words(v)} | {_stem(w) for w in _words(key)}):
+                said.append(line)
+        if not said and lines:  # no shared word: the attribute closest in meaning, if clearly closest
+            said = self._closest_attribute(text, lines)
+        description = without_injection(hit.product.description)
+        sentences = [x.strip(" -•\n") for x in re.split(r"(?<=[.!?])\s+|\n+", description) if x.strip(" -•\n")]
+        quoted = [x for x in sentences if asked & {_stem(w) for w in _words(x)}][:2]
+        if not said and not quoted:
+            return (f"I don't have that detail for the {name}. It is "
+                    f"{format_price(hit.price, hit.product.currency)}.")
+        parts = [f"The {name}: " + "; ".join(said[:3]) + "."] if said else [f"About the {name}:"]
+        parts += [f'"{q.rstrip(".")}."' for q in quoted]
+        return " ".join(parts)
+
+    def _closest_attribute(self, question: str, lines: Sequence[str]) -> list[str]:
+        """The one attribute line MiniLM puts clearly closest to the question, or none.
+
+        "Is it warm enough for winter?" shares no word with "climate: Cool, Mild, Spring", but means it.
+        """
+        encoder = getattr(self.recognizer, "encoder", None)
+        if encoder is None or not lines:
+            return []
+        import numpy as np
+
+        vectors = np.asarray(encoder.encode(list(lines)), dtype=np.float32)
+        scores = vectors @ np.asarray(encoder.encode_query(question), dtype=np.float32)
+        order = np.argsort(-scores)
+        best = float(scores[order[0]])
+        second = float(scores[order[1]]) if len(order) > 1 else -1.0
+        if best >= ATTRIBUTE_COSINE and best - second >= ATTRIBUTE_MARGIN:
+            return [lines[int(order[0])]]
+        return []
 
     def _about_several(self, intent: Intent, text: str, hits: Sequence[ProductHit]) -> Plan:
         """"What are they made of?" about the products just compared or listed: one sentence each."""
@@ -486,10 +756,14 @@ class Dialogue:
 
     def _compare(self, intent: Intent, text: str, state: DialogueState) -> Plan:
         shown = state.shown
-        picks: list[ProductHit] = []
+        picks: list[ProductHit] = self.named(text, state)[:2]
         for w in _words(text):
             if w in _ORDINALS and _ORDINALS[w] <= len(shown) and w not in ("one", "two", "three"):
                 picks.append(shown[_ORDINALS[w] - 1])
+        if len(picks) == 1:  # "compare it with the Hera one": the other is the one in focus, else the first shown
+            other = state.focus if state.focus is not None and state.focus.product.id != picks[0].product.id \
+                else next((h for h in shown if h.product.id != picks[0].product.id), None)
+            picks = [*picks, other] if other is not None else picks
         if len(picks) < 2:
             picks = list(shown[:2])
         if len(picks) < 2:
@@ -508,6 +782,8 @@ class Dialogue:
             parts += [f"The {label[id(h)]} is made of {_join(m)}." for h, m in zip((a, b), materials, strict=True)
                       if m]
         state.focus = None
+        if any(all(h.product.id != p.product.id for h in shown) for p in (a, b)):
+            state.shown = [a, b]  # named from the catalog: "which one is cheaper?" is about these two
         facts = facts_from_hits([a, b])
         sources = [h.product.title + " " + str(h.product.attributes) for h in (a, b)]
         return self._said(intent, text, " ".join(parts), sources=sources, facts=facts, hits=[a, b])
@@ -519,10 +795,13 @@ class Dialogue:
                 self._said(intent, text, "What would you like to add? Tell me what you're looking for first.")
         name, facts = _name(hit), facts_from_hits([hit])
         size = intent.slots.get("size") or (hit.variant.sizes()[0] if hit.variant and hit.variant.sizes() else None) \
-            or (state.last_query.size if state.last_query is not None else None)
+            or (state.last_query.size if state.last_query is not None else None) or state.remembered.get("size")
         colour = intent.slots.get("colour") or (hit.variant.colors()[0] if hit.variant and hit.variant.colors()
                                                 else None)
         sizes = hit.product.sizes()
+        if not intent.slots.get("size"):  # "add a twenty nine": a number that is one of its sizes is the size
+            said_numbers = re.findall(r"\b\d+(?:\.\d)?\b", words_to_numbers(text))
+            size = next((n for n in said_numbers if n in sizes), size)
         sources = [hit.product.title, _join(sizes), _join(hit.product.colors())]
         if sizes and size is None:
             return self._said(intent, text, f"Which size would you like the {name} in? It comes in {_join(sizes)}.",
@@ -569,8 +848,8 @@ class Dialogue:
         reply = answer.text + (f" (From our {cite.doc_title}.)" if cite is not None else "")
         return self._said(intent, text, reply, sources=[passage, cite.doc_title if cite else ""])
 
-    def _order(self, intent: Intent, text: str) -> Plan:
-        order_id = intent.slots.get("order_id")
+    def _order(self, intent: Intent, text: str, state: DialogueState) -> Plan:
+        order_id = intent.slots.get("order_id") or state.remembered.get("order_id")
         if not order_id:
             return self._said(intent, text, "Sure, what's your order number? It starts with S T.")
         if self.orders is None:

@@ -128,6 +128,14 @@ def _unmet(query: SearchQuery, near: Sequence[ProductHit]) -> str:
     return "".join(parts)
 
 
+def _unmet_text(query: SearchQuery, near: Sequence[ProductHit]) -> str:
+    """What close matches are not: the constraints they miss, or "what you asked for" when it is the kind."""
+    what = _unmet(query, near).strip()
+    if any("kind" in h.near_miss or "feature" in h.near_miss for h in near):
+        return f"exactly what you asked for{' ' + what if what else ''}"
+    return what
+
+
 def _near_item(fact: ProductFact, joiner: str) -> str:
     # A near miss's own colour is worth saying: it is the one thing that differs ("in grey" when asked for blue).
     color = f" in {canonical_color(fact.color)}" if fact.color else ""
@@ -139,12 +147,14 @@ def _closest(query: SearchQuery, near: Sequence[ProductHit], facts: Sequence[Pro
     items = [_near_item(f, " at ") for f in facts]
     listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + f"{',' if len(items) > 2 else ''} and {items[-1]}"
     verb = "is" if len(items) == 1 else "are"
-    return f"I couldn't find that{_unmet(query, near)}. The closest {verb} {listed}."
+    unmet = _unmet_text(query, near)
+    what = f" {unmet}" if unmet and not unmet.startswith("exactly") else " exactly" if unmet else ""
+    return f"I couldn't find that{what}. The closest {verb} {listed}."
 
 
 def _also_near(query: SearchQuery, near: Sequence[ProductHit]) -> str:
     n = len(near)
-    what = _unmet(query, near).strip()
+    what = _unmet_text(query, near)
     return (f"I also have {_count_word(n)} close {'match' if n == 1 else 'matches'} that "
             f"{'is not' if n == 1 else 'are not'} {what}.")
 

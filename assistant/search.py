@@ -108,7 +108,8 @@ _SIZE_WORD_ALT = (
     "extra extra large|extra large|extra small|small|medium|large|xxs|xs|xxl|xxxl|2xl|3xl|xl|s|m|l"
 )
 _SIZE_WORD_RE = re.compile(
-    rf"\b(?:in\s+(?:a\s+)?(?:size\s+)?|size\s+)({_SIZE_WORD_ALT})\b|\b({_SIZE_WORD_ALT})\s+size\b"
+    rf"\b(?:in\s+(?:a\s+)?(?:size\s+)?|size\s+|(?:i\s+)?(?:wear|wears|am|i'm)\s+(?:a\s+|an\s+)?(?:size\s+)?)"
+    rf"({_SIZE_WORD_ALT})\b|\b({_SIZE_WORD_ALT})\s+size\b"
     r"|\b(extra extra large|extra large|extra small|xxs|xs|xxl|xxxl|2xl|3xl|xl)\b"
 )
 _COLOR_RE = re.compile(r"\b(" + "|".join(sorted(COLOR_SYNONYMS, key=len, reverse=True)) + r")\b")

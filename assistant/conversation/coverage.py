@@ -1,0 +1,258 @@
+"""What a request asks for that the catalog does not have at all (#9, honest answers).
+
+"Do you sell laptops?", "leather jackets", "Nike hoodies", "something waterproof": a word that defines what the
+shopper wants and that appears nowhere in the served catalog -- not in a title, category, attribute, brand or
+description -- is something the catalog does not carry. The reply says so first, and the closest products are
+shown as alternatives, never as matches.
+
+Everything comes from the catalog: its words are the index. Two guards keep ordinary talk out:
+
+* only the words that define the product count, not its purpose ("a jacket *for hiking in the rain*": the words
+  after "for", "to", "when" ... are a use case, which retrieval weighs, not a hard constraint);
+* a spoken alias of a catalog kind ("hoody") or a word that sounds like a catalog word ("layla tea") is no
+  absence. A word whose meaning a catalog kind nearly covers ("trousers", "jeans" and pants: MiniLM cosine at
+  least `SYNONYM_COSINE`) is one, but said as "nothing called jeans", not as "we don't carry that".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jellyfish
+import numpy as np
+from rapidfuzz import fuzz
+
+from assistant.catalog import Catalog, Product
+from assistant.conversation.vocabulary import COMMON_WORDS, NUMBER_WORDS, CatalogVocabulary
+from assistant.search import COLOR_SYNONYMS, QueryVocab, SearchQuery
+
+SOUND_ALIKE_SPELLING = 60  # rapidfuzz ratio: "tea" for "tee" (67) is the same word misheard; "nike"/"neck" (50) not
+SYNONYM_COSINE = 0.8  # MiniLM cosine from which a missing word counts as another name of a catalog kind ("trousers")
+_WORD_RE = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
+_PURPOSE_RE = re.compile(r"\b(?:for|to|when|while|so|because|that|which|who|during|on|at|like)\b")
+# English words that never define a product on their own (function words, shopping talk, vague praise).
+_NOT_DEFINING = COMMON_WORDS
+
+
+def _looks_like_a_noun(word: str, said: Sequence[str]) -> bool:
+    """A plural ("laptops"), or a word after "a"/"an" ("a laptop"): a thing asked for, not a quality."""
+    if word.endswith("s") and not word.endswith("ss"):
+        return True
+    return any(a in ("a", "an") and b == word for a, b in zip(said, said[1:], strict=False))
+
+
+def _singular(word: str) -> str:
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and re.search(r"(ss|sh|ch|x)es$", word):
+        return word[:-2]
+    if len(word) > 2 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def _as_list(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value] if isinstance(value, list | tuple) else []
+
+
+def _attribute_texts(product: Product) -> list[str]:
+    out: list[str] = []
+    for key, value in product.attributes.items():
+        out.append(str(key))
+        out.extend(str(v) for v in (value if isinstance(value, list | tuple) else [value]))
+    return out
+
+
+def _product_words(product: Product) -> Iterable[str]:
+    parts = [product.title, product.category, *product.categories, product.brand or "", product.description]
+    for key, value in product.attributes.items():
+        parts.append(str(key))
+        parts.extend(value if isinstance(value, list | tuple) else [str(value)])
+    for text in parts:
+        yield from _WORD_RE.findall(str(text).lower().replace("-", " "))
+
+
+@dataclass(frozen=True)
+class Absence:
+    """What a request asks for that the catalog lacks."""
+
+    words: tuple[str, ...]  # the request's words the catalog has nothing for ("leather")
+    phrase: str  # how to say what is missing ("leather jackets")
+    kind: bool  # the missing word is the product kind itself (no kind of the catalog was named)
+    close: bool = False  # a catalog kind means nearly the same ("trousers", "jeans" and pants): worded as such
+
+
+class CatalogCoverage:
+    """The words of the served catalog, to tell what a request asks for that it does not carry.
+
+    Args:
+        catalog: The served catalog (all products, variants included: their attributes count).
+        vocabulary: Its spoken vocabulary (kinds, lines, brands).
+        encoder: A sentence encoder with ``encode(list[str]) -> (n, d)`` normalised rows (MiniLM), to let synonyms
+            of catalog kinds through; None: exact words only.
+    """
+
+    def __init__(self, catalog: Catalog, vocabulary: CatalogVocabulary, encoder: Any | None = None) -> None:
+        words: set[str] = set()
+        self._by_parent: dict[str, set[str]] = {}  # shoppable product -> its words and its variants'
+        parents = {p.id for p in catalog.parents()}
+        for product in catalog:
+            owner = product.id if product.id in parents else (product.parent_id or product.id)
+            bucket = self._by_parent.setdefault(owner, set())
+            for word in _product_words(product):
+                words.add(word)
+                words.add(_singular(word))
+                bucket.update((word, _singular(word)))
+        self.words = frozenset(words)
+        # Words of titles and category paths: the kinds of thing the catalog *sells*. A word only its descriptions
+        # or attributes use ("Laptop Sleeve", a bag's style "Laptop") names no kind it carries.
+        self.kind_words: frozenset[str] = frozenset(
+            form for p in catalog for text in (p.title, p.category, *p.categories)
+            for w in _WORD_RE.findall(str(text).lower().replace("-", " ")) for form in (w, _singular(w)))
+        # Words of titles, categories, attributes and brands (not descriptions).
+        self.structured: frozenset[str] = frozenset(
+            form for p in catalog for text in (p.title, p.category, *p.categories, p.brand or "",
+                                               *_attribute_texts(p))
+            for w in _WORD_RE.findall(str(text).lower().replace("-", " ")) for form in (w, _singular(w)))
+        self.catalog = catalog
+        self.query_vocab = QueryVocab.from_catalog(catalog)
+        self._kinds_of: dict[str, frozenset[str]] = {}  # shoppable product -> the kinds it is (see `is_kind`)
+        self.vocabulary = vocabulary
+        self.encoder = encoder
+        self._kinds = sorted(set(vocabulary.kinds.values()))
+        self._sounds: frozenset[str] | None = None
+        self._kind_vectors: np.ndarray | None = None
+
+    def has(self, word: str, among: frozenset[str] | None = None) -> bool:
+        """Whether the catalog says this word anywhere (any product text), in this or its singular form.
+
+        ``among``: only the texts of these shoppable products (those of the kind asked for).
+        """
+        word = word.lower()
+        forms = (word, _singular(word), word.replace("-", ""))
+        if among is None:
+            return any(f in self.words for f in forms)
+        return any(f in self._by_parent.get(pid, ()) for pid in among for f in forms)
+
+    def _of_kind(self, query: SearchQuery) -> frozenset[str] | None:
+        """The shoppable products of the kind the query names (None: no kind named, or none of it)."""
+        if query.category is None:
+            return None
+        paths = self.query_vocab.categories_for(query.category)
+        if not paths:
+            return None
+        ids = frozenset(p.id for p in self.catalog.parents() if set(p.categories or (p.category,)) & paths)
+        return ids or None
+
+    def absence(self, query: SearchQuery, text: str) -> Absence | None:
+        """What of the request the catalog does not have, or None when it has something of every defining word.
+
+        Args:
+            query: The parsed query (its ``text`` is the request without fillers, prices, sizes and department).
+            text: The request as said (for the kind check).
+        """
+        defining = self.defining_words(query.text)
+        named_kind = any(self.vocabulary.kinds.get(t) for t in self.vocabulary.terms_in(text)) or \
+            query.category is not None
+        among = self._of_kind(query)  # "leather jackets": is any *jacket* described as leather?
+        missing = [w for w in defining if not self.has(w, among) and not self._joined(w, defining, among)]
+        if not named_kind:  # "do you sell laptops": a noun the catalog only mentions is no kind it sells
+            said = _WORD_RE.findall(query.text.lower())
+            missing += [w for w in defining if w not in missing and self.has(w) and w not in self.kind_words
+                        and _singular(w) not in self.kind_words and _looks_like_a_noun(w, said)]
+        missing = [w for w in missing if not self._sounds_like_a_catalog_word(w) and w not in self.vocabulary.kinds]
+        gender = self._missing_department(query)
+        if not missing and gender is None:
+            return None
+        phrase = self._phrase(query.text, defining)
+        if gender is not None:
+            phrase = f"{gender}'s {phrase}".strip()
+        close = bool(missing) and all(self._synonym_of_a_kind(w) for w in missing)
+        return Absence(tuple(missing) or (gender or "",), phrase, kind=not named_kind, close=close)
+
+    def head_kind(self, query: SearchQuery) -> str | None:
+        """The kind the request asks for, when it names one the catalog's titles or categories use.
+
+        The last defining word before any purpose clause: "sports bras" -> bras, "water bottles for the gym" ->
+        bottles, "an exercise ball" -> ball. None for "something warm" (no kind named).
+        """
+        defining = self.defining_words(query.text)
+        if not defining:
+            return None
+        head = defining[-1]
+        return head if head in self.kind_words or _singular(head) in self.kind_words else None
+
+    def is_kind(self, product: Product, kind: str) -> bool:
+        """Whether the product is of this kind, by its title, style values or a single-kind category segment.
+
+        "Women/Tops/Tees" makes a product a top and a tee; "Bras & Tanks" alone makes it neither a bra nor a tank.
+        """
+        words = self._kinds_of.get(product.id)
+        if words is None:
+            texts = [product.title, *_as_list(product.attributes.get("style_general")),
+                     *_as_list(product.attributes.get("style"))]
+            for path in product.categories or (product.category,):
+                texts.extend(seg for seg in path.split("/") if not re.search(r"&|,|\band\b", seg))
+            words = frozenset(f for t in texts for w in _WORD_RE.findall(t.lower().replace("-", " "))
+                              for f in (w, _singular(w)))
+            self._kinds_of[product.id] = words
+        return kind in words or _singular(kind) in words
+
+    def _joined(self, word: str, defining: Sequence[str], among: frozenset[str] | None) -> bool:
+        """Whether the word is half of a compound the catalog writes as one ("draw string" -> drawstring)."""
+        i = defining.index(word)
+        pairs = [defining[j] + defining[j + 1] for j in (i - 1, i) if 0 <= j < len(defining) - 1]
+        return any(self.has(p, among) for p in pairs)
+
+    def _missing_department(self, query: SearchQuery) -> str | None:
+        """The asked department ("men") when no product of the asked kind is for it (nor for everyone)."""
+        if query.gender is None:
+            return None
+        from assistant.retrieval import product_genders
+
+        among = self._of_kind(query)
+        products = [p for p in self.catalog.parents() if among is None or p.id in among]
+        if any(not (g := product_genders(p)) or query.gender in g for p in products):
+            return None
+        return query.gender
+
+    @staticmethod
+    def defining_words(text: str) -> list[str]:
+        """The words that define the product: before any purpose clause, without function words and colours."""
+        low = text.lower().replace("'s ", " ").replace("’s ", " ")
+        if m := _PURPOSE_RE.search(low):
+            low = low[: m.start()]
+        words = [w.removesuffix("'s") for w in _WORD_RE.findall(low.replace("-", " "))]
+        return [w for w in words if len(w) > 2 and w not in _NOT_DEFINING and w not in COLOR_SYNONYMS
+                and not w.isdigit() and w not in NUMBER_WORDS]
+
+    def _phrase(self, text: str, defining: Sequence[str]) -> str:
+        """The defining part of the request, as said ("leather jackets", "laptops")."""
+        low = text.lower()
+        if m := _PURPOSE_RE.search(low):
+            low = low[: m.start()]
+        words = _WORD_RE.findall(low)
+        keep = [w for w in words if w in defining or w in COLOR_SYNONYMS]
+        return " ".join(keep) or " ".join(defining)
+
+    def _sounds_like_a_catalog_word(self, word: str) -> bool:
+        """A word ASR may have written for a catalog word that sounds the same ("layla tea" for the Layla Tee)."""
+        if self._sounds is None:
+            self._sounds = frozenset(jellyfish.metaphone(w) for w in self.structured if len(w) > 2 and w.isalpha())
+        sound = jellyfish.metaphone(word)
+        return len(word) > 2 and word.isalpha() and sound in self._sounds and any(
+            jellyfish.metaphone(w) == sound and fuzz.ratio(w, word) >= SOUND_ALIKE_SPELLING
+            for w in self.structured if w[:1] == word[:1])
+
+    def _synonym_of_a_kind(self, word: str) -> bool:
+        if self.encoder is None or not self._kinds:
+            return False
+        if self._kind_vectors is None:
+            self._kind_vectors = np.asarray(self.encoder.encode(self._kinds), dtype=np.float32)
+        vector = np.asarray(self.encoder.encode_query(word), dtype=np.float32)
+        return bool(float(np.max(self._kind_vectors @ vector)) >= SYNONYM_COSINE)

@@ -1,0 +1,148 @@
+"""Products the shopper names: "the Hera one", "the Mona and the Karmen", "the softshell" (#9, names over positions).
+
+`ProductNames` is built from the served catalog: every shoppable product's title words, its product-line name (the
+first distinctive title word, as `CatalogVocabulary` finds it) and its kind words. `ProductNames.named` finds the
+products a turn names, in the order it names them:
+
+1. the products on screen first -- a name that fits one of them means that one, even if the catalog has others
+   of the same line;
+2. then the whole catalog, when the name is distinctive enough to pick out few products.
+
+Names are matched by whole words and, for what ASR makes of unusual names ("Carmen" for "Karmen"), by a close
+spelling (rapidfuzz) of a word against the catalog's line names. Nothing here knows any catalog's names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jellyfish
+from rapidfuzz import fuzz, process
+
+from assistant.catalog import Catalog, Product
+from assistant.conversation.vocabulary import COMMON_WORDS, CatalogVocabulary
+from assistant.search import ProductHit, words_to_numbers
+
+FUZZY_LINE = 84  # spelling similarity (0-100) for a word to count as a product-line name heard slightly wrong
+FUZZY_SOUND = 66  # ... or this much when it also sounds the same (metaphone): "carmen" for "Karmen"
+MAX_CATALOG_MATCHES = 3  # a name that fits more catalog products than this is not specific enough alone
+_WORD_RE = re.compile(r"[a-z0-9]+")
+_GENERIC = frozenset("""
+the a an one ones it this that these those and or of for with in on to is are was be do does it's which what
+how much show me tell about compare versus vs between better than difference first second third last other
+""".split())
+
+
+def _words(text: str) -> list[str]:
+    return _WORD_RE.findall(text.lower().replace("'s", ""))
+
+
+@dataclass(frozen=True)
+class Named:
+    """A product the turn names, where it was found and the words that named it."""
+
+    hit: ProductHit
+    on_screen: bool
+    words: tuple[str, ...]
+    position: int  # index of the first naming word in the turn
+
+
+class ProductNames:
+    """Finds the products a turn names, on screen first, then in the catalog (see the module docstring)."""
+
+    def __init__(self, catalog: Catalog, vocabulary: CatalogVocabulary | None = None) -> None:
+        self.catalog = catalog
+        self.vocabulary = vocabulary or CatalogVocabulary.from_catalog(catalog)
+        self._products = {p.id: p for p in catalog.parents()}
+        self._title_words = {pid: set(_words(p.title)) for pid, p in self._products.items()}
+        self._lines = dict(self.vocabulary.lines)
+        self._line_keys = list(self._lines)
+        # Distinctive title words ("softshell", "canvas"): a word few titles have names those products.
+        by_word: dict[str, list[str]] = {}
+        for pid, words in self._title_words.items():
+            for word in words:
+                if (len(word) > 3 and word.isalpha() and word not in _GENERIC and word not in COMMON_WORDS
+                        and word not in self.vocabulary.kinds and word not in self._lines):
+                    by_word.setdefault(word, []).append(pid)
+        self._distinctive = {w: tuple(ids) for w, ids in by_word.items() if len(ids) <= MAX_CATALOG_MATCHES}
+
+    def _line_words(self, words: Sequence[str]) -> dict[int, str]:
+        """Positions of words that are (or sound written like) a product-line name -> the line."""
+        found: dict[int, str] = {}
+        for i, word in enumerate(words):
+            if word in _GENERIC or len(word) < 3:
+                continue
+            if word in self._lines:
+                found[i] = word
+                continue
+            # Heard slightly wrong: only a longer word that is no kind and no everyday word ("any" is no "Ana").
+            if len(word) < 4 or word in self.vocabulary.kinds or word in COMMON_WORDS or not self._line_keys:
+                continue
+            match = process.extractOne(word, self._line_keys, scorer=fuzz.ratio, score_cutoff=FUZZY_SOUND)
+            if match is not None and (match[1] >= FUZZY_LINE or jellyfish.metaphone(word) == jellyfish.metaphone(
+                    match[0])):
+                found[i] = match[0]
+        return found
+
+    def named(self, text: str, shown: Sequence[ProductHit] = ()) -> list[Named]:
+        """The products `text` names, in the order named (each once)."""
+        words = _words(words_to_numbers(text))  # "the ten foot one" names the "... 10 foot" strap
+        lines = self._line_words(words)
+        out: list[Named] = []
+        seen: set[str] = set()
+        kind_words = {w for w in words if w in self.vocabulary.kinds}
+        for i, word in enumerate(words):  # title words few products have: "the softshell", "the canvas jacket"
+            if i not in lines and word in self._distinctive and self._naming(words, i):
+                lines[i] = "\x00" + word
+        for position, line in sorted(lines.items()):
+            ids = self._distinctive[line[1:]] if line.startswith("\x00") else self._lines.get(line, ())
+            candidates = [pid for pid in ids if pid not in seen]
+            on_screen = [h for h in shown if h.product.id in candidates]
+            if on_screen:
+                hit = self._best(on_screen, kind_words, words)
+                out.append(Named(hit, True, (words[position],), position))
+                seen.add(hit.product.id)
+                continue
+            hits = [ProductHit(self._products[pid], 1.0, "named") for pid in candidates if pid in self._products]
+            if not hits:
+                continue
+            best = self._best(hits, kind_words, words)
+            if len(hits) > MAX_CATALOG_MATCHES:  # a big line ("Sprite"): only a title the turn picks out alone
+                scores = sorted((self._overlap(h, kind_words, words)[0] for h in hits), reverse=True)
+                if scores[0] < 2 or scores[0] == scores[1]:
+                    continue
+            out.append(Named(best, False, (words[position],), position))
+            seen.add(best.product.id)
+        if not out:  # "the softshell", "the 65 cm one": a title word that only one title on screen has
+            titles = {hit.product.title: set(_words(hit.product.title)) for hit in shown}
+            taken: set[str] = set()
+            for hit in shown:
+                title = titles[hit.product.title]
+                distinctive = [w for w in words if w in title and w not in _GENERIC and (len(w) > 3 or w.isdigit())
+                               and sum(w in t for t in titles.values()) == 1]
+                if distinctive and hit.product.title not in taken:
+                    out.append(Named(hit, True, tuple(distinctive), words.index(distinctive[0])))
+                    taken.add(hit.product.title)
+            out.sort(key=lambda n: n.position)
+        return out
+
+    def _naming(self, words: Sequence[str], i: int) -> bool:
+        """Whether a descriptive word is used as a name: "the softshell", "the canvas jacket", "the light one"."""
+        before = words[i - 1] if i > 0 else ""
+        after = words[i + 1] if i + 1 < len(words) else ""
+        return before in ("the", "that", "this", "those") or after in ("one", "ones") or after in self.vocabulary.kinds
+
+    def _best(self, hits: Sequence[ProductHit], kind_words: set[str], words: Sequence[str]) -> ProductHit:
+        """Of several products of one line, the one whose title shares most of the turn's words."""
+        return max(hits, key=lambda h: self._overlap(h, kind_words, words))
+
+    def _overlap(self, hit: ProductHit, kind_words: set[str], words: Sequence[str]) -> tuple[int, int]:
+        """How well a product's title fits the turn: shared words (kinds by stem), then the shorter title."""
+        title = self._title_words.get(hit.product.id) or set(_words(hit.product.title))
+        kinds = sum(any(k.rstrip("s") in t or t.rstrip("s") in k for t in title) for k in kind_words - title)
+        return (kinds + len(title & set(words)), -len(title))
+
+    def product(self, pid: str) -> Product | None:
+        return self._products.get(pid)

@@ -1,0 +1,83 @@
+"""Product names and catalog coverage (#9), on a catalog built here: what a turn names, what the catalog lacks."""
+
+from __future__ import annotations
+
+from assistant.catalog import Catalog, Product
+from assistant.conversation.coverage import CatalogCoverage
+from assistant.conversation.names import ProductNames
+from assistant.conversation.vocabulary import CatalogVocabulary
+from assistant.search import ProductHit, QueryVocab, parse_query
+
+
+def _p(pid: str, title: str, category: str, description: str = "", **attrs: object) -> Product:
+    return Product.from_dict({"id": pid, "title": title, "category": category, "categories": [category],
+                              "price": 50.0, "currency": "USD", "description": description,
+                              "attributes": {"color": ["Black"], "size": ["S", "M"], **attrs}})
+
+
+CATALOG = Catalog([
+    _p("h1", "Quillon Fleece Hoodie", "Women/Tops/Hoodies & Sweatshirts", "Warm fleece.", material=["Polyester"]),
+    _p("h2", "Ferro Zip Hoodie", "Women/Tops/Hoodies & Sweatshirts", "Light cotton.", material=["Cotton"]),
+    _p("s1", "Ansel Crew Sweatshirt", "Women/Tops/Hoodies & Sweatshirts", "Soft cotton."),
+    _p("j1", "Tasca Softshell Jacket", "Women/Tops/Jackets", "Sheds wind."),
+    _p("j2", "Velmo Canvas Jacket", "Women/Tops/Jackets", "Waxed canvas."),
+    _p("b1", "Kestrel Day Pack", "Gear/Bags", "Fits a 15 inch laptop.", style_bags=["Backpack", "Laptop"]),
+    _p("t1", "Sprocket Strap 6 foot", "Gear/Fitness"),
+    _p("t2", "Sprocket Strap 10 foot", "Gear/Fitness"),
+])
+VOCAB = CatalogVocabulary.from_catalog(CATALOG)
+NAMES = ProductNames(CATALOG, VOCAB)
+COVERAGE = CatalogCoverage(CATALOG, VOCAB)
+QUERIES = QueryVocab.from_catalog(CATALOG)
+
+
+def _hits(*ids: str) -> list[ProductHit]:
+    return [ProductHit(CATALOG.get(i), 1.0, "test") for i in ids]  # type: ignore[arg-type]
+
+
+def _named(text: str, shown: list[ProductHit] | None = None) -> list[str]:
+    return [n.hit.product.id for n in NAMES.named(text, shown or [])]
+
+
+def test_names_found_in_the_order_said_on_screen_and_in_the_catalog() -> None:
+    assert _named("compare the ferro hoodie and the quillon hoodie") == ["h2", "h1"]
+    assert _named("is the quillon one warm enough") == ["h1"]
+    assert _named("the softshell or the canvas jacket") == ["j1", "j2"]  # distinctive title words as names
+    assert _named("which is cheaper, the tasca or the velmo", _hits("j2", "j1")) == ["j1", "j2"]
+    assert _named("the ten foot one", _hits("t1", "t2")) == ["t2"]  # a number word naming one title on screen
+
+
+def test_names_heard_slightly_wrong_and_words_that_are_no_names() -> None:
+    assert _named("the quilon hoodie") == ["h1"]  # a close spelling of a line name
+    assert _named("do you have any hoodies") == []
+    assert _named("is it light enough") == []  # a descriptive word outside a naming phrase
+    assert _named("the second one", _hits("h1", "h2")) == []
+
+
+def _absence(text: str) -> tuple[str, bool] | None:
+    query = parse_query(text, QUERIES)
+    found = COVERAGE.absence(query, text)
+    return (found.phrase, found.kind) if found is not None else None
+
+
+def test_absent_kinds_brands_and_materials_are_found() -> None:
+    assert _absence("do you sell laptops") == ("laptops", True)  # only descriptions and a bag style say laptop
+    assert _absence("do you have any dresses") == ("dresses", True)
+    assert _absence("leather jackets") == ("leather jackets", False)
+    assert _absence("any nike hoodies") == ("nike hoodies", False)
+    assert _absence("show me men's jackets") == ("men's jackets", False)  # a department the catalog lacks
+
+
+def test_what_the_catalog_has_is_not_absent() -> None:
+    for text in ("show me hoodies", "a cotton hoodie", "a hoody", "fleece hoodies", "the canvas jacket",
+                 "something warm for hiking in the rain", "hoodies under fifty dollars", "a backpack for my laptop",
+                 "um hoodies then"):
+        assert _absence(text) is None, text
+
+
+def test_other_kinds_in_a_shared_category_are_told_apart() -> None:
+    query = parse_query("show me sweatshirts", QUERIES)
+    assert COVERAGE.head_kind(query) == "sweatshirts"
+    assert COVERAGE.is_kind(CATALOG.get("s1"), "sweatshirts")  # type: ignore[arg-type]
+    assert not COVERAGE.is_kind(CATALOG.get("h1"), "sweatshirts")  # "Hoodies & Sweatshirts" alone says neither
+    assert COVERAGE.head_kind(parse_query("something warm", QUERIES)) is None
