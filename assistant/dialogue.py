@@ -32,12 +32,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from assistant.conversation.answers import (
+    attribute_values,
+    clean_attributes,
+    comes_in,
+    join,
+    labels,
+    product_name,
+    variant_of,
+    what_it_says,
+)
 from assistant.conversation.coverage import Absence, CatalogCoverage
 from assistant.conversation.names import ProductNames
 from assistant.grounding import ProductFact, facts_from_hits, format_price, spoken_name, without_injection
 from assistant.intent import DialogueContext, Intent
 from assistant.memory import SessionMemory
-from assistant.moderation import looks_like_injection
 from assistant.rerank import SessionSignals
 from assistant.search import COLOR_SYNONYMS, ProductHit, SearchQuery, canonical_color, words_to_numbers
 
@@ -67,21 +76,12 @@ _PHOTO_WORDS = re.compile(r"\b(?:photo|picture|pic|image|snap|screenshot|camera|
                           r"what is this|find this)\b")
 _WHAT_DO_YOU_SELL = re.compile(r"\bwhat (?:kinds? of |sorts? of |types? of )?(?:stuff|things|products|items)?\s*"
                                r"(?:do|does) (?:you|y'?all|the store|this store) (?:guys )?(?:sell|carry|have|stock)\b")
-ATTRIBUTE_COSINE = 0.3  # MiniLM cosine from which an attribute line answers an open product question ...
-ATTRIBUTE_MARGIN = 0.08  # ... when it beats the next line by this much
-_QUESTION_FILLER = frozenset("""is it the a an this that one does do will would can could how what which good enough
-for of to in on be are was really very too tell me about more its it's they them any much""".split())
-
-
-def _stem(word: str) -> str:
-    """A crude stem for matching a question to catalog text: "winter"/"wintry", "warm"/"warmth"."""
-    return word[:4] if len(word) > 4 else word
-
-
 _POINTING = re.compile(r"^(?:(?:ok|okay|so|and|um|uh|hmm|yeah|yes|what about|how about|i like|i'll take|show me)\s+)*"
                        r"(?:the|that|this)\b")
 _ONE_ANAPHORA = re.compile(r"\b(?:a|an|the|any)\s+(?:[a-z]+\s+){1,2}ones?\b(?!\s+(?:of|more))")
 _CONTINUATION = re.compile(r"^(?:(?:and|ok|okay|hmm|so)\s+)?(?:what|how) about\b|^(?:and|also)\b")
+_CART_WORDS = re.compile(r"\b(?:add|adding|cart|basket|bag it|checkout|check out|buy|order|take|get|put|want|"
+                         r"wishlist|wish list|save|grab|purchase)\b")
 _TELL_ME_ABOUT = re.compile(r"\b(?:tell me (?:more )?about|more (?:info|details) (?:on|about)|details (?:on|of|about))\b")
 REMEMBERED_SLOTS = ("order_id", "size")  # carried over to later turns until the shopper gives a new value
 _QUESTION_START = re.compile(r"^(?:is|are|does|do|will|would|can|could|how|what|which|has|have)\b|.*\?\s*$")
@@ -245,57 +245,6 @@ def _new_kind(intent: Intent, last: SearchQuery) -> bool:
     return category is not None and last.category is not None and category != last.category
 
 
-def _name(hit: ProductHit) -> str:
-    return spoken_name(hit.product.title)
-
-
-def _labels(hits: Sequence[ProductHit]) -> list[str]:
-    """Speakable names that tell ``hits`` apart: "the Velocity Running Shoes in red" when two share a name."""
-    names = [_name(h) for h in hits]
-    out = []
-    for hit, name in zip(hits, names, strict=True):
-        colours = (hit.variant.colors() if hit.variant is not None else []) or hit.product.colors()
-        if names.count(name) > 1 and len(colours) == 1:
-            name = f"{name} in {colours[0].lower()}"
-        out.append(name)
-    return out
-
-
-def _clean_values(value: Any) -> list[str]:
-    """An attribute's values as text, without empty ones and without any that look like prompt injection."""
-    values = [str(v) for v in value if v] if isinstance(value, list | tuple) else [str(value)] if value else []
-    return [v for v in values if not looks_like_injection(v)]
-
-
-def _clean_attributes(attributes: dict[str, Any]) -> dict[str, list[str]]:
-    """``attributes`` without injected values (catalog text that instructs the assistant is no fact to repeat)."""
-    out: dict[str, list[str]] = {}
-    for key, value in attributes.items():
-        values = _clean_values(value)
-        if values and not looks_like_injection(str(key)):
-            out[key] = values
-    return out
-
-
-def _attr(hit: ProductHit, *keys: str) -> list[str]:
-    out: list[str] = []
-    for product in (hit.variant, hit.product):
-        if product is None:
-            continue
-        for key in keys:
-            value = product.attributes.get(key)
-            if isinstance(value, str | list | tuple):
-                out.extend(_clean_values(value))
-    return list(dict.fromkeys(out))
-
-
-def _join(items: Sequence[str]) -> str:
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
 class Dialogue:
     """Plans each turn of a conversation.
 
@@ -381,6 +330,12 @@ class Dialogue:
             return replace(intent, name="search", source=f"{intent.source}+no-photo")  # "yoga videos for beginners"
         if _WHAT_DO_YOU_SELL.search(low):
             return replace(intent, name="catalog_overview", source="rule")
+        if intent.name == "add_to_cart" and not _CART_WORDS.search(low):  # "ok what about capris" adds nothing
+            return replace(intent, name="search", source=f"{intent.source}+no-cart-word")
+        names = self.names
+        if intent.name == "out_of_scope" and names is not None and any(
+                t in names.vocabulary.kinds for t in names.vocabulary.terms_in(text)):
+            return replace(intent, name="search", source=f"{intent.source}+kind")  # "a watch with bluetooth"
         if intent.name in ("out_of_scope", "search", "refine", "recommendation") and _TELL_ME_ABOUT.search(low) \
                 and self.named(text, state):
             return replace(intent, name="product_question", source=f"{intent.source}+named")
@@ -418,7 +373,7 @@ class Dialogue:
         if name == "catalog_overview":  # "what kind of stuff do you sell?": the catalog's own kinds
             kinds = self.categories or ["all kinds of products"]
             return self._said(replace(intent, name="out_of_scope"), text,
-                              f"We sell {_join([c.lower() for c in kinds])}. What are you looking for?",
+                              f"We sell {join([c.lower() for c in kinds])}. What are you looking for?",
                               sources=list(kinds))
         if name == "human":
             return self._said(intent, text, HANDOFF, handoff=True)
@@ -476,7 +431,7 @@ class Dialogue:
     async def _search(self, intent: Intent, text: str, image_id: str | None, state: DialogueState,
                       search: SearchFn, signals: SessionSignals | None, k: int, *, fresh: bool) -> Plan:
         if fresh and image_id is None and self._too_broad(intent, text):
-            cats = _join(self.categories[:4]) if self.categories else "a kind of product"
+            cats = join(self.categories[:4]) if self.categories else "a kind of product"
             return self._said(intent, text, f"Sure! What are you looking for: {cats}, or something else?")
         if fresh and state.last_query is not None and _CONTINUATION.match(text.lower()) and intent.query is not None \
                 and intent.query.max_price is None and intent.query.min_price is None:
@@ -520,15 +475,15 @@ class Dialogue:
             return None
         hit = named[0]
         has_variants = self.catalog is not None and bool(self.catalog.variants_of(hit.product.id))
-        if has_variants and self._variant(hit, query.size, query.color) is not None:
+        if has_variants and variant_of(hit, query.size, query.color, self.catalog) is not None:
             return None
         if not has_variants:
             return None
         missed = tuple(n for n, v in (("colour", query.color), ("size", query.size)) if v)
         shown = ProductHit(hit.product, hit.score, hit.reason, None, near_miss=missed)
         state.shown, state.focus, state.last_query = [shown], shown, query
-        reply = self._comes_in(hit, query.size, query.color)
-        sources = [hit.product.title, _join(hit.product.sizes()), _join(hit.product.colors())]
+        reply = comes_in(hit, query.size, query.color, self.catalog)
+        sources = [hit.product.title, join(hit.product.sizes()), join(hit.product.colors())]
         return self._said(intent, text, reply, sources=sources, facts=facts_from_hits([shown]), hits=[shown])
 
     def _other_kinds_last(self, query: SearchQuery, hits: list[ProductHit]) -> list[ProductHit]:
@@ -565,8 +520,8 @@ class Dialogue:
         shown = hits[:3]
         if shown:
             names = [f"the {label}, {format_price(h.price, h.product.currency)}"
-                     for h, label in zip(shown, _labels(shown), strict=True)]
-            reply += f" The closest I have {'is' if len(names) == 1 else 'are'} {_join(names)}."
+                     for h, label in zip(shown, labels(shown), strict=True)]
+            reply += f" The closest I have {'is' if len(names) == 1 else 'are'} {join(names)}."
         sources = [absence.phrase, *(h.product.title for h in shown)]
         return Plan(intent, query, hits=hits, reply=reply, sources=sources, facts=facts_from_hits(hits))
 
@@ -587,8 +542,8 @@ class Dialogue:
         if hit is None:
             return self._which_one(intent, text)
         size, colour = intent.slots.get("size"), intent.slots.get("colour")
-        variant = self._variant(hit, size, colour) if (size or colour) else None
-        name = _name(hit)
+        variant = variant_of(hit, size, colour, self.catalog) if (size or colour) else None
+        name = product_name(hit)
         price = variant.price if variant is not None else hit.price
         chosen = ProductHit(hit.product, hit.score, hit.reason, variant or hit.variant)
         asked = " ".join([*([str(colour)] if colour else []), *([f"size {size}"] if size else [])])
@@ -603,7 +558,7 @@ class Dialogue:
             state.last_query = replace(state.last_query, size=size or state.last_query.size,
                                        color=colour or state.last_query.color)
         facts = facts_from_hits([chosen])
-        sources = [hit.product.title, _join(hit.product.sizes()), _join(hit.product.colors()), asked]
+        sources = [hit.product.title, join(hit.product.sizes()), join(hit.product.colors()), asked]
         return self._said(intent, text, reply, sources=sources, facts=facts, hits=[chosen])
 
     def _too_broad(self, intent: Intent, text: str) -> bool:
@@ -641,116 +596,51 @@ class Dialogue:
                 self._said(intent, text, "Which product are you asking about? Tell me what you're looking for "
                            "and I'll find it.")
         words = set(_words(text))
-        name, facts = _name(hit), facts_from_hits([hit])
+        name, facts = product_name(hit), facts_from_hits([hit])
         asked: list[str] = []
         if words & {"made", "material", "fabric", "cotton", "wool", "polyester"}:
-            material = _attr(hit, "material", "fabric")
-            asked.append(f"The {name} is made of {_join(material)}." if material
+            material = attribute_values(hit, "material", "fabric")
+            asked.append(f"The {name} is made of {join(material)}." if material
                          else f"I don't have the material of the {name}.")
         size, colour = intent.slots.get("size"), intent.slots.get("colour")
         if size or colour:  # "does the Stellar one come in medium?": yes or no, then what it does come in
-            asked.append(self._comes_in(hit, size, colour))
+            asked.append(comes_in(hit, size, colour, self.catalog))
         elif words & {"size", "sizes", "fit", "small", "medium", "large"}:
             sizes = hit.product.sizes()
-            asked.append(f"The {name} comes in sizes {_join(sizes)}." if sizes
+            asked.append(f"The {name} comes in sizes {join(sizes)}." if sizes
                          else f"I don't have sizes for the {name}.")
         if not (size or colour) and words & {"colour", "color", "colours", "colors", "come"}:
             colors = hit.product.colors()
-            asked.append(f"The {name} comes in {_join(colors)}." if colors else f"I don't have colours for the {name}.")
+            asked.append(f"The {name} comes in {join(colors)}." if colors else f"I don't have colours for the {name}.")
         if words & {"wash", "care", "clean", "dry", "iron"}:
-            care = _attr(hit, "care", "care_instructions")
-            asked.append(f"Care: {_join(care)}." if care else f"I don't have care instructions for the {name}.")
+            care = attribute_values(hit, "care", "care_instructions")
+            asked.append(f"Care: {join(care)}." if care else f"I don't have care instructions for the {name}.")
         if words & {"price", "cost", "much", "expensive"}:
             asked.append(f"The {name} is {format_price(hit.price, hit.product.currency)}.")
         if not asked:
-            asked.append(self._what_it_says(hit, text))
+            asked.append(what_it_says(hit, text, getattr(self.recognizer, "encoder", None)))
         sources = [hit.product.title, without_injection(hit.product.description),
-                   str(_clean_attributes(hit.product.attributes)), _join(hit.product.sizes()),
-                   _join(hit.product.colors())]
+                   str(clean_attributes(hit.product.attributes)), join(hit.product.sizes()),
+                   join(hit.product.colors())]
         return self._said(intent, text, " ".join(asked), sources=sources, facts=facts, hits=[hit])
-
-    def _comes_in(self, hit: ProductHit, size: str | None, colour: str | None) -> str:
-        """Whether the product comes in the asked size and colour, and what it does come in."""
-        name = _name(hit)
-        asked = " ".join([*([str(colour)] if colour else []), *([f"size {size}"] if size else [])])
-        has_variants = self.catalog is not None and bool(self.catalog.variants_of(hit.product.id))
-        if has_variants:
-            fits = self._variant(hit, size, colour) is not None
-        else:
-            fits = (size is None or size in hit.product.sizes()) and (colour is None or canonical_color(colour) in [
-                canonical_color(c) for c in hit.product.colors()])
-        if fits:
-            return f"Yes, the {name} comes in {asked}."
-        other = hit.product.sizes() if size and not colour else hit.product.colors()
-        what = "sizes " if size and not colour else ""
-        return f"No, the {name} doesn't come in {asked}." + (f" It comes in {what}{_join(other)}." if other else "")
-
-    def _what_it_says(self, hit: ProductHit, text: str) -> str:
-        """Answer an open question ("is it warm enough for winter?") from what the catalog says of the product.
-
-        The product's attributes and description sentences that share a word stem with the question, quoted;
-        when nothing does, say so plainly and give its price.
-        """
-        name = _name(hit)
-        title = set(_words(hit.product.title))
-        asked = {_stem(w) for w in _words(text) if len(w) > 2 and w not in _QUESTION_FILLER and w not in title}
-        said: list[str] = []
-        lines: list[str] = []
-        for key, values in _clean_attributes(hit.product.attributes).items():
-            if any(part in key for part in ("sku", "available_", "associated", "_id")) or key in ("size", "color"):
-                continue
-            line = f"{key.replace('_', ' ')}: {_join(values)}"
-            lines.append(line)
-            if asked & ({_stem(w) for v in values for w in _words(v)} | {_stem(w) for w in _words(key)}):
-                said.append(line)
-        if not said and lines:  # no shared word: the attribute closest in meaning, if clearly closest
-            said = self._closest_attribute(text, lines)
-        description = without_injection(hit.product.description)
-        sentences = [x.strip(" -•\n") for x in re.split(r"(?<=[.!?])\s+|\n+", description) if x.strip(" -•\n")]
-        quoted = [x for x in sentences if asked & {_stem(w) for w in _words(x)}][:2]
-        if not said and not quoted:
-            return (f"I don't have that detail for the {name}. It is "
-                    f"{format_price(hit.price, hit.product.currency)}.")
-        parts = [f"The {name}: " + "; ".join(said[:3]) + "."] if said else [f"About the {name}:"]
-        parts += [f'"{q.rstrip(".")}."' for q in quoted]
-        return " ".join(parts)
-
-    def _closest_attribute(self, question: str, lines: Sequence[str]) -> list[str]:
-        """The one attribute line MiniLM puts clearly closest to the question, or none.
-
-        "Is it warm enough for winter?" shares no word with "climate: Cool, Mild, Spring", but means it.
-        """
-        encoder = getattr(self.recognizer, "encoder", None)
-        if encoder is None or not lines:
-            return []
-        import numpy as np
-
-        vectors = np.asarray(encoder.encode(list(lines)), dtype=np.float32)
-        scores = vectors @ np.asarray(encoder.encode_query(question), dtype=np.float32)
-        order = np.argsort(-scores)
-        best = float(scores[order[0]])
-        second = float(scores[order[1]]) if len(order) > 1 else -1.0
-        if best >= ATTRIBUTE_COSINE and best - second >= ATTRIBUTE_MARGIN:
-            return [lines[int(order[0])]]
-        return []
 
     def _about_several(self, intent: Intent, text: str, hits: Sequence[ProductHit]) -> Plan:
         """"What are they made of?" about the products just compared or listed: one sentence each."""
         words = set(_words(text))
-        labels = _labels(hits)
+        names = labels(hits)
         parts = []
-        for hit, label in zip(hits, labels, strict=True):
+        for hit, label in zip(hits, names, strict=True):
             if words & {"size", "sizes", "fit"}:
                 sizes = hit.product.sizes()
-                parts.append(f"The {label} comes in sizes {_join(sizes)}." if sizes else f"I don't have sizes for "
+                parts.append(f"The {label} comes in sizes {join(sizes)}." if sizes else f"I don't have sizes for "
                              f"the {label}.")
             elif words & {"colour", "color", "colours", "colors"}:
-                parts.append(f"The {label} comes in {_join([c.lower() for c in hit.product.colors()])}.")
+                parts.append(f"The {label} comes in {join([c.lower() for c in hit.product.colors()])}.")
             else:
-                material = _attr(hit, "material", "fabric")
-                parts.append(f"The {label} is made of {_join(material)}." if material
+                material = attribute_values(hit, "material", "fabric")
+                parts.append(f"The {label} is made of {join(material)}." if material
                              else f"I don't have the material of the {label}.")
-        sources = [str(h.product.attributes) + " " + _join(h.product.sizes()) for h in hits]
+        sources = [str(h.product.attributes) + " " + join(h.product.sizes()) for h in hits]
         return self._said(intent, text, " ".join(parts), sources=sources, facts=facts_from_hits(hits),
                           hits=list(hits))
 
@@ -769,17 +659,17 @@ class Dialogue:
         if len(picks) < 2:
             return self._said(intent, text, "Show me two products first, then I can compare them.")
         a, b = picks[0], picks[1]
-        label = dict(zip((id(a), id(b)), _labels([a, b]), strict=True))
+        label = dict(zip((id(a), id(b)), labels([a, b]), strict=True))
         cheaper, dearer = sorted((a, b), key=lambda h: h.price)
         parts = [f"The {label[id(a)]} is {format_price(a.price, a.product.currency)} and the {label[id(b)]} is "
                  f"{format_price(b.price, b.product.currency)}."]
         if cheaper.price < dearer.price:
             parts.append(f"The {label[id(cheaper)]} is the cheaper one.")
-        materials = [_attr(h, "material") for h in (a, b)]
+        materials = [attribute_values(h, "material") for h in (a, b)]
         if materials[0] and materials[0] == materials[1]:
-            parts.append(f"Both are made of {_join(materials[0])}.")
+            parts.append(f"Both are made of {join(materials[0])}.")
         else:
-            parts += [f"The {label[id(h)]} is made of {_join(m)}." for h, m in zip((a, b), materials, strict=True)
+            parts += [f"The {label[id(h)]} is made of {join(m)}." for h, m in zip((a, b), materials, strict=True)
                       if m]
         state.focus = None
         if any(all(h.product.id != p.product.id for h in shown) for p in (a, b)):
@@ -793,7 +683,7 @@ class Dialogue:
         if hit is None:
             return self._which_one(intent, text) if state.shown else \
                 self._said(intent, text, "What would you like to add? Tell me what you're looking for first.")
-        name, facts = _name(hit), facts_from_hits([hit])
+        name, facts = product_name(hit), facts_from_hits([hit])
         size = intent.slots.get("size") or (hit.variant.sizes()[0] if hit.variant and hit.variant.sizes() else None) \
             or (state.last_query.size if state.last_query is not None else None) or state.remembered.get("size")
         colour = intent.slots.get("colour") or (hit.variant.colors()[0] if hit.variant and hit.variant.colors()
@@ -802,16 +692,16 @@ class Dialogue:
         if not intent.slots.get("size"):  # "add a twenty nine": a number that is one of its sizes is the size
             said_numbers = re.findall(r"\b\d+(?:\.\d)?\b", words_to_numbers(text))
             size = next((n for n in said_numbers if n in sizes), size)
-        sources = [hit.product.title, _join(sizes), _join(hit.product.colors())]
+        sources = [hit.product.title, join(sizes), join(hit.product.colors())]
         if sizes and size is None:
-            return self._said(intent, text, f"Which size would you like the {name} in? It comes in {_join(sizes)}.",
+            return self._said(intent, text, f"Which size would you like the {name} in? It comes in {join(sizes)}.",
                               sources=sources, facts=facts, hits=[hit])
-        variant = self._variant(hit, size, colour)
+        variant = variant_of(hit, size, colour, self.catalog)
         has_variants = self.catalog is not None and bool(self.catalog.variants_of(hit.product.id))
         if (has_variants and variant is None) or (not has_variants and size is not None and size not in sizes):
             asked = " ".join(str(v) for v in (colour, size) if v)
             return self._said(intent, text, f"Sorry, the {name} doesn't come in {asked}. It comes in sizes "
-                              f"{_join(sizes)}.", sources=sources, facts=facts, hits=[hit])
+                              f"{join(sizes)}.", sources=sources, facts=facts, hits=[hit])
         quantity = int(intent.slots.get("quantity") or 1)
         wishlist = "wish" in text.lower()
         if state.memory is not None:
@@ -826,16 +716,6 @@ class Dialogue:
         state.focus = hit
         return self._said(intent, text, f"Added {count}the {name}{detail} to {where}.",
                           sources=[*sources, str(quantity), str(size)], facts=facts, hits=[hit])
-
-    def _variant(self, hit: ProductHit, size: str | None, colour: str | None) -> Any | None:
-        """The variant of ``hit`` in ``size`` and ``colour`` (None: no variants, or none matches)."""
-        if self.catalog is None:
-            return hit.variant
-        for v in self.catalog.variants_of(hit.product.id):
-            colours = [canonical_color(c) for c in v.colors()]
-            if (size is None or size in v.sizes()) and (colour is None or canonical_color(colour) in colours):
-                return v
-        return None
 
     def _policy(self, intent: Intent, text: str) -> Plan:
         if self.kb is None:
@@ -884,7 +764,7 @@ class Dialogue:
                 opening = f"Your friend {friend} bought the {spoken_name(product.title)}."
                 if not hits:
                     return self._said(intent, text, opening, sources=[product.title, friend])
-                picks = "; ".join(f"the {_name(h)}, {format_price(h.price, h.product.currency)}" for h in hits[:2])
+                picks = "; ".join(f"the {product_name(h)}, {format_price(h.price, h.product.currency)}" for h in hits[:2])
                 reply = f"{opening} To go with it, you could try {picks}."
                 facts = facts_from_hits(hits) + [ProductFact(product.id, product.title, product.price,
                                                             product.currency, name=spoken_name(product.title))]

@@ -269,7 +269,7 @@ async def test_plural_question_answers_for_each_product(tmp_path: Path) -> None:
 
 def test_labels_tell_same_named_products_apart() -> None:
     from assistant.catalog import Product
-    from assistant.dialogue import _labels
+    from assistant.conversation.answers import labels as _labels
 
     def shoe(pid: str, colour: str) -> ProductHit:
         return ProductHit(Product.from_dict({"id": pid, "parent_id": None, "type": "simple", "title": "Velocity Shoes",
