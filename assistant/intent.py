@@ -42,6 +42,7 @@ from assistant.orders import normalize_order_id
 from assistant.search import QueryVocab, SearchQuery, parse_query, words_to_numbers
 
 if TYPE_CHECKING:
+    from assistant.intent_data import CatalogWords
     from ranking.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -567,6 +568,8 @@ class IntentRecognizer:
         cache_dir: Where trained classifier weights are kept (``<cache_dir>/intent-<key>.npz``); None trains in
             memory (once per process: recognisers with the same training data share the classifier).
         config: Classifier training settings.
+        words: The served catalog's kinds, lines, brands and colours (`CatalogWords`): the classifier then also
+            learns from utterances in the catalog's own words (trained, and cached, per catalog).
     """
 
     def __init__(
@@ -577,6 +580,7 @@ class IntentRecognizer:
         mode: Mode = "model",
         cache_dir: Path | None = None,
         config: ClassifierConfig | None = None,
+        words: CatalogWords | None = None,
     ) -> None:
         if mode not in ("model", "rules"):
             raise ValueError(f"unknown intent mode {mode!r}; valid: model, rules")
@@ -584,6 +588,7 @@ class IntentRecognizer:
         self.mode: Mode = mode
         self.cache_dir = cache_dir
         self.config = config or ClassifierConfig()
+        self.words = words  # the served catalog's words for half the training utterances (None: generic only)
         self._encoder = encoder
         self._classifier: IntentClassifier | None = None
 
@@ -613,7 +618,7 @@ class IntentRecognizer:
     def _load_or_train(self) -> IntentClassifier:
         from assistant.intent_data import training_examples
 
-        examples = training_examples()
+        examples = training_examples(words=self.words)
         texts = [normalize_asr(e.text, self.vocab) for e in examples]
         labels = [e.intent for e in examples]
         contexts = np.stack([DialogueContext.of(e.context).features() for e in examples])

@@ -273,16 +273,23 @@ def _order_id(rng: random.Random) -> str:
     return "s t " + " ".join(names[int(d)] if d != "0" or rng.random() < 0.5 else "oh" for d in digits)
 
 
-def _fill(template: str, rng: random.Random) -> str:
+def _fill(template: str, rng: random.Random, words: CatalogWords | None = None) -> str:
     price, value = _price(rng)
     price2, _ = _price(rng)
+    kinds = words.kinds if words is not None and words.kinds else CATEGORIES
+    colours = words.colours if words is not None and words.colours else COLOURS
+    brands = words.brands if words is not None and words.brands else BRANDS
+    lines = words.lines if words is not None and words.lines else ("",)
     values = {
-        "cat": rng.choice(CATEGORIES),
-        "colour": rng.choice(COLOURS),
-        "colour2": rng.choice(COLOURS),
+        "cat": rng.choice(kinds),
+        "colour": rng.choice(colours),
+        "colour2": rng.choice(colours),
         "size": rng.choice(SIZES),
-        "brand": rng.choice(BRANDS),
-        "brand2": rng.choice(BRANDS),
+        "brand": rng.choice(brands),
+        "brand2": rng.choice(brands),
+        "line": rng.choice(lines),
+        "line2": rng.choice(lines),
+        "adj_q": rng.choice(ADJ_QUESTIONS),
         "gender": rng.choice(GENDERS),
         "price": price,
         "price2": price2,
@@ -322,12 +329,47 @@ def _context(intent: str, rng: random.Random) -> dict[str, Any] | None:
     return {"products_shown": 5} if rng.random() < 0.3 else None
 
 
-def training_examples(seed: int = 0, per_intent: int = PER_INTENT) -> list[Example]:
+@dataclass(frozen=True)
+class CatalogWords:
+    """The served catalog's own words for the templates: its kinds, product-line names, brands and colours.
+
+    With them half of the generated utterances speak the served catalog's language ("is the Hera one warm enough",
+    "compare the Karmen and the Cora pants") instead of only the generic shopping words above; none are written
+    by hand for any catalog (`assistant.conversation.vocabulary.CatalogVocabulary` finds them).
+    """
+
+    kinds: tuple[str, ...]
+    lines: tuple[str, ...] = ()
+    brands: tuple[str, ...] = ()
+    colours: tuple[str, ...] = ()
+
+
+# Templates that name a product of the catalog by its line ({line}, {line2}) and kind ({cat}).
+NAMED_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "search": ("do you have the {line} {cat}", "show me the {line} {cat} in {colour}", "i'm looking for the {line}",
+               "the {line} {cat} in {size} please", "do you still sell the {line} {cat}"),
+    "product_question": ("is the {line} one {adj_q}", "what is the {line} {cat} made of", "tell me about the {line}",
+                         "does the {line} come in {colour}", "what sizes does the {line} {cat} come in",
+                         "is the {line} {cat} good for {activity}", "how much is the {line}"),
+    "compare": ("compare the {line} and the {line2}", "which is better the {line} or the {line2}",
+                "what's the difference between the {line} {cat} and the {line2} {cat}",
+                "{line} or {line2}, which one is {adj}"),
+    "add_to_cart": ("add the {line} {cat} to my cart", "i'll take the {line} in {size}",
+                    "put the {line} in my basket", "buy the {line} {cat}"),
+}
+ADJ_QUESTIONS = ("warm enough for winter", "waterproof", "good for running", "comfortable", "stretchy",
+                 "true to size", "breathable", "heavy")
+
+
+def training_examples(seed: int = 0, per_intent: int = PER_INTENT,
+                      words: CatalogWords | None = None) -> list[Example]:
     """The generated and hand-written training utterances (deterministic for a seed).
 
     Args:
         seed: Random seed for the fillers.
         per_intent: Generated utterances per intent, before de-duplication.
+        words: The served catalog's words: with them, half of each intent's generated utterances use the
+            catalog's kinds, brands and colours, and product-naming templates use its product lines.
 
     Returns:
         Examples in a stable order, no (text, context) pair twice.
@@ -345,8 +387,14 @@ def training_examples(seed: int = 0, per_intent: int = PER_INTENT) -> list[Examp
     for intent, templates in TEMPLATES.items():
         for template in templates:  # every template at least once
             add(_speechify(_fill(template, rng), rng), intent, _context(intent, rng))
-        for _ in range(per_intent - len(templates)):
-            add(_speechify(_fill(rng.choice(templates), rng), rng), intent, _context(intent, rng))
+        for i in range(per_intent - len(templates)):
+            own = words is not None and i % 2 == 1  # every other one in the served catalog's words
+            add(_speechify(_fill(rng.choice(templates), rng, words if own else None), rng), intent,
+                _context(intent, rng))
+    if words is not None and words.lines:
+        for intent, templates in NAMED_TEMPLATES.items():
+            for _ in range(per_intent // 3):
+                add(_speechify(_fill(rng.choice(templates), rng, words), rng), intent, _context(intent, rng))
     for text, intent, context in HANDWRITTEN:
         add(_fill(text, rng), intent, context)
     return out

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import machine, summary, write_results
+from bench.common import machine, shared_data_dir, summary, write_results
 
 log = logging.getLogger(__name__)
 
@@ -269,9 +269,61 @@ def grounding_section(_: Any) -> dict[str, Any]:
 
 
 Section = Callable[[Any], dict[str, Any]]
+def luma_intent_rows(split: str) -> list[dict[str, Any]]:
+    """Utterances written over luma-dev with a gold intent: the conversation turns that check one (a later turn
+    sees products on screen) and the requests for what the catalog lacks (searches)."""
+    data = Path(__file__).resolve().parent / "data"
+    conversations = data / ("luma_conversations.jsonl" if split == "dev" else "luma_conversations_heldout.jsonl")
+    rows: list[dict[str, Any]] = []
+    for conv in load_utterances(conversations):
+        for i, turn in enumerate(conv["turns"]):
+            gold = (turn.get("checks") or {}).get("intent")
+            if gold:
+                rows.append({"text": turn["user"], "intent": gold if isinstance(gold, list) else [gold],
+                             "context": {"products_shown": 5 if i else 0}})
+    for row in load_utterances(data / "luma_not_carried.jsonl"):
+        if row.get("split", "dev") == split:
+            rows.append({"text": row["text"], "intent": ["search"], "context": {"products_shown": 0}})
+    return rows
+
+
+def luma_intent_section(recognizer: Any) -> dict[str, Any]:
+    """Intent accuracy on luma-dev utterances: the classifier trained with the served catalog's words against the
+    one trained on generic words only (the recogniser before #9), both over the luma catalog's vocabulary."""
+    from assistant.catalog import Catalog
+    from assistant.intent import IntentRecognizer
+    from assistant.search import QueryVocab
+    from server.engines import catalog_words
+
+    path = shared_data_dir() / "luma-dev" / "products.jsonl"
+    if not path.is_file():
+        return {"skipped": f"{path} not found"}
+    catalog = Catalog.load_jsonl(path)
+    vocab = QueryVocab.from_catalog(catalog)
+    recognizers = {
+        "catalog words": IntentRecognizer(vocab, recognizer.encoder, cache_dir=recognizer.cache_dir,
+                                          words=catalog_words(catalog)),
+        "generic words only": IntentRecognizer(vocab, recognizer.encoder, cache_dir=recognizer.cache_dir),
+    }
+    out: dict[str, Any] = {}
+    for name, rec in recognizers.items():
+        rec.warmup()
+        out[name] = {}
+        for split in ("dev", "heldout"):
+            rows = luma_intent_rows(split)
+            predicted = [rec.recognize(r["text"], r["context"]).name for r in rows]
+            right = sum(p in r["intent"] for p, r in zip(predicted, rows, strict=True))
+            out[name][split] = {"utterances": len(rows), "accuracy": round(right / max(1, len(rows)), 3),
+                                "misses": [{"text": r["text"], "gold": r["intent"], "predicted": p}
+                                           for p, r in zip(predicted, rows, strict=True) if p not in r["intent"]
+                                           and split == "dev"]}
+    return out
+
+
 SECTIONS: dict[str, Section] = {
     "intent": lambda recognizer: intent_section(recognizer, load_utterances(UTTERANCES)),
     "intent_fresh": lambda recognizer: intent_section(recognizer, load_utterances(FRESH), latency_threads=()),
+    "intent_luma": luma_intent_section,
     "brain": brain_section,
     "grounding": grounding_section,
 }
@@ -293,6 +345,10 @@ def markdown(results: Mapping[str, Any]) -> str:
         *(f"| intent accuracy / slot F1, fresh set ({f['utterances']} utterances, written after tuning) | "
           f"{f['intents']['accuracy']:.3f} / {f['slots']['micro']['f1']:.3f} |"
           for f in [results["sections"].get("intent_fresh")] if f),
+        *(f"| intent accuracy on luma-dev utterances ({rec}), dev / held-out ({v['dev']['utterances']} / "
+          f"{v['heldout']['utterances']}) | {v['dev']['accuracy']:.3f} / {v['heldout']['accuracy']:.3f} |"
+          for luma in [results["sections"].get("intent_luma")] if luma and "skipped" not in luma
+          for rec, v in luma.items()),
         f"| recognize() latency p50 / p95, 2 threads | {lat['p50']:.1f} / {lat['p95']:.1f} ms |",
         *(f"| recognize() latency p50 / p95, {k.replace('_', ' ')} | {v['p50']:.1f} / {v['p95']:.1f} ms |"
           for k, v in sec.get("latency_ms_by_threads", {}).items() if not k.startswith("2")),
@@ -324,7 +380,7 @@ def main(
     *,
     cache_dir: Path | None = None,
     mode: str = "model",
-    sections: Sequence[str] = ("intent", "intent_fresh", "brain"),
+    sections: Sequence[str] = ("intent", "intent_fresh", "intent_luma", "brain"),
     recognizer: Any | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark sections, write `out` and print the tables.

@@ -19,6 +19,7 @@ from assistant.catalog_store import CatalogStore, default_store, store_exists
 from assistant.conversation.vocabulary import CatalogVocabulary
 from assistant.demo_catalog import ensure_demo_catalog
 from assistant.images import ImageStore
+from assistant.intent_data import CatalogWords
 from assistant.memory import MemoryConfig, MemoryStore, create_memory
 from assistant.pipeline import Brain, BrainOptions
 from assistant.retrieval import HybridRetriever
@@ -223,7 +224,8 @@ def build_dialogue(settings: Settings, catalog: Catalog, retriever: HybridRetrie
     from assistant.orders import open_demo_orders
 
     encoder = retriever.encoder
-    recognizer = IntentRecognizer(retriever.vocab, encoder, cache_dir=settings.cache_dir / "intent")
+    recognizer = IntentRecognizer(retriever.vocab, encoder, cache_dir=settings.cache_dir / "intent",
+                                  words=catalog_words(catalog))
     if warmup:
         recognizer.warmup()
     kb = open_kb(settings.data_dir, encoder, docs=settings.kb_dir)
@@ -256,6 +258,13 @@ def asr_prompt(settings: Settings, brain: Brain) -> Callable[[Sequence[str]], st
         return vocabulary.prompt_for(shown) if vocabulary is not None else None
 
     return prompt
+
+
+def catalog_words(catalog: Catalog) -> CatalogWords:
+    """The catalog's kinds, product lines, brands and colours, for the intent model's training utterances."""
+    vocabulary = CatalogVocabulary.from_catalog(catalog)
+    return CatalogWords(kinds=tuple(sorted(vocabulary.kind_counts)), lines=tuple(sorted(vocabulary.line_names.values())),
+                        brands=tuple(sorted(vocabulary.brands.values())), colours=vocabulary.colours)
 
 
 def build_memory(settings: Settings) -> MemoryStore:
