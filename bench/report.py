@@ -65,6 +65,21 @@ def section() -> str:
         parts += ["", "### Conversation brain (`shoptalk bench dialogue`; intents over the demo catalog)", "",
                   dialogue_bench.markdown({**dialogue, "sections": {**dialogue["sections"],
                                                                    **_grounding_section()}})]
+    conversations = _load("conversations")
+    if conversations:
+        from bench import conversations as conversations_bench
+
+        parts += ["", "### Conversations on an unseen catalog (`python -m bench.conversations`; multi-turn "
+                  "conversations and requests for what the catalog lacks, over luma-dev)", ""]
+        before = _load("conversations_before")
+        if before:
+            cells = [f"{name} {sec['conversations']['share_right']:.3f} of turns right, honesty "
+                     f"{sec['not_carried']['honesty_rate']:.3f}" for name, sec in before["splits"].items()]
+            parts += [f"Before #9 (commit 9ffc0fc, typed): {'; '.join(cells)}.", ""]
+        parts.append(conversations_bench.table(conversations))
+        spoken_conversations = _load("conversations_spoken")
+        if spoken_conversations:
+            parts += ["", conversations_bench.table(spoken_conversations)]
     kbm = _load("kb_moderation")
     if kbm:
         parts += ["", "### Knowledge base and moderation (`python -m bench.kb_moderation`)", "", kb_table(kbm)]

@@ -820,7 +820,7 @@ def run(*, data_dir: Path = DEFAULT_DATA_DIR, requests: Sequence[SpokenRequest] 
         n_requests: int | None = None, voices: Sequence[str] | None = None, conditions: Sequence[str] | None = None,
         degraded: int = DEGRADED_PER_VOICE, arms: Sequence[Arm] | None = None, concurrency: int = CONCURRENCY,
         turns_per_session: int = 1, context_pairs: int = 10, offline: bool = True, latency_queries: int = 20,
-        seed: int = 0, luma_dir: Path | None = None) -> dict[str, Any]:
+        seed: int = 0, luma_dir: Path | None = None, model_requests: int = 60) -> dict[str, Any]:
     """The whole bench; the results dict (``main`` writes it)."""
     from bench import voices as voice_bank
 
@@ -871,6 +871,8 @@ def run(*, data_dir: Path = DEFAULT_DATA_DIR, requests: Sequence[SpokenRequest] 
                                            for c, m in results["arms"][arm.name]["conditions"].items()})
     if latency_queries > 0:
         results["latency"] = latency(arms[-1].settings(data_dir, concurrency), latency_queries)
+    if model_requests > 0:
+        results["models"] = model_comparison(data_dir, jobs, model_requests, seed)
     results["verdict"] = verdict(results)
     results["worst_dev_turns"] = worst_turns(results)
     results["seconds"] = round(time.perf_counter() - t0, 1)
@@ -879,6 +881,50 @@ def run(*, data_dir: Path = DEFAULT_DATA_DIR, requests: Sequence[SpokenRequest] 
             if row["split"] != "dev":
                 row.pop("reference", None)
     return results
+
+
+MODELS = ("faster-whisper:tiny.en", "faster-whisper:base")  # the two finals models to decide between (#8)
+
+
+def model_comparison(data_dir: Path, jobs: Sequence[Job], n_requests: int = 60, seed: int = 0,
+                     models: Sequence[str] = MODELS) -> dict[str, Any]:
+    """Model by budget: each Whisper size decoding the same clean clips, plain and catalog-aware, on this machine.
+
+    A stratified subset of the clean clips (both splits, every voice), each decoded whole by each model with the
+    baseline options (greedy, no prompt) and the shipped final options (the catalog prompt, beam 5): corpus WER
+    and milliseconds per clip (one decode at a time, ``cpu_threads`` = all cores).
+    """
+    from assistant.conversation.vocabulary import CatalogVocabulary
+    from assistant.voice import FINAL_BEAM_SIZE, transcribe_options
+    from server.engines import load_catalog
+    from speech.stt import create_stt
+
+    settings = Settings(data_dir=data_dir)
+    prompt = CatalogVocabulary.from_catalog(load_catalog(settings)).prompt
+    clean = [j for j in jobs if j.condition == CLEAN]
+    chosen = {r.qid for r in stratified_sample(list({j.request.qid: j.request for j in clean}.values()), n_requests,
+                                               f"models:{seed}")}
+    clips = [j for j in clean if j.request.qid in chosen]
+    configs = {"plain": transcribe_options("en", None, final=True, beam_size=1),
+               "catalog-aware": transcribe_options("en", prompt, final=True, beam_size=FINAL_BEAM_SIZE)}
+    out: dict[str, Any] = {"clips": len(clips), "requests": len(chosen), "rows": []}
+    for name in models:
+        engine = create_stt(name, cache_dir=settings.cache_dir, device="cpu", cpu_threads=settings.cpu_threads)
+        engine.transcribe(clips[0].clip, configs["plain"])  # warm-up
+        for config, options in configs.items():
+            pairs, ms = [], []
+            for job in clips:
+                t0 = time.perf_counter()
+                text = engine.transcribe(job.clip, options).text
+                ms.append(1000 * (time.perf_counter() - t0))
+                pairs.append((job.request.text, text))
+            speech_s = sum(j.seconds for j in clips)
+            out["rows"].append({"model": name, "options": config, "wer": _r(corpus_wer(pairs)),
+                                "ms_per_clip": summary(ms, 1), "rtf": round(sum(ms) / 1000 / speech_s, 4)})
+            log.info("models: %s %s WER %.3f, p50 %.0f ms", name, config, out["rows"][-1]["wer"] or -1,
+                     out["rows"][-1]["ms_per_clip"]["p50"])
+        del engine
+    return out
 
 
 def latency(settings: Settings, n_queries: int) -> dict[str, Any]:
@@ -1005,6 +1051,15 @@ def table(results: Mapping[str, Any]) -> str:
                  f"spoken arms, asr_bias={lat['asr_bias']}): push-to-talk p50 {fa['ptt']['p50']:.0f} ms "
                  f"({_mark(lat['ptt_pass'])}), server VAD p50 {fa['server_vad']['p50']:.0f} ms "
                  f"({_mark(lat['server_vad_pass'])}); target p50 ≤ {lat['p50_target_ms']:.0f} ms."]
+    models = results.get("models")
+    if models:
+        rows += ["", f"Model by budget: the same {models['clips']} clean clips ({models['requests']} requests, every "
+                 "voice) decoded whole, one at a time, on this machine's CPU:", "",
+                 "| model | options | WER | ms per clip p50 / p95 | real-time factor |", "|---|---|---|---|---|"]
+        for m in models["rows"]:
+            ms = m["ms_per_clip"]
+            rows.append(f"| {m['model']} | {m['options']} | {_f(m['wer'])} | {ms['p50']:.0f} / {ms['p95']:.0f} "
+                        f"| {m['rtf']:.3f} |")
     check = next((a["context_check"] for a in results["arms"].values() if "context_check" in a), None)
     if check:
         per = results["turns_per_session"]
@@ -1035,6 +1090,7 @@ def main(*, out: Path = RESULTS, quick: bool = False, **kwargs: Any) -> dict[str
         kwargs.setdefault("degraded", QUICK["degraded"])
         kwargs.setdefault("latency_queries", 0)
         kwargs.setdefault("context_pairs", 1)
+        kwargs.setdefault("model_requests", 0)
     results = run(**kwargs)
     results["quick"] = quick
     write_results(out, results)

@@ -335,6 +335,8 @@ def bench_spoken(
     turns_per_session: Annotated[int, typer.Option(help="Requests per session (1: no context between them).")] = 1,
     latency_queries: Annotated[int, typer.Option(help="Queries of the voice latency rerun (0: skip it).")] = 20,
     no_offline: Annotated[bool, typer.Option("--no-offline", help="Skip the offline decodes.")] = False,
+    model_requests: Annotated[int, typer.Option(help="Requests whose clean clips every Whisper size decodes "
+                                                "(model by budget; 0: skip).")] = 60,
     seed: Annotated[int, typer.Option(help="Seed of the subsets and the degradations.")] = 0,
     quick: Annotated[bool, typer.Option("--quick", help="4 requests, 1 voice, clean + phone, no latency.")] = False,
     out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/spoken.json"),
@@ -350,7 +352,8 @@ def bench_spoken(
     bench_main(out=out, quick=quick, data_dir=data_dir, n_requests=requests, degraded=None if quick else degraded,
                voices=names(voices), conditions=names(conditions), arms=arms_named(names(arms)),
                concurrency=concurrency, turns_per_session=turns_per_session,
-               latency_queries=None if quick else latency_queries, offline=not no_offline, seed=seed)
+               latency_queries=None if quick else latency_queries, offline=not no_offline, seed=seed,
+               model_requests=None if quick else model_requests)
 
 
 @vision_app.command("list")

@@ -234,3 +234,44 @@ def test_luma_vocabulary_and_repairs() -> None:
     assert vocab.repair("show me a black hold under fifty dollars").text == \
         "show me a black hoodies under fifty dollars"
     assert vocab.repair("do you sell laptops").changed is False
+
+
+class _Reindexing:
+    """A searcher that only records the catalog reloads it is given (the index itself is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.updates = 0
+
+    def update(self, catalog: Catalog) -> dict[str, int]:
+        self.updates += 1
+        return {"products": len(catalog)}
+
+
+def test_ingest_rebuilds_the_vocabulary_and_the_sessions_prompt(tmp_path: Path) -> None:
+    from assistant.catalog_store import default_store
+    from assistant.images import ImageStore
+    from assistant.session import Engines
+    from server.engines import App, asr_prompt
+    from server.settings import Settings
+
+    store = default_store(tmp_path)
+    store.upsert(list(small_catalog()))
+    catalog = store.load_catalog()
+    settings = Settings(data_dir=tmp_path)
+    searcher = _Reindexing()
+    brain = Brain(searcher, tts=None, vocabulary=CatalogVocabulary.from_catalog(catalog))
+    engines = Engines(stt=FakeSTT(), brain=brain, vad_factory=EnergyVAD, asr_prompt=asr_prompt(settings, brain))
+    app = App(settings=settings, engines=engines, catalog=catalog, searcher=searcher, tts=None,
+              images=ImageStore(tmp_path / "uploads"), store=store)
+    assert engines.asr_prompt is not None
+    before, fingerprint = engines.asr_prompt([]), brain.vocabulary.fingerprint  # type: ignore[union-attr]
+    assert "Marrow" not in before
+    store.upsert([_product("a7", "Marrow Rain Shell", "Women/Jackets", 99.0, ["Yellow"])])
+    app.reload_catalog()
+    assert searcher.updates == 1
+    assert brain.vocabulary is not None and brain.vocabulary.fingerprint != fingerprint
+    assert "marrow" in brain.vocabulary.lines and "jackets" in engines.asr_prompt([])
+    assert engines.asr_prompt(["a7"]).split(". ", 1)[1].startswith("Peakline, Marrow")  # on screen: first
+    understood = brain.vocabulary.repair("show me the marow shell", [("show me the mirror shell", -0.5)], -0.4)
+    assert "marrow" in understood.text.lower()
+    store.close()
