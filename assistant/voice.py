@@ -46,6 +46,7 @@ FINAL_HYPOTHESES = 3  # beam hypotheses kept for the repair of misheard product 
 # Audio kept after the VAD's first silent frame: a word's soft ending ("hoodie-s", "pant-s") falls below the VAD's
 # threshold before it ends, and a final cut right there loses it (push-to-talk, which keeps the tail, did not).
 END_PADDING_MS = 250
+RETRY_MIN_SPEECH_S = 0.5  # a final this long that decodes to nothing is decoded once more, the other way
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class VoiceInput:
         self._reset_buffer()
 
     def _reset_buffer(self) -> None:
+        self._vad_origin = 0  # stream sample where the turn detector's clock (its events' at_ms) starts
         self._chunks: list[np.ndarray] = []
         self._buffered = 0  # samples in _chunks
         self._offset = 0  # stream sample index of _chunks[0][0]
@@ -204,6 +206,7 @@ class VoiceInput:
         self._stream_pos = pos
         self._offset = pos
         self._detector.reset()
+        self._vad_origin = pos  # the detector's clock restarts here
 
     def _trim_idle(self) -> None:
         """Outside speech keep only the prefix padding (so the start of the next utterance is not clipped)."""
@@ -224,21 +227,24 @@ class VoiceInput:
 
     # --- VAD events -----------------------------------------------------------------------------------------
     async def _on_vad(self, event: VADEvent) -> None:
-        at = int(event.at_ms * SAMPLE_RATE / 1000)
+        # The detector counts from its last reset (the end of the previous turn); buffers count from the stream's
+        # start. (Before, a second turn's end came out relative, and only the speculative final -- cut at the
+        # stream position -- hid it.)
+        at = self._vad_origin + int(event.at_ms * SAMPLE_RATE / 1000)
         if event.kind == "speech_started":
             pad = int(self.options.vad.prefix_padding_ms * SAMPLE_RATE / 1000)
             self._item_id = new_item_id()
             self._speech_start = max(self._offset, at - pad)
             self._last_partial_at = self._speech_start
             self._last_partial_text = ""
-            await self._emit(SpeechStarted(audio_start_ms=event.at_ms))
+            await self._emit(SpeechStarted(audio_start_ms=at * 1000 // SAMPLE_RATE))
         elif event.kind == "speech_paused" and self._item_id is not None:
             self._pause_at = at  # the speculative final starts once the end padding has arrived (append)
         elif event.kind == "speech_resumed":
             self._pause_at = None
             self._drop_speculation()
         elif event.kind == "speech_stopped" and self._item_id is not None:
-            await self._emit(SpeechStopped(audio_end_ms=event.at_ms))
+            await self._emit(SpeechStopped(audio_end_ms=at * 1000 // SAMPLE_RATE))
             await self._finish_turn(end=min(self._stream_pos, at + self._end_padding()))
 
     def _end_padding(self) -> int:
@@ -256,6 +262,13 @@ class VoiceInput:
     def _transcribe_options(self, final: bool = False) -> TranscribeOptions:
         prompt = self._prompt() if self._prompt is not None else None
         return transcribe_options(self.options.language, prompt, final=final, beam_size=self.options.final_beam_size)
+
+    def _retry_options(self) -> TranscribeOptions:
+        """The final's options the other way round: with the catalog prompt dropped, or added when there was none."""
+        first = self._transcribe_options(final=True)
+        prompt = None if first.initial_prompt else (self._prompt() if self._prompt is not None else None)
+        return transcribe_options(self.options.language, prompt, final=True,
+                                  beam_size=max(FINAL_BEAM_SIZE, self.options.final_beam_size))
 
     def _maybe_partial(self) -> None:
         min_new = self.options.partial_interval_ms * SAMPLE_RATE // 1000
@@ -347,6 +360,12 @@ class VoiceInput:
                 result = await self._stt.run_stt(
                     audio, self._transcribe_options(final=True), priority=STTPriority.FINAL, key=self
                 )
+            if (result.is_hallucination or not result.text.strip()) and audio.size >= RETRY_MIN_SPEECH_S * SAMPLE_RATE:
+                # The VAD heard speech but the decode gave nothing it trusts (an immediate end of text, a loop):
+                # decode once more the other way (without the prompt, or with it) before losing the request.
+                retry = await self._stt.run_stt(audio, self._retry_options(), priority=STTPriority.FINAL, key=self)
+                if not retry.is_hallucination and retry.text.strip():
+                    result = retry
         except asyncio.CancelledError:
             raise
         except Exception as err:

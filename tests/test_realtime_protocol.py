@@ -255,7 +255,7 @@ async def test_barge_in_cancels_remaining_audio(tmp_path: Path, live_server_fact
         assert sentences_spoken < 4
         # The barge-in utterance becomes the next turn.
         nxt = await client.collect_turn(TurnResult(), timeout=30)
-        assert nxt.status == "completed"
+        assert nxt.status == "completed", nxt.types()
 
 
 async def test_http_healthz_and_search(server: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -275,3 +276,41 @@ def test_ingest_rebuilds_the_vocabulary_and_the_sessions_prompt(tmp_path: Path) 
     understood = brain.vocabulary.repair("show me the marow shell", [("show me the mirror shell", -0.5)], -0.4)
     assert "marrow" in understood.text.lower()
     store.close()
+
+
+class FirstEmptySTT(FakeSTT):
+    """Decodes nothing trusted the first time a final is asked for, then the words (as Whisper sometimes does)."""
+
+    def transcribe(self, audio: np.ndarray, options: Any = None) -> Any:
+        result = super().transcribe(audio, options)
+        finals = [o for o in self.options if o is not None and o.beam_size > 1]
+        if options is not None and options.beam_size > 1 and len(finals) == 1:
+            from speech.stt import Transcription
+
+            return Transcription("", "en", -0.9, 0.1, result.duration_s, is_hallucination=True)
+        return result
+
+
+async def test_a_final_that_decodes_to_nothing_is_decoded_once_more_the_other_way() -> None:
+    stt = FirstEmptySTT("got any sweatshirts")
+    finals: list[Transcript] = []
+
+    async def emit(_: object) -> None:
+        return None
+
+    async def on_final(t: Transcript) -> None:
+        finals.append(t)
+
+    voice = VoiceInput(stt, EnergyVAD, VoiceOptions(), emit, on_final, prompt=lambda: "We sell sweatshirts.")
+    speech = np.concatenate([silence(0.3), tone(1.2), silence(1.0)])
+    step = SR // 50
+    for i in range(0, speech.size, step):
+        await voice.append((np.clip(speech[i:i + step], -1, 1) * 32767).astype("<i2").tobytes())
+    for _ in range(100):
+        if finals:
+            break
+        await asyncio.sleep(0.02)
+    assert finals and finals[0].text == "got any sweatshirts"
+    prompts = [o.initial_prompt for o in stt.options if o is not None and o.beam_size > 1]
+    assert prompts[0] == "We sell sweatshirts." and prompts[-1] is None  # the retry drops the prompt
+    await voice.close()
