@@ -287,9 +287,7 @@ def _fill(template: str, rng: random.Random, words: CatalogWords | None = None) 
         "size": rng.choice(SIZES),
         "brand": rng.choice(brands),
         "brand2": rng.choice(brands),
-        "line": rng.choice(lines),
-        "line2": rng.choice(lines),
-        "adj_q": rng.choice(ADJ_QUESTIONS),
+
         "gender": rng.choice(GENDERS),
         "price": price,
         "price2": price2,
@@ -302,6 +300,11 @@ def _fill(template: str, rng: random.Random, words: CatalogWords | None = None) 
         "n": rng.choice(("two", "2", "three", "3", "four", "a couple")),
         "order": _order_id(rng),
     }
+    # Drawn only where a template uses them, so the generic utterances stay what they were (the evaluation sets
+    # were checked against those).
+    for key, pool in (("line", lines), ("line2", lines), ("adj_q", ADJ_QUESTIONS)):
+        if "{" + key + "}" in template:
+            values[key] = rng.choice(pool)
     return template.format(**values)
 
 
