@@ -47,7 +47,7 @@ SPLITS = ("dev", "heldout")
 DEFAULT_OUT = Path("bench/results/conversations.json")
 DEFAULT_DATA_DIR = Path(".data/bench-luma")
 STT_MODEL = "faster-whisper:tiny.en"
-TABLE_FAILURES = 60  # dev failures listed in the markdown table at most
+TABLE_FAILURES = 12  # dev failures listed in the markdown table at most
 REPLY_CHARS = 220  # reply text shown per failure in the table
 
 # --- product facts the checks need -------------------------------------------------------------------------------

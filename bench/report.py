@@ -77,9 +77,8 @@ def section() -> str:
                      f"{sec['not_carried']['honesty_rate']:.3f}" for name, sec in before["splits"].items()]
             parts += [f"Before #9 (commit 9ffc0fc, typed): {'; '.join(cells)}.", ""]
         parts.append(conversations_bench.table(conversations))
-        spoken_conversations = _load("conversations_spoken")
-        if spoken_conversations:
-            parts += ["", conversations_bench.table(spoken_conversations)]
+        for path in sorted(RESULTS.glob("conversations_spoken*.json")):  # one file per voice
+            parts += ["", conversations_bench.table(json.loads(path.read_text()))]
     kbm = _load("kb_moderation")
     if kbm:
         parts += ["", "### Knowledge base and moderation (`python -m bench.kb_moderation`)", "", kb_table(kbm)]
