@@ -198,9 +198,8 @@ def test_transcribe_options_final_and_partial() -> None:
     assert greedy.beam_size == 1 and greedy.initial_prompt is None
 
 
-async def test_voice_input_prompts_finals_with_the_current_catalog_prompt() -> None:
-    stt = FakeSTT("black hoodie")
-    prompt = {"text": "Hoodies."}
+async def _one_spoken_turn(stt: FakeSTT, prompt: Any) -> tuple[VoiceInput, list[Transcript]]:
+    """Stream one utterance (a tone between silences) through server VAD; return the voice input and its finals."""
     finals: list[Transcript] = []
 
     async def emit(_: object) -> None:
@@ -209,7 +208,7 @@ async def test_voice_input_prompts_finals_with_the_current_catalog_prompt() -> N
     async def on_final(t: Transcript) -> None:
         finals.append(t)
 
-    voice = VoiceInput(stt, EnergyVAD, VoiceOptions(), emit, on_final, prompt=lambda: prompt["text"])
+    voice = VoiceInput(stt, EnergyVAD, VoiceOptions(), emit, on_final, prompt=prompt)
     speech = np.concatenate([silence(0.3), tone(1.2), silence(1.0)])
     step = SR // 50
     for i in range(0, speech.size, step):
@@ -218,6 +217,13 @@ async def test_voice_input_prompts_finals_with_the_current_catalog_prompt() -> N
         if finals:
             break
         await asyncio.sleep(0.02)
+    return voice, finals
+
+
+async def test_voice_input_prompts_finals_with_the_current_catalog_prompt() -> None:
+    stt = FakeSTT("black hoodie")
+    prompt = {"text": "Hoodies."}
+    voice, finals = await _one_spoken_turn(stt, lambda: prompt["text"])
     assert finals and finals[0].text == "black hoodie"
     used = [o for o in stt.options if o is not None and o.beam_size > 1]
     assert used and all(o.initial_prompt == "Hoodies." for o in used)
@@ -293,23 +299,7 @@ class FirstEmptySTT(FakeSTT):
 
 async def test_a_final_that_decodes_to_nothing_is_decoded_once_more_the_other_way() -> None:
     stt = FirstEmptySTT("got any sweatshirts")
-    finals: list[Transcript] = []
-
-    async def emit(_: object) -> None:
-        return None
-
-    async def on_final(t: Transcript) -> None:
-        finals.append(t)
-
-    voice = VoiceInput(stt, EnergyVAD, VoiceOptions(), emit, on_final, prompt=lambda: "We sell sweatshirts.")
-    speech = np.concatenate([silence(0.3), tone(1.2), silence(1.0)])
-    step = SR // 50
-    for i in range(0, speech.size, step):
-        await voice.append((np.clip(speech[i:i + step], -1, 1) * 32767).astype("<i2").tobytes())
-    for _ in range(100):
-        if finals:
-            break
-        await asyncio.sleep(0.02)
+    voice, finals = await _one_spoken_turn(stt, lambda: "We sell sweatshirts.")
     assert finals and finals[0].text == "got any sweatshirts"
     prompts = [o.initial_prompt for o in stt.options if o is not None and o.beam_size > 1]
     assert prompts[0] == "We sell sweatshirts." and prompts[-1] is None  # the retry drops the prompt
