@@ -109,16 +109,25 @@ class DialogueState:
         if catalog is not None:
             products = [catalog.get(pid) for pid in memory.shown()]
             state.shown = [ProductHit(p, 0.0, "shown before") for p in products if p is not None]
-        saved = memory.preferences().get("last_query")
+        preferences = memory.preferences()
+        saved = preferences.get("last_query")
         if isinstance(saved, dict):
             with contextlib.suppress(TypeError):
                 state.last_query = SearchQuery(**saved)
+        remembered = preferences.get("remembered_slots")
+        if isinstance(remembered, dict):
+            state.remembered = {k: v for k, v in remembered.items() if k in REMEMBERED_SLOTS and isinstance(v, str)}
         return state
 
     def save(self) -> None:
-        """Remember the last query for a resumed session (shown products are saved as they are shown)."""
+        """Remember the last query and the slots that carry over, for a resumed session.
+
+        Shown products are saved as they are shown.
+        """
         if self.memory is not None and self.last_query is not None:
             self.memory.set_preference("last_query", asdict(self.last_query))
+        if self.memory is not None and self.remembered:
+            self.memory.set_preference("remembered_slots", dict(self.remembered))
 
 
 @dataclass
@@ -605,6 +614,9 @@ class Dialogue:
         size, colour = intent.slots.get("size"), intent.slots.get("colour")
         if size or colour:  # "does the Stellar one come in medium?": yes or no, then what it does come in
             asked.append(comes_in(hit, size, colour, self.catalog))
+            if state.last_query is not None:  # "add it to my cart" later means this size and colour
+                state.last_query = replace(state.last_query, size=size or state.last_query.size,
+                                           color=colour or state.last_query.color)
         elif words & {"size", "sizes", "fit", "small", "medium", "large"}:
             sizes = hit.product.sizes()
             asked.append(f"The {name} comes in sizes {join(sizes)}." if sizes
