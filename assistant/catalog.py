@@ -153,6 +153,10 @@ class Product:
             "images": list(self.images),
         }
 
+    def attribute_values(self, *keys: str) -> list[str]:
+        """The non-empty values of these attributes, as text, each once, in order ("style_general", "style")."""
+        return self._attr_values(keys)
+
     def _attr_values(self, keys: Iterable[str]) -> list[str]:
         seen: dict[str, None] = {}
         for key in keys:

@@ -41,9 +41,11 @@ from assistant.conversation.answers import (
     product_name,
     variant_of,
     what_it_says,
+    words_of,
 )
 from assistant.conversation.coverage import Absence, CatalogCoverage
 from assistant.conversation.names import ProductNames
+from assistant.conversation.vocabulary import CatalogVocabulary
 from assistant.grounding import ProductFact, facts_from_hits, format_price, spoken_name, without_injection
 from assistant.intent import DialogueContext, Intent
 from assistant.memory import SessionMemory
@@ -186,8 +188,7 @@ def _asks_about(text: str) -> bool:
     return "?" in text or bool(_QUESTION_WORDS & set(_words(text)))
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
+_words = words_of  # lower-case words, apostrophes kept
 
 
 def resolve_reference(intent: Intent | None, text: str, shown: Sequence[ProductHit],
@@ -269,7 +270,8 @@ class Dialogue:
 
     def __init__(self, recognizer: Any, *, kb: Any | None = None, orders: Any | None = None,
                  moderator: Any | None = None, memory_store: Any | None = None,
-                 categories: Sequence[str] = (), catalog: Any | None = None) -> None:
+                 categories: Sequence[str] = (), catalog: Any | None = None,
+                 vocabulary: CatalogVocabulary | None = None) -> None:
         self.recognizer = recognizer
         self.kb = kb
         self.orders = orders
@@ -277,8 +279,14 @@ class Dialogue:
         self.memory_store = memory_store
         self.categories = list(categories)
         self.catalog = catalog
+        self._vocabulary = (catalog, vocabulary) if vocabulary is not None else None  # (its catalog, the vocabulary)
         self._names: tuple[Any, ProductNames] | None = None  # (the catalog it was built from, the names)
         self._coverage: tuple[Any, CatalogCoverage] | None = None
+
+    def set_catalog(self, catalog: Any, vocabulary: CatalogVocabulary | None = None) -> None:
+        """Serve another catalog (a reload); `vocabulary`: its spoken vocabulary, when the caller has built it."""
+        self.catalog = catalog
+        self._vocabulary = (catalog, vocabulary) if vocabulary is not None else None
 
     @property
     def names(self) -> ProductNames | None:
@@ -286,7 +294,8 @@ class Dialogue:
         if self.catalog is None:
             return None
         if self._names is None or self._names[0] is not self.catalog:
-            self._names = (self.catalog, ProductNames(self.catalog))
+            given = self._vocabulary[1] if self._vocabulary and self._vocabulary[0] is self.catalog else None
+            self._names = (self.catalog, ProductNames(self.catalog, given))
         return self._names[1]
 
     def named(self, text: str, state: DialogueState) -> list[ProductHit]:

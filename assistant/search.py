@@ -77,6 +77,7 @@ _TENS = {
 }
 _SCALES = {"hundred": 100, "thousand": 1000}
 _NUMBER_WORDS = set(_UNITS) | set(_TENS) | set(_SCALES)
+NUMBER_WORDS = frozenset(_NUMBER_WORDS)  # spelled-out numbers the parser reads ("zero" .. "ninety", "hundred", ...)
 
 
 def _money_re(name: str) -> str:

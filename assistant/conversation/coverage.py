@@ -26,8 +26,8 @@ import numpy as np
 from rapidfuzz import fuzz
 
 from assistant.catalog import Catalog, Product
-from assistant.conversation.vocabulary import COMMON_WORDS, NUMBER_WORDS, CatalogVocabulary
-from assistant.search import COLOR_SYNONYMS, QueryVocab, SearchQuery
+from assistant.conversation.vocabulary import COMMON_WORDS, CatalogVocabulary, singular_forms
+from assistant.search import COLOR_SYNONYMS, NUMBER_WORDS, QueryVocab, SearchQuery
 
 SOUND_ALIKE_SPELLING = 60  # rapidfuzz ratio: "tea" for "tee" (67) is the same word misheard; "nike"/"neck" (50) not
 SYNONYM_COSINE = 0.8  # MiniLM cosine from which a missing word counts as another name of a catalog kind ("trousers")
@@ -45,19 +45,8 @@ def _looks_like_a_noun(word: str, said: Sequence[str]) -> bool:
 
 
 def _singular(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and re.search(r"(ss|sh|ch|x)es$", word):
-        return word[:-2]
-    if len(word) > 2 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
-
-
-def _as_list(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value] if isinstance(value, list | tuple) else []
+    """The last singular form of a plural ("hoodies" -> hoody, "watches" -> watch); other words as they are."""
+    return singular_forms(word)[-1]
 
 
 def _attribute_texts(product: Product) -> list[str]:
@@ -68,13 +57,16 @@ def _attribute_texts(product: Product) -> list[str]:
     return out
 
 
-def _product_words(product: Product) -> Iterable[str]:
-    parts = [product.title, product.category, *product.categories, product.brand or "", product.description]
-    for key, value in product.attributes.items():
-        parts.append(str(key))
-        parts.extend(value if isinstance(value, list | tuple) else [str(value)])
-    for text in parts:
-        yield from _WORD_RE.findall(str(text).lower().replace("-", " "))
+def _words_and_singulars(texts: Iterable[str]) -> frozenset[str]:
+    """Every word of the texts (lower case, hyphens split) and its singular form."""
+    return frozenset(form for text in texts for w in _WORD_RE.findall(str(text).lower().replace("-", " "))
+                     for form in (w, _singular(w)))
+
+
+def _product_texts(product: Product) -> list[str]:
+    """Everything a product says of itself: title, categories, brand, description, attributes."""
+    return [product.title, product.category, *product.categories, product.brand or "", product.description,
+            *_attribute_texts(product)]
 
 
 @dataclass(frozen=True)
@@ -98,34 +90,25 @@ class CatalogCoverage:
     """
 
     def __init__(self, catalog: Catalog, vocabulary: CatalogVocabulary, encoder: Any | None = None) -> None:
-        words: set[str] = set()
         self._by_parent: dict[str, set[str]] = {}  # shoppable product -> its words and its variants'
         parents = {p.id for p in catalog.parents()}
         for product in catalog:
             owner = product.id if product.id in parents else (product.parent_id or product.id)
-            bucket = self._by_parent.setdefault(owner, set())
-            for word in _product_words(product):
-                words.add(word)
-                words.add(_singular(word))
-                bucket.update((word, _singular(word)))
-        self.words = frozenset(words)
+            self._by_parent.setdefault(owner, set()).update(_words_and_singulars(_product_texts(product)))
+        self.words = frozenset().union(*self._by_parent.values())
         # Words of titles and category paths: the kinds of thing the catalog *sells*. A word only its descriptions
         # or attributes use ("Laptop Sleeve", a bag's style "Laptop") names no kind it carries.
-        self.kind_words: frozenset[str] = frozenset(
-            form for p in catalog for text in (p.title, p.category, *p.categories)
-            for w in _WORD_RE.findall(str(text).lower().replace("-", " ")) for form in (w, _singular(w)))
+        self.kind_words = _words_and_singulars(t for p in catalog for t in (p.title, p.category, *p.categories))
         # Words of titles, categories, attributes and brands (not descriptions).
-        self.structured: frozenset[str] = frozenset(
-            form for p in catalog for text in (p.title, p.category, *p.categories, p.brand or "",
-                                               *_attribute_texts(p))
-            for w in _WORD_RE.findall(str(text).lower().replace("-", " ")) for form in (w, _singular(w)))
+        self.structured = _words_and_singulars(
+            t for p in catalog for t in (p.title, p.category, *p.categories, p.brand or "", *_attribute_texts(p)))
         self.catalog = catalog
         self.query_vocab = QueryVocab.from_catalog(catalog)
         self._kinds_of: dict[str, frozenset[str]] = {}  # shoppable product -> the kinds it is (see `is_kind`)
         self.vocabulary = vocabulary
         self.encoder = encoder
         self._kinds = sorted(set(vocabulary.kinds.values()))
-        self._sounds: frozenset[str] | None = None
+        self._sounds: dict[str, list[str]] | None = None
         self._kind_vectors: np.ndarray | None = None
 
     def has(self, word: str, among: frozenset[str] | None = None) -> bool:
@@ -194,12 +177,10 @@ class CatalogCoverage:
         """
         words = self._kinds_of.get(product.id)
         if words is None:
-            texts = [product.title, *_as_list(product.attributes.get("style_general")),
-                     *_as_list(product.attributes.get("style"))]
+            texts = [product.title, *product.attribute_values("style_general", "style")]
             for path in product.categories or (product.category,):
                 texts.extend(seg for seg in path.split("/") if not re.search(r"&|,|\band\b", seg))
-            words = frozenset(f for t in texts for w in _WORD_RE.findall(t.lower().replace("-", " "))
-                              for f in (w, _singular(w)))
+            words = _words_and_singulars(texts)
             self._kinds_of[product.id] = words
         return kind in words or _singular(kind) in words
 
@@ -242,12 +223,16 @@ class CatalogCoverage:
 
     def _sounds_like_a_catalog_word(self, word: str) -> bool:
         """A word ASR may have written for a catalog word that sounds the same ("layla tea" for the Layla Tee)."""
-        if self._sounds is None:
-            self._sounds = frozenset(jellyfish.metaphone(w) for w in self.structured if len(w) > 2 and w.isalpha())
-        sound = jellyfish.metaphone(word)
-        return len(word) > 2 and word.isalpha() and sound in self._sounds and any(
-            jellyfish.metaphone(w) == sound and fuzz.ratio(w, word) >= SOUND_ALIKE_SPELLING
-            for w in self.structured if w[:1] == word[:1])
+        if len(word) <= 2 or not word.isalpha():
+            return False
+        if self._sounds is None:  # metaphone -> the catalog words with it, computed once
+            sounds: dict[str, list[str]] = {}
+            for w in self.structured:
+                sounds.setdefault(jellyfish.metaphone(w), []).append(w)
+            self._sounds = sounds
+        alike = self._sounds.get(jellyfish.metaphone(word), [])
+        return any(len(w) > 2 and w.isalpha() for w in alike) and any(
+            w[:1] == word[:1] and fuzz.ratio(w, word) >= SOUND_ALIKE_SPELLING for w in alike)
 
     def _synonym_of_a_kind(self, word: str) -> bool:
         if self.encoder is None or not self._kinds:

@@ -89,15 +89,14 @@ class ProductNames:
     def named(self, text: str, shown: Sequence[ProductHit] = ()) -> list[Named]:
         """The products `text` names, in the order named (each once)."""
         words = _words(words_to_numbers(text))  # "the ten foot one" names the "... 10 foot" strap
-        lines = self._line_words(words)
+        naming = {i: self._lines.get(line, ()) for i, line in self._line_words(words).items()}
         out: list[Named] = []
         seen: set[str] = set()
         kind_words = {w for w in words if w in self.vocabulary.kinds}
         for i, word in enumerate(words):  # title words few products have: "the softshell", "the canvas jacket"
-            if i not in lines and word in self._distinctive and self._naming(words, i):
-                lines[i] = "\x00" + word
-        for position, line in sorted(lines.items()):
-            ids = self._distinctive[line[1:]] if line.startswith("\x00") else self._lines.get(line, ())
+            if i not in naming and word in self._distinctive and self._naming(words, i):
+                naming[i] = self._distinctive[word]
+        for position, ids in sorted(naming.items()):
             candidates = [pid for pid in ids if pid not in seen]
             on_screen = [h for h in shown if h.product.id in candidates]
             if on_screen:

@@ -40,6 +40,7 @@ from rapidfuzz import fuzz
 from assistant.catalog import Catalog, Product
 from assistant.search import (
     COLOR_SYNONYMS,
+    NUMBER_WORDS,
     SPOKEN_CATEGORY_ALIASES,
     canonical_color,
     canonical_gender,
@@ -74,10 +75,6 @@ offer offers someone somebody idea ideas perhaps probably kinda sorta
 i'm i've i'll i'd you're you've it's that's what's there's here's let's don't doesn't can't won't isn't aren't
 """.split())
 COMMON_WORDS = _COMMON  # everyday English of shopping talk: never a product's name on its own
-NUMBER_WORDS = _NUMBER_WORDS = frozenset(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand".split()
-)
 _SHOPPING_CUES = re.compile(
     r"\b(?:show|find|looking|look|want|need|have|got|sell|carry|stock|buy|get|search|any|some|under|over|below|"
     r"less|cheap|size|dollars?|bucks)\b"
@@ -96,7 +93,7 @@ def _words(text: str) -> list[str]:
     return _WORD_RE.findall(text.lower().replace("’", "'"))
 
 
-def _singulars(word: str) -> list[str]:
+def singular_forms(word: str) -> list[str]:
     """The singular forms a plural may have ("hoodies" -> hoodie and hoody; "watches" -> watch)."""
     if len(word) > 4 and word.endswith("ies"):
         return [word[:-1], word[:-3] + "y"]
@@ -205,7 +202,7 @@ class CatalogVocabulary:
                 return
             if plural and " " not in word:
                 word = _plural(word)
-            key = _singulars(word)[0] if word.endswith("s") and " " not in word else word
+            key = singular_forms(word)[0] if word.endswith("s") and " " not in word else word
             kind_products.setdefault(key, set()).add(pid)
             if key not in kind_word or (word != key and kind_word[key] == key):
                 kind_word[key] = word
@@ -218,7 +215,7 @@ class CatalogVocabulary:
                 for part in re.split(r"\s*(?:&|,|\band\b)\s*", segment):
                     if part.strip() and canonical_gender(part) is None:
                         add_kind(part, p.id)
-            for value in _as_values(p.attributes.get("style_general")) + _as_values(p.attributes.get("style")):
+            for value in p.attribute_values("style_general", "style"):
                 add_kind(value, p.id)
             title_words.append(_words(p.title.replace("'s ", " ")))
         # Head nouns several titles share ("... Yoga Pant", "... Backpack") are kinds too (plural, as asked for).
@@ -230,7 +227,7 @@ class CatalogVocabulary:
         for key, word in kind_word.items():
             forms = {word, key}
             if " " not in word:
-                forms |= set(_singulars(word)) | {_plural(key)}
+                forms |= set(singular_forms(word)) | {_plural(key)}
             for spoken in forms:
                 kinds.setdefault(spoken, word)
         for term, aliases in SPOKEN_CATEGORY_ALIASES.items():
@@ -367,7 +364,7 @@ class CatalogVocabulary:
                     continue
                 threshold = UNSURE_THRESHOLD if any(w in unsure for w in span) else SURE_THRESHOLD
                 for term in self._by_len.get(1, []):
-                    if term in (joined, *_singulars(joined)) or joined in _singulars(term):
+                    if term in (joined, *singular_forms(joined)) or joined in singular_forms(term):
                         continue  # the same word ("sports" is no misheard "Sport")
                     sim = self._similarity(joined, term)
                     if sim >= threshold and (best is None or sim > best[0]):
@@ -382,7 +379,7 @@ class CatalogVocabulary:
 
     def _fixed(self, word: str) -> bool:
         """Words that are never a misheard product word: function words, numbers, colours, known terms."""
-        return (word in _COMMON or word in _NUMBER_WORDS or word in COLOR_SYNONYMS or word in self._terms
+        return (word in _COMMON or word in NUMBER_WORDS or word in COLOR_SYNONYMS or word in self._terms
                 or word.isdigit())
 
     def _similarity(self, heard: str, term: str) -> float:
@@ -395,14 +392,6 @@ class CatalogVocabulary:
         spelling = fuzz.ratio(heard, term.replace(" ", "")) / 100
         sound = fuzz.ratio(sound_heard, sound_term) / 100
         return 0.5 * spelling + 0.5 * sound
-
-
-def _as_values(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value]
-    return []
 
 
 _CONSTRAINT_RE = re.compile(r"\d+|\b(?:under|over|below|above|less|more|size|small|medium|large|extra)\b")
