@@ -291,6 +291,7 @@ def luma_intent_section(recognizer: Any) -> dict[str, Any]:
     """Intent accuracy on luma-dev utterances: the classifier trained with the served catalog's words against the
     one trained on generic words only (the recogniser before #9), both over the luma catalog's vocabulary."""
     from assistant.catalog import Catalog
+    from assistant.conversation.vocabulary import CatalogVocabulary
     from assistant.intent import IntentRecognizer
     from assistant.search import QueryVocab
     from server.engines import catalog_words
@@ -302,7 +303,7 @@ def luma_intent_section(recognizer: Any) -> dict[str, Any]:
     vocab = QueryVocab.from_catalog(catalog)
     recognizers = {
         "catalog words": IntentRecognizer(vocab, recognizer.encoder, cache_dir=recognizer.cache_dir,
-                                          words=catalog_words(catalog)),
+                                          words=catalog_words(CatalogVocabulary.from_catalog(catalog))),
         "generic words only": IntentRecognizer(vocab, recognizer.encoder, cache_dir=recognizer.cache_dir),
     }
     out: dict[str, Any] = {}

@@ -7,10 +7,12 @@ its resume token at the start (JSON: a ``{"session": ...}`` line), and ``--resum
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 from collections.abc import Iterable
 
+from assistant.conversation.vocabulary import CatalogVocabulary
 from assistant.dialogue import DialogueState
 from assistant.errors import AssistantError
 from assistant.frames import ProductResults, ReplyTextDelta, ResponseDone, UserTurn
@@ -24,10 +26,11 @@ async def _turns(settings: Settings, lines: Iterable[str], as_json: bool, *, res
                  user_id: str | None) -> int:
     catalog, searcher, _ = await asyncio.to_thread(build_search, settings, vision=False)
     memory = build_memory(settings)
-    dialogue = await asyncio.to_thread(build_dialogue, settings, catalog, searcher, memory) if settings.dialogue \
-        else None
+    vocabulary = CatalogVocabulary.from_catalog(catalog)  # one build: the dialogue's names and the repair
+    dialogue = await asyncio.to_thread(functools.partial(build_dialogue, vocabulary=vocabulary), settings, catalog,
+                                       searcher, memory) if settings.dialogue else None
     brain = Brain(searcher, tts=None, options=BrainOptions(k=settings.search_k), dialogue=dialogue,
-                  vocabulary=build_vocabulary(settings, catalog), repair=settings.asr_repair)
+                  vocabulary=build_vocabulary(settings, catalog, vocabulary), repair=settings.asr_repair)
     session = memory.resume(resume, user_id=user_id) if resume else memory.open_session(user_id)
     if session is None:
         print(json.dumps({"error": {"code": "invalid_resume_token", "message": "unknown or expired resume token"}})

@@ -75,11 +75,12 @@ class App:
                 stats = self.searcher.update(catalog)
             self.catalog = catalog
             brain = self.engines.brain
+            vocabulary = CatalogVocabulary.from_catalog(catalog)  # built once for the prompt, repair and names
             if brain.vocabulary is not None:  # the Whisper prompt and the repair terms follow the catalog
-                brain.vocabulary = CatalogVocabulary.from_catalog(catalog)
+                brain.vocabulary = vocabulary
             dialogue = self.engines.brain.dialogue
             if dialogue is not None:
-                dialogue.catalog = catalog
+                dialogue.set_catalog(catalog, vocabulary)
             return stats
 
 
@@ -213,8 +214,11 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
 
 
 def build_dialogue(settings: Settings, catalog: Catalog, retriever: HybridRetriever, memory: MemoryStore | None,
-                   *, warmup: bool = True) -> Any:
-    """The conversation layer: intents, the knowledge base, orders, moderation, references (``assistant.dialogue``)."""
+                   *, warmup: bool = True, vocabulary: CatalogVocabulary | None = None) -> Any:
+    """The conversation layer: intents, the knowledge base, orders, moderation, references (``assistant.dialogue``).
+
+    ``vocabulary``: the catalog's spoken vocabulary when the caller has built it (else built here).
+    """
     from collections import Counter
 
     from assistant.dialogue import Dialogue
@@ -224,22 +228,27 @@ def build_dialogue(settings: Settings, catalog: Catalog, retriever: HybridRetrie
     from assistant.orders import open_demo_orders
 
     encoder = retriever.encoder
+    vocabulary = vocabulary or CatalogVocabulary.from_catalog(catalog)
     recognizer = IntentRecognizer(retriever.vocab, encoder, cache_dir=settings.cache_dir / "intent",
-                                  words=catalog_words(catalog))
+                                  words=catalog_words(vocabulary))
     if warmup:
         recognizer.warmup()
     kb = open_kb(settings.data_dir, encoder, docs=settings.kb_dir)
     orders = open_demo_orders(settings.data_dir)
     leaves = Counter(p.leaf_category.lower() for p in catalog.parents() if p.leaf_category)
     return Dialogue(recognizer, kb=kb, orders=orders, moderator=Moderator(encoder), memory_store=memory,
-                    categories=[c for c, _ in leaves.most_common(6)], catalog=catalog)
+                    categories=[c for c, _ in leaves.most_common(6)], catalog=catalog, vocabulary=vocabulary)
 
 
-def build_vocabulary(settings: Settings, catalog: Catalog) -> CatalogVocabulary | None:
-    """The catalog's spoken vocabulary, when biasing or repair uses it (``SHOPTALK_ASR_BIAS``/``_REPAIR``)."""
+def build_vocabulary(settings: Settings, catalog: Catalog, vocabulary: CatalogVocabulary | None = None
+                     ) -> CatalogVocabulary | None:
+    """The catalog's spoken vocabulary, when biasing or repair uses it (``SHOPTALK_ASR_BIAS``/``_REPAIR``).
+
+    ``vocabulary``: one already built for this catalog (the dialogue's), used as it is.
+    """
     if not (settings.asr_bias or settings.asr_repair):
         return None
-    vocabulary = CatalogVocabulary.from_catalog(catalog)
+    vocabulary = vocabulary or CatalogVocabulary.from_catalog(catalog)
     log.info("catalog vocabulary %s: %d kind words, %d product lines; prompt %r", vocabulary.fingerprint,
              len(vocabulary.kinds), len(vocabulary.lines), vocabulary.prompt[:120])
     return vocabulary
@@ -260,9 +269,8 @@ def asr_prompt(settings: Settings, brain: Brain) -> Callable[[Sequence[str]], st
     return prompt
 
 
-def catalog_words(catalog: Catalog) -> CatalogWords:
+def catalog_words(vocabulary: CatalogVocabulary) -> CatalogWords:
     """The catalog's kinds, product lines, brands and colours, for the intent model's training utterances."""
-    vocabulary = CatalogVocabulary.from_catalog(catalog)
     return CatalogWords(kinds=tuple(sorted(vocabulary.kind_counts)), lines=tuple(sorted(vocabulary.line_names.values())),
                         brands=tuple(sorted(vocabulary.brands.values())), colours=vocabulary.colours)
 
@@ -302,7 +310,9 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     searcher = build_ranked(settings, catalog, retriever)
     memory = build_memory(settings)
     memory.purge_expired()
-    dialogue = build_dialogue(settings, catalog, retriever, memory, warmup=warmup) if settings.dialogue else None
+    vocabulary = CatalogVocabulary.from_catalog(catalog)  # one build: the dialogue's names and Whisper's prompt
+    dialogue = build_dialogue(settings, catalog, retriever, memory, warmup=warmup, vocabulary=vocabulary) \
+        if settings.dialogue else None
     writer = None
     if settings.reply_writer == "llm":
         from assistant.llm_reply import LLMReplyWriter
@@ -311,7 +321,8 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
         if warmup:
             writer.warm_up()
     brain = Brain(searcher, tts, writer, options=BrainOptions(k=settings.search_k), images=images, photos=photos,
-                  dialogue=dialogue, vocabulary=build_vocabulary(settings, catalog), repair=settings.asr_repair)
+                  dialogue=dialogue, vocabulary=build_vocabulary(settings, catalog, vocabulary),
+                  repair=settings.asr_repair)
     engines = Engines(stt=stt, brain=brain, vad_factory=SileroVAD, memory=memory,
                       asr_prompt=asr_prompt(settings, brain), final_beam_size=settings.stt_beam_size)
     store = default_store(settings.data_dir) if serves_store(settings) else None
