@@ -178,6 +178,9 @@ class CatalogVocabulary:
         for term in terms:
             self._by_len.setdefault(len(term.split()), []).append(term)
         self._sounds = {term: _sound(term.replace(" ", "")) for term in terms}
+        # Orders fixed by the catalog, so that a prompt per decode (products on screen first) only reorders.
+        self._kind_order = sorted(self.kind_counts, key=lambda k: (-self.kind_counts[k], k))
+        self._line_order = sorted(self.line_names, key=lambda k: hashlib.md5(k.encode()).hexdigest())
         self._prompt = self._build_prompt()
 
     # --- building ---------------------------------------------------------------------------------------------
@@ -282,10 +285,10 @@ class CatalogVocabulary:
         return self._build_prompt(shown)
 
     def _build_prompt(self, shown: Sequence[str] = ()) -> str:
-        kinds = sorted(self.kind_counts, key=lambda k: (-self.kind_counts[k], k))
+        kinds = self._kind_order
         on_screen = set(shown)
-        line_order = sorted(self.line_names, key=lambda k: (
-            not (on_screen & set(self.lines.get(k, ()))), hashlib.md5(k.encode()).hexdigest()))
+        line_order = [k for k in self._line_order if on_screen & set(self.lines.get(k, ()))] + \
+            [k for k in self._line_order if not on_screen & set(self.lines.get(k, ()))]
         budget = self.max_prompt_words
         taken_kinds: list[str] = []
         for kind in kinds:
