@@ -464,6 +464,7 @@ class Dialogue:
             said = intent.query or SearchQuery(text=text)
             anchor = [state.focus] if state.focus is not None else state.shown[:1]
             merged = merge_refinement(state.last_query, said, intent, anchor, text)
+            merged = self._with_new_words(state.last_query, merged, text)
             query, hits = await search(merged.text, k=k, signals=signals, query=merged)
         else:
             # Parse once: the query intent recognition built (with its ASR repairs, "for tea dollars" -> $40) is
@@ -484,6 +485,25 @@ class Dialogue:
         if absence is not None:
             return self._not_carried(intent, query, absence, hits)
         return Plan(intent, query, hits=hits, facts=facts_from_hits(hits))
+
+    def _with_new_words(self, last: SearchQuery, merged: SearchQuery, text: str) -> SearchQuery:
+        """The refinement's own defining words join the search ("a wool one then").
+
+        What the last search asked for that the catalog lacks leaves it: "cashmere sweater" -> "wool sweater".
+        """
+        coverage = self.coverage
+        if coverage is None or merged.text != last.text:
+            return merged
+        new = [w for w in coverage.defining_words(text) if w not in _words(last.text)]
+        if not new:
+            return merged
+        absence = coverage.absence(last, last.text)
+        head = coverage.defining_words(last.text)[-1:]  # "one" still means the thing asked for
+        dropped = set(absence.words) - set(head) if absence is not None else set()
+        kept = [w for w in last.text.split() if w.lower().strip(".,!?") not in dropped]
+        bare = [w.lower().strip(".,!?") for w in kept]
+        at = len(bare) - 1 - bare[::-1].index(head[0]) if head and head[0] in bare else len(kept)
+        return replace(merged, text=" ".join([*kept[:at], *new, *kept[at:]]))  # "wool" before "sweater"
 
     def _named_lacks(self, intent: Intent, text: str, state: DialogueState) -> Plan | None:
         """A named product asked for in a colour or size it does not come in: that answer, with the product."""
@@ -510,15 +530,18 @@ class Dialogue:
         For "sports bras" the tanks of "Bras & Tanks" are never announced as what was asked for.
         """
         coverage = self.coverage
-        head = coverage.head_kind(query) if coverage is not None else None
-        if head is None:
+        kinds = coverage.asked_kinds(query) if coverage is not None else []
+        if not kinds:
             return hits
-        fits = [h for h in hits if coverage.is_kind(h.product, head)]  # type: ignore[union-attr]
+        fits: list[ProductHit] = []
+        for asked in (kinds, kinds[-1:]):  # a "duffle bag" is a duffle and a bag; else any bag
+            fits = [h for h in hits if all(coverage.is_kind(h.product, k) for k in asked)]  # type: ignore[union-attr]
+            if fits:
+                break
         if not fits or len(fits) == len(hits):
             return hits
-        others = [replace(h, near_miss=(*h.near_miss, "kind")) for h in hits
-                  if not coverage.is_kind(h.product, head)]  # type: ignore[union-attr]
-        return fits + others
+        kept = {id(h) for h in fits}
+        return fits + [replace(h, near_miss=(*h.near_miss, "kind")) for h in hits if id(h) not in kept]
 
     def _asks_for_a_missing_kind(self, intent: Intent, text: str) -> bool:
         """"Do you have running shorts in medium?" with jackets on screen: a new search for a kind we lack."""

@@ -99,8 +99,10 @@ def test_quoted_failures_on_a_catalog_built_here_through_chat_cli(outdoor: Path,
         "compare the ferro hoodie and the quillon hoodie",
         "my order number is S T one zero zero zero one",
         "where is my order?!",
+        "any cashmere hoodies?",
+        "ok a fleece one then",
     ])
-    shorts, shoes, rain, laptops, dresses, hoodies, warm, compare, order_id, order = turns
+    shorts, shoes, rain, laptops, dresses, hoodies, warm, compare, order_id, order, cashmere, fleece = turns
     # no shorts: said first, nothing else announced as a match
     assert re.search(NOT_CARRIED, shorts["reply"].split(".")[0], re.I), shorts["reply"]
     assert not _matches(shorts)
@@ -119,6 +121,9 @@ def test_quoted_failures_on_a_catalog_built_here_through_chat_cli(outdoor: Path,
     # the order id given one turn earlier carries over: no second request for it
     assert order["intent"] == "order_status", order
     assert "what's your order number" not in order["reply"].lower(), (order_id, order)
+    # a refinement's own words search, and the material the catalog lacked is dropped: fleece hoodies, matched
+    assert re.search(NOT_CARRIED, cashmere["reply"], re.I) and not _matches(cashmere), cashmere
+    assert _matches(fleece)[:1] == ["o1"] and not re.search(NOT_CARRIED, fleece["reply"], re.I), fleece
 
 
 @pytest.mark.timeout(600)

@@ -24,6 +24,8 @@ CATALOG = Catalog([
     _p("b1", "Kestrel Day Pack", "Gear/Bags", "Fits a 15 inch laptop.", style_bags=["Backpack", "Laptop"]),
     _p("t1", "Sprocket Strap 6 foot", "Gear/Fitness"),
     _p("t2", "Sprocket Strap 10 foot", "Gear/Fitness"),
+    _p("d1", "Harbor Duffle", "Gear/Bags", "A roomy gym bag."),
+    _p("d2", "Pier Duffle", "Gear/Bags", "A weekend bag."),
 ])
 VOCAB = CatalogVocabulary.from_catalog(CATALOG)
 NAMES = ProductNames(CATALOG, VOCAB)
@@ -81,3 +83,14 @@ def test_other_kinds_in_a_shared_category_are_told_apart() -> None:
     assert COVERAGE.is_kind(CATALOG.get("s1"), "sweatshirts")  # type: ignore[arg-type]
     assert not COVERAGE.is_kind(CATALOG.get("h1"), "sweatshirts")  # "Hoodies & Sweatshirts" alone says neither
     assert COVERAGE.head_kind(parse_query("something warm", QUERIES)) is None
+
+
+def test_a_kind_named_with_another_kind_asks_for_both() -> None:
+    def kinds(text: str) -> list[str]:
+        return COVERAGE.asked_kinds(parse_query(text, QUERIES))
+
+    assert kinds("show me a duffle bag") == ["duffle", "bag"]  # duffles are a kind here (shared title head)
+    assert kinds("a fleece hoodie") == ["hoodie"]  # a title word, not a kind of its own: a quality of hoodies
+    assert kinds("something warm") == []
+    duffle = [p for p in ("d1", "d2", "b1") if all(COVERAGE.is_kind(CATALOG.get(p), k) for k in ("duffle", "bag"))]
+    assert duffle == ["d1", "d2"]  # the day pack is a bag but no duffle

@@ -164,11 +164,27 @@ class CatalogCoverage:
         The last defining word before any purpose clause: "sports bras" -> bras, "water bottles for the gym" ->
         bottles, "an exercise ball" -> ball. None for "something warm" (no kind named).
         """
+        kinds = self.asked_kinds(query)
+        return kinds[-1] if kinds else None
+
+    def asked_kinds(self, query: SearchQuery) -> list[str]:
+        """The head kind (`head_kind`) and the kinds said right before it; [] when no kind is named.
+
+        "duffle bag" -> [duffle, bag], "insulated jacket" -> [insulated, jacket].
+
+        A word before the head counts only when it is a kind of the catalog in its own right (`vocabulary.kinds`:
+        a category segment, a style value or a head noun titles share), so "sports bra" asks for bras and
+        "running jacket" for jackets.
+        """
         defining = self.defining_words(query.text)
-        if not defining:
-            return None
-        head = defining[-1]
-        return head if head in self.kind_words or _singular(head) in self.kind_words else None
+        if not defining or (defining[-1] not in self.kind_words and _singular(defining[-1]) not in self.kind_words):
+            return []
+        kinds = [defining[-1]]
+        for word in reversed(defining[:-1]):
+            if word not in self.vocabulary.kinds:
+                break
+            kinds.insert(0, word)
+        return kinds
 
     def is_kind(self, product: Product, kind: str) -> bool:
         """Whether the product is of this kind, by its title, style values or a single-kind category segment.
