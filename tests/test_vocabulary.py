@@ -99,16 +99,24 @@ def test_fingerprint_changes_with_the_catalog(vocab: CatalogVocabulary) -> None:
     assert "marrow" in other.lines and "jackets" in other.prompt
 
 
-@pytest.mark.parametrize(("heard", "meant"), [
-    ("show me a black hold under fifty dollars", "show me a black hoodies under fifty dollars"),
-    ("black hold under fifty", "black hoodies under fifty"),
-    ("do you have any hoddies", "do you have any hoodies"),  # a typo, typed
+@pytest.mark.parametrize(("heard", "meant", "score"), [
+    ("show me a black hold under fifty dollars", "show me a black hoodies under fifty dollars", -0.3),
+    ("black hold under fifty", "black hoodies under fifty", -0.3),
+    ("do you have any hoddies", "do you have any hoodies", None),  # a typo, typed
 ])
-def test_misheard_kind_is_repaired_and_constraints_stay(vocab: CatalogVocabulary, heard: str, meant: str) -> None:
-    understood = vocab.repair(heard)
+def test_misheard_kind_is_repaired_and_constraints_stay(vocab: CatalogVocabulary, heard: str, meant: str,
+                                                        score: float | None) -> None:
+    understood = vocab.repair(heard, (), score)
     assert understood.text == meant
     assert understood.repairs[0].meant == "hoodies"
     assert understood.shown_as() == "Showing hoodies."
+
+
+@pytest.mark.parametrize("text", ["black hold under fifty", "yellow rain boots in a size 7 please"])
+def test_typed_words_are_never_taken_for_sounds_alike(vocab: CatalogVocabulary, text: str) -> None:
+    assert vocab.repair(text).changed is False  # typed: only typos are repaired
+    if "rain" in text:  # a word describing the next one is no misheard kind, typed or heard
+        assert vocab.repair(text, (), -0.3).changed is False
 
 
 @pytest.mark.parametrize("text", [
@@ -175,7 +183,8 @@ async def _reply(brain: Brain, turn: UserTurn) -> tuple[str, list[ProductHit]]:
 async def test_brain_searches_what_was_meant_and_says_so(vocab: CatalogVocabulary) -> None:
     searcher = RecordingSearcher()
     brain = Brain(searcher, tts=None, vocabulary=vocab)
-    text, hits = await _reply(brain, UserTurn(item_id="i1", text="black hold under fifty dollars", wants_audio=False))
+    text, hits = await _reply(brain, UserTurn(item_id="i1", text="black hold under fifty dollars", wants_audio=False,
+                                              avg_logprob=-0.3))
     query = searcher.queries[-1]
     assert "hoodie" in query.text and query.max_price == 50.0 and query.color == "black"
     assert text.startswith("Showing hoodies.")
@@ -185,7 +194,8 @@ async def test_brain_searches_what_was_meant_and_says_so(vocab: CatalogVocabular
 async def test_brain_without_repair_searches_the_words_heard(vocab: CatalogVocabulary) -> None:
     searcher = RecordingSearcher()
     brain = Brain(searcher, tts=None, vocabulary=vocab, repair=False)
-    text, _ = await _reply(brain, UserTurn(item_id="i1", text="black hold under fifty dollars", wants_audio=False))
+    text, _ = await _reply(brain, UserTurn(item_id="i1", text="black hold under fifty dollars", wants_audio=False,
+                                              avg_logprob=-0.3))
     assert "hold" in searcher.queries[-1].text and not text.startswith("Showing")
 
 
@@ -238,7 +248,7 @@ def test_luma_vocabulary_and_repairs() -> None:
     assert {"hoodies", "jackets", "tees", "pants", "shorts", "bags", "watches", "leggings"} <= set(vocab.kinds.values())
     assert {"mona", "karmen", "hera", "sahara", "ingrid"} <= set(vocab.lines)
     assert vocab.prompt.startswith("We sell ") and "hoodies" in vocab.prompt and "leggings" in vocab.prompt
-    assert vocab.repair("show me a black hold under fifty dollars").text == \
+    assert vocab.repair("show me a black hold under fifty dollars", (), -0.3).text == \
         "show me a black hoodies under fifty dollars"
     assert vocab.repair("do you sell laptops").changed is False
 

@@ -345,7 +345,10 @@ class CatalogVocabulary:
                     chosen = alt
                     break
         if not repairs and not self.terms_in(chosen) and _SHOPPING_CUES.search(chosen.lower()):
-            unsure = _unstable_words(chosen, [a for a, _ in alternatives]) | _after_colour(chosen)
+            # Typed text (no score) is never misheard: only typos ("hoddies") are repaired, so "yellow rain
+            # boots" stays rain boots. In a transcript, the words Whisper was unsure of may be sounds-alike.
+            unsure = set() if score is None else \
+                _unstable_words(chosen, [a for a, _ in alternatives]) | _after_colour(chosen)
             fixed = self._repair_by_sound(chosen, unsure)
             if fixed is not None:
                 chosen, repair = fixed
@@ -362,6 +365,8 @@ class CatalogVocabulary:
                 span = words[i : i + n]
                 if len(span) < n or any(self._fixed(w) for w in span):
                     continue
+                if i + n < len(words) and not self._fixed(words[i + n]) and len(words[i + n]) > 2:
+                    continue  # a word before another content word describes it ("rain boots"): not the kind
                 joined = "".join(span)
                 if len(joined) < 3:
                     continue
