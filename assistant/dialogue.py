@@ -34,6 +34,7 @@ from typing import Any
 
 from assistant.conversation.answers import (
     attribute_values,
+    attributes_asked,
     clean_attributes,
     comes_in,
     join,
@@ -50,7 +51,14 @@ from assistant.grounding import ProductFact, facts_from_hits, format_price, spok
 from assistant.intent import DialogueContext, Intent
 from assistant.memory import SessionMemory
 from assistant.rerank import SessionSignals
-from assistant.search import COLOR_SYNONYMS, ProductHit, SearchQuery, canonical_color, words_to_numbers
+from assistant.search import (
+    COLOR_SYNONYMS,
+    ProductHit,
+    SearchQuery,
+    canonical_color,
+    canonical_size,
+    words_to_numbers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +89,19 @@ _WHAT_DO_YOU_SELL = re.compile(r"\bwhat (?:kinds? of |sorts? of |types? of )?(?:
 _POINTING = re.compile(r"^(?:(?:ok|okay|so|and|um|uh|hmm|yeah|yes|what about|how about|i like|i'll take|show me)\s+)*"
                        r"(?:the|that|this)\b")
 _ONE_ANAPHORA = re.compile(r"\b(?:a|an|the|any)\s+(?:[a-z]+\s+){1,2}ones?\b(?!\s+(?:of|more))")
+_COMPARE_CUES = re.compile(r"\b(?:compare|comparison|vs|versus|or|difference|differ|better|best|than|which|both|"
+                           r"between|either)\b")
+_PRICE_AND_MATERIAL_WORDS = frozenset({"cheaper", "cheapest", "price", "cost", "costs", "expensive", "pricier",
+                                       "made", "material", "fabric", "better", "which", "one", "is", "the"})
+_COMPARE_WORDS = re.compile(r"\b(?:compare|comparison|vs|versus|difference|differ)\b")
+_ATTRIBUTE_QUESTION = re.compile(r"\b(?:colou?rs?|price|prices|cost|costs|much|made|material|fabric|sizes?|fit|fits|"
+                                 r"big|long|heavy|weigh|weight|warm|waterproof|wash|care|dimensions?|capacity|"
+                                 r"pockets?|stretchy)\b")
 _CONTINUATION = re.compile(r"^(?:(?:and|ok|okay|hmm|so)\s+)?(?:what|how) about\b|^(?:and|also)\b")
 _CART_WORDS = re.compile(r"\b(?:add|adding|cart|basket|bag it|checkout|check out|buy|order|take|get|put|want|"
                          r"wishlist|wish list|save|grab|purchase)\b")
 _TELL_ME_ABOUT = re.compile(r"\b(?:tell me (?:more )?about|more (?:info|details) (?:on|about)|details (?:on|of|about))\b")
-REMEMBERED_SLOTS = ("order_id", "size")  # carried over to later turns until the shopper gives a new value
+REMEMBERED_SLOTS = ("order_id", "size", "colour")  # carried over to later turns until the shopper gives a new value
 _QUESTION_START = re.compile(r"^(?:is|are|does|do|will|would|can|could|how|what|which|has|have)\b|.*\?\s*$")
 _PRICE = re.compile(r"\$\s?\d[\d,]*(?:\.\d+)?|\b\d+(?:\.\d+)?\s?%|\b\d[\d,]*(?:\.\d+)?\b")
 
@@ -197,6 +213,15 @@ def resolve_reference(intent: Intent | None, text: str, shown: Sequence[ProductH
     if not shown:
         return focus
     words = _words(text)
+    pointed = "last" in words or any(w in _ORDINALS and w not in ("one", "two", "three") for w in words) or \
+        bool(set(words) & {"cheaper", "cheapest", "less", "pricier", "expensive", "priciest"})
+    if focus is not None:  # "that jacket" with a hoodie in focus points at the jacket on screen
+        focus_words = set(_words(focus.product.title)) | set(_words(focus.product.leaf_category))
+        other_nouns = {w.rstrip("s") for w in words if len(w) > 3 and w not in BROAD_WORDS} - \
+            {t.rstrip("s") for t in focus_words}
+        pointed = pointed or any(other_nouns & {t.rstrip("s") for t in _words(h.product.title)} for h in shown)
+    if focus is not None and not pointed and (_PRONOUN.search(text.lower()) or not set(words) & set(COLOR_SYNONYMS)):
+        return focus  # "add it in black", "and the price?": the product we are talking about, not a list position
     if intent is not None and intent.reference is not None:
         ref = intent.reference
         if ref == -1:
@@ -244,6 +269,13 @@ def merge_refinement(last: SearchQuery, new: SearchQuery, intent: Intent | None,
     if new.category is not None and new.category != last.category:
         merged = replace(merged, text=new.text)
     return replace(merged, k=last.k)
+
+
+def _one_of(value: str | None, options: Sequence[str], canon: Callable[[str], str]) -> str | None:
+    """`value` as the product spells it, when it is one of `options` (compared in canonical form)."""
+    if not value:
+        return None
+    return next((o for o in options if canon(o) == canon(value)), None)
 
 
 def _new_kind(intent: Intent, last: SearchQuery) -> bool:
@@ -345,7 +377,7 @@ class Dialogue:
         """Fix intents the words themselves contradict (the classifier learned them on another catalog)."""
         low = text.lower()
         if intent.name == "photo_lookup" and image_id is None and not _PHOTO_WORDS.search(low):
-            return replace(intent, name="search", source=f"{intent.source}+no-photo")  # "yoga videos for beginners"
+            intent = replace(intent, name="search", source=f"{intent.source}+no-photo")  # "yoga videos for beginners"
         if _WHAT_DO_YOU_SELL.search(low):
             return replace(intent, name="catalog_overview", source="rule")
         if intent.name == "add_to_cart" and not _CART_WORDS.search(low):  # "ok what about capris" adds nothing
@@ -357,7 +389,30 @@ class Dialogue:
         if intent.name in ("out_of_scope", "search", "refine", "recommendation") and _TELL_ME_ABOUT.search(low) \
                 and self.named(text, state):
             return replace(intent, name="product_question", source=f"{intent.source}+named")
+        named = self.named(text, state)
+        if intent.name == "compare" and len(named) <= 1 and not _COMPARE_CUES.search(low):
+            return replace(intent, name="product_question", source=f"{intent.source}+one")  # "is the Jade one warm"
+        if intent.name == "product_question" and _COMPARE_WORDS.search(low) and len(named) == 1 \
+                and state.focus is not None and state.focus.product.id != named[0].product.id:
+            return replace(intent, name="compare", source=f"{intent.source}+focus")  # "compare it with the X"
+        if self._about_focus(intent, text, state):
+            return replace(intent, name="product_question", source=f"{intent.source}+focus")
         return self._about_named(intent, text, state)
+
+    def _about_focus(self, intent: Intent, text: str, state: DialogueState) -> bool:
+        """"What colours can I get it in?", "and the price?" with one product in focus: a question about it."""
+        low = text.lower()
+        if intent.name not in ("search", "refine", "recommendation", "out_of_scope") or not _asks_about(text):
+            return False
+        if state.focus is None and len(state.shown) != 1:
+            return False
+        if intent.query is not None and (intent.query.category is not None or intent.query.has_filters
+                                         and not _PRONOUN.search(low)):
+            return False  # "any in red under 50?" refines the search
+        names = self.names
+        if names is not None and any(t in names.vocabulary.kinds for t in names.vocabulary.terms_in(text)):
+            return False  # "what colours do the hoodies come in" is about hoodies
+        return bool(_PRONOUN.search(low) or _ATTRIBUTE_QUESTION.search(low))
 
     def _about_named(self, intent: Intent, text: str, state: DialogueState) -> Intent:
         """A question about a product the turn names is a product question, whatever the classifier said.
@@ -521,7 +576,8 @@ class Dialogue:
         shown = ProductHit(hit.product, hit.score, hit.reason, None, near_miss=missed)
         state.shown, state.focus, state.last_query = [shown], shown, query
         reply = comes_in(hit, query.size, query.color, self.catalog)
-        sources = [hit.product.title, join(hit.product.sizes()), join(hit.product.colors())]
+        sources = [hit.product.title, join(hit.product.sizes()), join(hit.product.colors()), text,
+                   *(str(v) for v in (query.size, query.color) if v)]  # what was asked may be said back
         return self._said(intent, text, reply, sources=sources, facts=facts_from_hits([shown]), hits=[shown])
 
     def _other_kinds_last(self, query: SearchQuery, hits: list[ProductHit]) -> list[ProductHit]:
@@ -656,7 +712,7 @@ class Dialogue:
         if not (size or colour) and words & {"colour", "color", "colours", "colors", "come"}:
             colors = hit.product.colors()
             asked.append(f"The {name} comes in {join(colors)}." if colors else f"I don't have colours for the {name}.")
-        if words & {"wash", "care", "clean", "dry", "iron"}:
+        if words & {"wash", "washing", "care", "clean", "iron"} or re.search(r"\b(?:tumble|line|drip) dry", text.lower()):
             care = attribute_values(hit, "care", "care_instructions")
             asked.append(f"Care: {join(care)}." if care else f"I don't have care instructions for the {name}.")
         if words & {"price", "cost", "much", "expensive"}:
@@ -665,8 +721,21 @@ class Dialogue:
             asked.append(what_it_says(hit, text, getattr(self.recognizer, "encoder", None)))
         sources = [hit.product.title, without_injection(hit.product.description),
                    str(clean_attributes(hit.product.attributes)), join(hit.product.sizes()),
-                   join(hit.product.colors())]
+                   join(hit.product.colors()), *(str(v) for v in (size, colour) if v)]  # the asked size said back
         return self._said(intent, text, " ".join(asked), sources=sources, facts=facts, hits=[hit])
+
+    def _compared_on(self, text: str, a: ProductHit, b: ProductHit, label: dict[int, str]) -> list[str]:
+        """"Which is warmer?": what each product's attributes say to the question (besides price and material)."""
+        names = set(_words(a.product.title)) | set(_words(b.product.title))
+        question = " ".join(w for w in _words(text) if w not in names)
+        if not set(_words(question)) - _PRICE_AND_MATERIAL_WORDS - set(_QUESTION_WORDS) - {"compare", "or", "and"}:
+            return []
+        encoder = getattr(self.recognizer, "encoder", None)
+        lines = {id(h): [x for x in attributes_asked(h, question, encoder) if not x.startswith("material")]
+                 for h in (a, b)}
+        if not lines[id(a)] and not lines[id(b)]:
+            return []
+        return [f"The {label[id(h)]}: " + "; ".join(lines[id(h)][:2]) + "." for h in (a, b) if lines[id(h)]]
 
     def _about_several(self, intent: Intent, text: str, hits: Sequence[ProductHit]) -> Plan:
         """"What are they made of?" about the products just compared or listed: one sentence each."""
@@ -715,6 +784,7 @@ class Dialogue:
         else:
             parts += [f"The {label[id(h)]} is made of {join(m)}." for h, m in zip((a, b), materials, strict=True)
                       if m]
+        parts += self._compared_on(text, a, b, label)
         state.focus = None
         if any(all(h.product.id != p.product.id for h in shown) for p in (a, b)):
             state.shown = [a, b]  # named from the catalog: "which one is cheaper?" is about these two
@@ -728,24 +798,35 @@ class Dialogue:
             return self._which_one(intent, text) if state.shown else \
                 self._said(intent, text, "What would you like to add? Tell me what you're looking for first.")
         name, facts = product_name(hit), facts_from_hits([hit])
-        size = intent.slots.get("size") or (hit.variant.sizes()[0] if hit.variant and hit.variant.sizes() else None) \
-            or (state.last_query.size if state.last_query is not None else None) or state.remembered.get("size")
-        colour = intent.slots.get("colour") or (hit.variant.colors()[0] if hit.variant and hit.variant.colors()
-                                                else None)
-        sizes = hit.product.sizes()
-        if not intent.slots.get("size"):  # "add a twenty nine": a number that is one of its sizes is the size
+        sizes, colours = hit.product.sizes(), hit.product.colors()
+        said_size = intent.slots.get("size")
+        if not said_size:  # "add a twenty nine": a number that is one of its sizes is the size
             said_numbers = re.findall(r"\b\d+(?:\.\d)?\b", words_to_numbers(text))
-            size = next((n for n in said_numbers if n in sizes), size)
+            said_size = next((n for n in said_numbers if n in sizes), None)
+        last = state.last_query
+        # What this turn says, else what earlier turns said (the last search, then slots remembered from any turn)
+        # when the product comes in it, else the variant the search found.
+        size = said_size or _one_of(last.size if last is not None else None, sizes, canonical_size) \
+            or _one_of(state.remembered.get("size"), sizes, canonical_size) \
+            or (hit.variant.sizes()[0] if hit.variant and hit.variant.sizes() else None)
+        colour = intent.slots.get("colour") or _one_of(last.color if last is not None else None, colours,
+                                                       canonical_color) \
+            or _one_of(state.remembered.get("colour"), colours, canonical_color) \
+            or (hit.variant.colors()[0] if hit.variant and hit.variant.colors() else None)
         sources = [hit.product.title, join(sizes), join(hit.product.colors())]
         if sizes and size is None:
             return self._said(intent, text, f"Which size would you like the {name} in? It comes in {join(sizes)}.",
                               sources=sources, facts=facts, hits=[hit])
         variant = variant_of(hit, size, colour, self.catalog)
         has_variants = self.catalog is not None and bool(self.catalog.variants_of(hit.product.id))
+        lacks_colour = bool(intent.slots.get("colour") and colours and _one_of(colour, colours, canonical_color) is None)
         if (has_variants and variant is None) or (not has_variants and size is not None and size not in sizes):
             asked = " ".join(str(v) for v in (colour, size) if v)
             return self._said(intent, text, f"Sorry, the {name} doesn't come in {asked}. It comes in sizes "
                               f"{join(sizes)}.", sources=sources, facts=facts, hits=[hit])
+        if lacks_colour:  # "add it in grey" when it only comes in blue: say so, add nothing
+            return self._said(intent, text, f"Sorry, the {name} doesn't come in {colour}. It comes in "
+                              f"{join(colours)}.", sources=sources, facts=facts, hits=[hit])
         quantity = int(intent.slots.get("quantity") or 1)
         wishlist = "wish" in text.lower()
         if state.memory is not None:
@@ -754,12 +835,16 @@ class Dialogue:
                 state.memory.set_preference("wishlist", [*saved, hit.product.id][-100:])
             else:
                 state.memory.add_to_cart(hit.product.id, variant.id if variant is not None else "", quantity)
-        detail = f" in size {size}" if size else ""
+        if colour is None and variant is not None and len(colours) > 1 and variant.colors():
+            colour = variant.colors()[0]  # say which colour went in: the shopper can change it
+        shade = next((c for c in colours if colour and canonical_color(c) == canonical_color(colour)), colour)
+        detail = " in " + ", size ".join(filter(None, [shade.lower() if shade else None, str(size) if size else None])) \
+            if shade and size else f" in size {size}" if size else f" in {shade.lower()}" if shade else ""
         where = "your wishlist" if wishlist else "your cart"
         count = f"{quantity} of " if quantity > 1 else ""
         state.focus = hit
         return self._said(intent, text, f"Added {count}the {name}{detail} to {where}.",
-                          sources=[*sources, str(quantity), str(size)], facts=facts, hits=[hit])
+                          sources=[*sources, str(quantity), str(size), str(shade)], facts=facts, hits=[hit])
 
     def _policy(self, intent: Intent, text: str) -> Plan:
         if self.kb is None:

@@ -147,8 +147,9 @@ def _closest(query: SearchQuery, near: Sequence[ProductHit], facts: Sequence[Pro
     items = [_near_item(f, " at ") for f in facts]
     listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + f"{',' if len(items) > 2 else ''} and {items[-1]}"
     verb = "is" if len(items) == 1 else "are"
-    unmet = _unmet_text(query, near)
-    what = f" {unmet}" if unmet and not unmet.startswith("exactly") else " exactly" if unmet else ""
+    unmet = _unmet(query, near).strip()  # the size, colour or price none of them has, said first
+    kind = any("kind" in h.near_miss or "feature" in h.near_miss for h in near)
+    what = f" {unmet}" if unmet else " exactly" if kind else ""
     return f"I couldn't find that{what}. The closest {verb} {listed}."
 
 

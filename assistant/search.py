@@ -60,6 +60,12 @@ _SIZE_WORDS: dict[str, str] = {
     "extra extra large": "XXL",
     "3xl": "XXXL",
     "xxxl": "XXXL",
+    "2x": "XXL",  # plus sizes as shoppers write them
+    "3x": "XXXL",
+    "4xl": "4XL",
+    "4x": "4XL",
+    "5xl": "5XL",
+    "5x": "5XL",
     "s": "S",
     "m": "M",
     "l": "L",
@@ -106,12 +112,28 @@ _MIN_RE = re.compile(
 )
 _SIZE_NUMBER_RE = re.compile(r"\bsize\s+(\d{1,2}(?:\.5)?)(\s+and a half)?\b")
 _SIZE_WORD_ALT = (
-    "extra extra large|extra large|extra small|small|medium|large|xxs|xs|xxl|xxxl|2xl|3xl|xl|s|m|l"
+    "extra extra large|extra large|extra small|small|medium|large|xxs|xs|xxl|xxxl|[2-5]xl|[2-5]x|xl|s|m|l"
 )
 _SIZE_WORD_RE = re.compile(
     rf"\b(?:in\s+(?:a\s+)?(?:size\s+)?|size\s+|(?:i\s+)?(?:wear|wears|am|i'm)\s+(?:a\s+|an\s+)?(?:size\s+)?)"
     rf"({_SIZE_WORD_ALT})\b|\b({_SIZE_WORD_ALT})\s+size\b"
-    r"|\b(extra extra large|extra large|extra small|xxs|xs|xxl|xxxl|2xl|3xl|xl)\b"
+    r"|\b(extra extra large|extra large|extra small|xxs|xs|xxl|xxxl|[2-5]xl|[2-5]x|xl)\b"
+)
+# "in a 31", "in a 29 please": a bare number after "in a" is a size (never a price: those say dollars or $)
+_SIZE_IN_NUMBER_RE = re.compile(
+    r"\bin\s+(?:an?\s+)?(\d{1,2}(?:\.5)?)\b(?![.,]\d)(?!\s*(?:dollars?|bucks|usd|cents?|%|percent|colou?rs?|"
+    r"pieces?|pcs|packs?|items?|inch|inches|in\b|foot|feet|ft|lbs?|kg|pounds?|liters?|litres?|l\b|oz|ounces?|"
+    r"minutes?|hours?|days?|weeks?|months?|years?))"
+)
+# "add a large in yellow", "I'll take a medium": a size word as the thing taken (no noun after it)
+_SIZE_TAKEN_RE = re.compile(
+    r"\b(?:an?|one)\s+(extra extra large|extra large|extra small|small|medium|large|xxs|xs|xxl|xl)\b"
+    r"(?=\s*(?:in|please|to|for|and|then|$))"
+)
+# "in gray, medium": a size word right after a colour (or a comma) at the end of the request
+_SIZE_ALONE_RE = re.compile(
+    r"(?:,|\b(?:" + "|".join(sorted(COLOR_SYNONYMS, key=len, reverse=True)) + r"))\s*"
+    r"(extra extra large|extra large|extra small|small|medium|large)\s*(?:please)?\s*[.!?]?\s*$"
 )
 _COLOR_RE = re.compile(r"\b(" + "|".join(sorted(COLOR_SYNONYMS, key=len, reverse=True)) + r")\b")
 _FILLER_RE = re.compile(
@@ -436,9 +458,12 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
     if m := _SIZE_NUMBER_RE.search(norm):
         size = canonical_size(m[1] + (".5" if m[2] and "." not in m[1] else ""))
         norm = norm[: m.start()] + " " + norm[m.end() :]
-    elif m := _SIZE_WORD_RE.search(norm):
+    elif m := _SIZE_WORD_RE.search(norm) or _SIZE_IN_NUMBER_RE.search(norm) or _SIZE_TAKEN_RE.search(norm):
         size = canonical_size(next(g for g in m.groups() if g))
         norm = norm[: m.start()] + " " + norm[m.end() :]
+    elif m := _SIZE_ALONE_RE.search(norm):  # only the size word leaves: the colour before it stays
+        size = canonical_size(m[1])
+        norm = norm[: m.start(1)] + " " + norm[m.end(1) :]
     gender = None
     if m := _GENDER_RE.search(norm):
         gender = canonical_gender(m["g"])

@@ -101,8 +101,16 @@ def test_quoted_failures_on_a_catalog_built_here_through_chat_cli(outdoor: Path,
         "where is my order?!",
         "any cashmere hoodies?",
         "ok a fleece one then",
+        "show me grey hoodies",
+        "the ferro one, what is it made of",
+        "add it to my cart in grey, medium",
+        "add the quillon hoodie to my cart in a medium",
+        "what is the tasca jacket made of",
+        "and the price?",
+        "compare it with the velmo jacket",
     ])
-    shorts, shoes, rain, laptops, dresses, hoodies, warm, compare, order_id, order, cashmere, fleece = turns
+    shorts, shoes, rain, laptops, dresses, hoodies, warm, compare, order_id, order, cashmere, fleece = turns[:12]
+    grey, ferro, not_grey, quillon, tasca, price, versus = turns[12:]
     # no shorts: said first, nothing else announced as a match
     assert re.search(NOT_CARRIED, shorts["reply"].split(".")[0], re.I), shorts["reply"]
     assert not _matches(shorts)
@@ -124,6 +132,16 @@ def test_quoted_failures_on_a_catalog_built_here_through_chat_cli(outdoor: Path,
     # a refinement's own words search, and the material the catalog lacked is dropped: fleece hoodies, matched
     assert re.search(NOT_CARRIED, cashmere["reply"], re.I) and not _matches(cashmere), cashmere
     assert _matches(fleece)[:1] == ["o1"] and not re.search(NOT_CARRIED, fleece["reply"], re.I), fleece
+    # "it" is the product in focus, even when another one on screen has the colour said; a colour it lacks is
+    # refused, and a colour said in an earlier turn goes into the cart and is said back
+    assert _ids(grey)[:1] == ["o1"] and ferro["intent"] == "product_question" and "Ferro" in ferro["reply"], ferro
+    assert "Ferro" in not_grey["reply"] and "doesn't come in grey" in not_grey["reply"], not_grey
+    assert quillon["intent"] == "add_to_cart" and "Quillon" in quillon["reply"], quillon
+    assert re.search(r"\bgr[ae]y\b", quillon["reply"], re.I) and re.search(r"\bM\b", quillon["reply"]), quillon
+    # a follow-up question is about the product in focus; "compare it with X" compares the two
+    assert tasca["intent"] == "product_question" and "Tasca" in tasca["reply"], tasca
+    assert price["intent"] == "product_question" and "$120" in price["reply"] and _ids(price) == ["o3"], price
+    assert versus["intent"] == "compare" and set(_ids(versus)) == {"o3", "o4"}, versus
 
 
 @pytest.mark.timeout(600)

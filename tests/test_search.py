@@ -51,6 +51,15 @@ LUMA = LUMA_DIR / "products.jsonl"
         ("bags at 40 dollars or more", dict(text="bags", min_price=40.0)),
         ("two or less hoodies", dict(max_price=None)),  # no money: not a price
         ("a hat 40 dollars or less", dict(text="hat", max_price=40.0)),  # "at" inside "hat" is not "at $40"
+        # Sizes as shoppers say them in a conversation.
+        ("the maxima drawstring short in a 31", dict(size="31", max_price=None)),  # a bare number after "in a"
+        ("blue ones in a twenty nine please", dict(size="29", color="blue")),
+        ("a bag in 2 colors", dict(size=None)),  # a count of something, not a size
+        ("add it to my cart in gray, medium", dict(size="M", color="grey")),  # a size word after the colour
+        ("a medium gray hoodie", dict(size=None, color="grey")),  # a shade, not a size
+        ("nice, add a large in yellow to the cart", dict(size="L", color="yellow")),  # "a large": the size taken
+        ("a large hoodie", dict(size=None)),
+        ("plus size leggings in 3x", dict(size="XXXL")),  # plus sizes as written
     ],
 )
 def test_parse_query(text, expected):

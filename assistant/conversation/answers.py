@@ -22,6 +22,8 @@ from assistant.search import ProductHit, canonical_color
 
 ATTRIBUTE_COSINE = 0.3  # MiniLM cosine from which an attribute line answers an open product question ...
 ATTRIBUTE_MARGIN = 0.08  # ... when it beats the next line by this much
+KEY_COSINE = 0.25  # ... else an attribute *name* this close to the question ...
+KEY_MARGIN = 0.05  # ... and this much closer than the next name
 _QUESTION_FILLER = frozenset("""is it the a an this that one does do will would can could how what which good enough
 for of to in on be are was really very too tell me about more its it's they them any much""".split())
 
@@ -121,19 +123,8 @@ def what_it_says(hit: ProductHit, text: str, encoder: Any | None = None) -> str:
     when nothing does, say so plainly and give its price.
     """
     name = product_name(hit)
-    title = set(words_of(hit.product.title))
-    asked = {stem(w) for w in words_of(text) if len(w) > 2 and w not in _QUESTION_FILLER and w not in title}
-    said: list[str] = []
-    lines: list[str] = []
-    for key, values in clean_attributes(hit.product.attributes).items():
-        if any(part in key for part in ("sku", "available_", "associated", "_id")) or key in ("size", "color"):
-            continue
-        line = f"{key.replace('_', ' ')}: {join(values)}"
-        lines.append(line)
-        if asked & ({stem(w) for v in values for w in words_of(v)} | {stem(w) for w in words_of(key)}):
-            said.append(line)
-    if not said and lines:  # no shared word: the attribute closest in meaning, if clearly closest
-        said = closest_attribute(text, lines, encoder)
+    asked = _asked_stems(hit, text)
+    said = attributes_asked(hit, text, encoder)
     description = without_injection(hit.product.description)
     sentences = [x.strip(" -•\n") for x in re.split(r"(?<=[.!?])\s+|\n+", description) if x.strip(" -•\n")]
     quoted = [x for x in sentences if asked & {stem(w) for w in words_of(x)}][:2]
@@ -145,6 +136,31 @@ def what_it_says(hit: ProductHit, text: str, encoder: Any | None = None) -> str:
     return " ".join(parts)
 
 
+def _asked_stems(hit: ProductHit, text: str) -> set[str]:
+    title = set(words_of(hit.product.title))
+    return {stem(w) for w in words_of(text) if len(w) > 2 and w not in _QUESTION_FILLER and w not in title}
+
+
+def attributes_asked(hit: ProductHit, text: str, encoder: Any | None = None) -> list[str]:
+    """The product's attribute lines ("climate: Cool, Windy") a question speaks to.
+
+    Those sharing a word stem with the question; when none does, the line MiniLM puts clearly closest, if any.
+    """
+    asked = _asked_stems(hit, text)
+    said: list[str] = []
+    lines: list[str] = []
+    for key, values in clean_attributes(hit.product.attributes).items():
+        if any(part in key for part in ("sku", "available_", "associated", "_id")) or key in ("size", "color"):
+            continue
+        line = f"{key.replace('_', ' ')}: {join(values)}"
+        lines.append(line)
+        if asked & ({stem(w) for v in values for w in words_of(v)} | {stem(w) for w in words_of(key)}):
+            said.append(line)
+    if not said and lines:  # no shared word: the attribute closest in meaning, if clearly closest
+        said = closest_attribute(text, lines, encoder)
+    return said
+
+
 def closest_attribute(question: str, lines: Sequence[str], encoder: Any | None) -> list[str]:
     """The one attribute line MiniLM puts clearly closest to the question, or none.
 
@@ -152,13 +168,16 @@ def closest_attribute(question: str, lines: Sequence[str], encoder: Any | None) 
     """
     if encoder is None or not lines:
         return []
-    vectors = np.asarray(encoder.encode(list(lines)), dtype=np.float32)
-    scores = vectors @ np.asarray(encoder.encode_query(question), dtype=np.float32)
-    order = np.argsort(-scores)
-    best = float(scores[order[0]])
-    second = float(scores[order[1]]) if len(order) > 1 else -1.0
-    if best >= ATTRIBUTE_COSINE and best - second >= ATTRIBUTE_MARGIN:
-        return [lines[int(order[0])]]
+    query = np.asarray(encoder.encode_query(question), dtype=np.float32)
+    # The whole lines first; then the attribute names alone ("is it good for rain?" asks about the climate).
+    for texts, cosine, margin in ((list(lines), ATTRIBUTE_COSINE, ATTRIBUTE_MARGIN),
+                                  ([x.split(":")[0] for x in lines], KEY_COSINE, KEY_MARGIN)):
+        scores = np.asarray(encoder.encode(texts), dtype=np.float32) @ query
+        order = np.argsort(-scores)
+        best = float(scores[order[0]])
+        second = float(scores[order[1]]) if len(order) > 1 else -1.0
+        if best >= cosine and best - second >= margin:
+            return [lines[int(order[0])]]
     return []
 
 

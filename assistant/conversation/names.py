@@ -131,7 +131,11 @@ class ProductNames:
         """Whether a descriptive word is used as a name: "the softshell", "the canvas jacket", "the light one"."""
         before = words[i - 1] if i > 0 else ""
         after = words[i + 1] if i + 1 < len(words) else ""
-        return before in ("the", "that", "this", "those") or after in ("one", "ones") or after in self.vocabulary.kinds
+        if before in ("the", "that", "this", "those") or after in ("one", "ones"):
+            return True
+        # "... bike short" names the product; "a sports bra" and "bike shorts" ask for a kind of thing
+        return after in self.vocabulary.kinds and before not in ("a", "an", "any", "some") and \
+            not (after.endswith("s") and self.vocabulary.kinds[after] == after)
 
     def _best(self, hits: Sequence[ProductHit], kind_words: set[str], words: Sequence[str]) -> ProductHit:
         """Of several products of one line, the one whose title shares most of the turn's words."""
