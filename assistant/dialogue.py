@@ -39,6 +39,7 @@ from assistant.conversation.answers import (
     comes_in,
     join,
     labels,
+    measurements,
     product_name,
     variant_of,
     what_it_says,
@@ -705,7 +706,12 @@ class Dialogue:
             if state.last_query is not None:  # "add it to my cart" later means this size and colour
                 state.last_query = replace(state.last_query, size=size or state.last_query.size,
                                            color=colour or state.last_query.color)
-        elif words & {"size", "sizes", "fit", "small", "medium", "large"}:
+        elif (words & {"big", "dimensions", "dimension", "measurements", "capacity", "tall", "wide", "volume"}
+              or "how large" in text.lower()) and not hit.product.sizes():
+            measured = measurements(hit)  # "how big is the backpack?": its measurements, as the listing gives them
+            asked.append(f"The {name}: " + " ".join(f'"{m.rstrip(".")}."' for m in measured) if measured
+                         else f"I don't have the measurements of the {name}.")
+        elif words & {"size", "sizes", "fit", "small", "medium", "large", "big"}:
             sizes = hit.product.sizes()
             asked.append(f"The {name} comes in sizes {join(sizes)}." if sizes
                          else f"I don't have sizes for the {name}.")

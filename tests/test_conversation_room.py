@@ -94,3 +94,10 @@ def test_a_kind_named_with_another_kind_asks_for_both() -> None:
     assert kinds("something warm") == []
     duffle = [p for p in ("d1", "d2", "b1") if all(COVERAGE.is_kind(CATALOG.get(p), k) for k in ("duffle", "bag"))]
     assert duffle == ["d1", "d2"]  # the day pack is a bag but no duffle
+
+
+def test_measurements_come_from_the_description() -> None:
+    from assistant.conversation.answers import measurements
+
+    assert measurements(_hits("b1")[0]) == ["Fits a 15 inch laptop."]
+    assert measurements(_hits("h1")[0]) == []  # "Warm fleece." gives no measure

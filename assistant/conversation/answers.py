@@ -161,6 +161,18 @@ def attributes_asked(hit: ProductHit, text: str, encoder: Any | None = None) -> 
     return said
 
 
+_MEASURE_RE = re.compile(
+    r"\d+(?:\.\d+)?\s*(?:\"|''|”|-?inch(?:es)?\b|in\.|cm\b|mm\b|m\b|l\b|liters?\b|litres?\b|oz\b|ounces?\b|lbs?\b|"
+    r"pounds?\b|kg\b|g\b|ft\b|foot\b|feet\b)|\d+\s*[x×]\s*\d+", re.IGNORECASE)
+
+
+def measurements(hit: ProductHit) -> list[str]:
+    """The description's lines that give the product's measurements ("H 20" x W 14" x D 8"", "29 L")."""
+    description = without_injection(hit.product.description)
+    lines = [x.strip(" -•\n") for x in re.split(r"(?<=[.!?])\s+|\n+", description) if x.strip(" -•\n")]
+    return [x for x in lines if _MEASURE_RE.search(x)][:3]
+
+
 def closest_attribute(question: str, lines: Sequence[str], encoder: Any | None) -> list[str]:
     """The one attribute line MiniLM puts clearly closest to the question, or none.
 
