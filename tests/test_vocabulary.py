@@ -62,6 +62,7 @@ def test_prompt_lists_kinds_first_then_brands_and_lines(vocab: CatalogVocabulary
     assert prompt.startswith("We sell ")
     assert prompt.index("hoodies") < prompt.index("Peakline") < prompt.index("Quillon")
     assert len(prompt.split()) <= PROMPT_MAX_WORDS + 2
+    assert "," not in prompt  # a comma list makes Whisper transcribe in list mode
 
 
 SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po")
@@ -80,7 +81,7 @@ def test_prompt_puts_the_lines_on_screen_first() -> None:
     missing = [i for i in range(100) if _name(i) not in vocab.prompt][:2]
     on_screen = vocab.prompt_for([f"p{i}" for i in missing])
     names = on_screen.split(". ", 1)[1]
-    assert names.startswith((f"{_name(missing[0])}, {_name(missing[1])}", f"{_name(missing[1])}, {_name(missing[0])}"))
+    assert names.startswith((f"{_name(missing[0])} {_name(missing[1])}", f"{_name(missing[1])} {_name(missing[0])}"))
     assert vocab.prompt_for([]) == vocab.prompt
 
 
@@ -288,7 +289,7 @@ def test_ingest_rebuilds_the_vocabulary_and_the_sessions_prompt(tmp_path: Path) 
     assert searcher.updates == 1
     assert brain.vocabulary is not None and brain.vocabulary.fingerprint != fingerprint
     assert "marrow" in brain.vocabulary.lines and "jackets" in engines.asr_prompt([])
-    assert engines.asr_prompt(["a7"]).split(". ", 1)[1].startswith("Peakline, Marrow")  # on screen: first
+    assert engines.asr_prompt(["a7"]).split(". ", 1)[1].startswith("Peakline Marrow")  # on screen: first
     understood = brain.vocabulary.repair("show me the marow shell", [("show me the mirror shell", -0.5)], -0.4)
     assert "marrow" in understood.text.lower()
     store.close()

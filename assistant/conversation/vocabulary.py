@@ -272,7 +272,7 @@ class CatalogVocabulary:
         return self._prompt
 
     def prompt_for(self, shown: Sequence[str] = ()) -> str:
-        """The Whisper prompt, 'We sell <kinds>. <brands>, <product lines>.', for these products on screen.
+        """The Whisper prompt, 'We sell <kinds>. <brands> <product lines>', for these products on screen.
 
         Kinds come first, most stocked first, all of them within `PROMPT_MAX_WORDS`; then brands and at most
         `PROMPT_MAX_LINES` product-line names: those of the products on screen (`shown`, product ids) first -- the
@@ -303,11 +303,13 @@ class CatalogVocabulary:
                 break
             taken_names.append(name)
             used += len(name.split())
+        # Words separated by spaces, not commas: a comma list puts Whisper in list mode ("Exercise, Bands,"), and on
+        # the dev requests it heard worse (WER 0.274 vs 0.251 clean, 0.424 vs 0.363 on the phone).
         parts = []
         if taken_kinds:
-            parts.append("We sell " + ", ".join(taken_kinds) + ".")
+            parts.append("We sell " + " ".join(taken_kinds) + ".")
         if taken_names:
-            parts.append(", ".join(taken_names) + ".")
+            parts.append(" ".join(taken_names))
         return " ".join(parts)
 
     @property
