@@ -120,6 +120,16 @@ def test_typed_words_are_never_taken_for_sounds_alike(vocab: CatalogVocabulary, 
         assert vocab.repair(text, (), -0.3).changed is False
 
 
+def test_heard_nouns_and_function_words_are_not_swapped_for_catalog_terms(vocab: CatalogVocabulary) -> None:
+    # A plural noun Whisper wrote whole is something asked for ("water bottles" must not become "water bottoms",
+    # "running shoes" running pants): only a homophone replaces it.
+    assert not vocab.repair("I'm looking for running shoes", [("I'm looking for running pants", -0.4)], -0.3).changed
+    assert not vocab.repair("any warm packs", [("any warm backpacks", -0.4)], -0.3).changed
+    assert vocab.repair("any warm hoody's", [("any warm hoodies", -0.4)], -0.3).changed  # not a plural noun
+    # An alternative that only turns function words into a name is no repair ("in a medium" -> "Ina medium").
+    assert not vocab.repair("in a small", [("Orrin small", -0.32)], -0.3).changed
+
+
 @pytest.mark.parametrize("text", [
     "do you sell laptops",  # a real word Whisper was sure of: a kind the catalog lacks, not 'tops' or 'pants'
     "what's your return policy",

@@ -32,6 +32,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import jellyfish
@@ -337,9 +338,12 @@ class CatalogVocabulary:
             The text to run the turn on, and the repairs made.
         """
         chosen, repairs = text, []
+        asked = _plural_nouns(text)  # "running shoes", "water bottles": heard whole, asked for; never swapped
         if alternatives and not self.terms_in(text) and score is not None:
             for alt, alt_score in alternatives:
-                if self.terms_in(alt) and score - alt_score <= NBEST_MARGIN and _same_constraints(text, alt):
+                replaced = set(_words(text)) - set(_words(alt))
+                if self.terms_in(alt) and score - alt_score <= NBEST_MARGIN and _same_constraints(text, alt) \
+                        and _keeps(asked, alt) and not replaced <= _COMMON:  # "in a medium" is no "Ina medium"
                     found = self.terms_in(alt)
                     meant = self._terms[max(found, key=len)]
                     repairs.append(Repair(_differing(text, alt), meant[0], meant[1], round(score - alt_score, 3),
@@ -351,13 +355,14 @@ class CatalogVocabulary:
             # boots" stays rain boots. In a transcript, the words Whisper was unsure of may be sounds-alike.
             unsure = set() if score is None else \
                 _unstable_words(chosen, [a for a, _ in alternatives]) | _after_colour(chosen)
-            fixed = self._repair_by_sound(chosen, unsure)
+            fixed = self._repair_by_sound(chosen, unsure, asked)
             if fixed is not None:
                 chosen, repair = fixed
                 repairs.append(repair)
         return Understood(chosen, tuple(repairs))
 
-    def _repair_by_sound(self, text: str, unsure: set[str]) -> tuple[str, Repair] | None:
+    def _repair_by_sound(self, text: str, unsure: set[str], asked: AbstractSet[str] = frozenset()
+                         ) -> tuple[str, Repair] | None:
         """Replace the one or two words that best match a catalog term by spelling and sound, if close enough."""
         tokens = list(re.finditer(r"[A-Za-z][A-Za-z']*", text))
         words = [m.group(0).lower() for m in tokens]
@@ -376,6 +381,8 @@ class CatalogVocabulary:
                 for term in self._by_len.get(1, []):
                     if term in (joined, *singular_forms(joined)) or joined in singular_forms(term):
                         continue  # the same word ("sports" is no misheard "Sport")
+                    if any(w in asked for w in span) and _sound(joined) != self._sounds[term]:
+                        continue  # a plural noun asked for changes only for a homophone ("teas" -> tees)
                     sim = self._similarity(joined, term)
                     if sim >= threshold and (best is None or sim > best[0]):
                         best = (sim, i, i + n, term)
@@ -421,6 +428,22 @@ def _differing(a: str, b: str) -> str:
     """The words of `a` that `b` does not have (what the better hypothesis replaced)."""
     other = set(_words(b))
     return " ".join(w for w in _words(a) if w not in other) or a
+
+
+def _keeps(nouns: set[str], alternative: str) -> bool:
+    """Whether a hypothesis keeps these nouns, or a word that sounds the same ("tees" for "teas")."""
+    words = _words(alternative)
+    sounds = {_sound(w) for w in words}
+    return all(n in words or _sound(n) in sounds for n in nouns)
+
+
+def _plural_nouns(text: str) -> set[str]:
+    """The plural nouns of a transcript ("shoes", "bottles"): things asked for, which Whisper wrote as whole words.
+
+    A misheard product word is rarely one ("black hold", "a who d"), so these are repaired only at typo distance.
+    """
+    return {w for w in _words(text) if len(w) >= 4 and w.endswith("s") and not w.endswith(("ss", "'s", "us", "is"))
+            and w not in _COMMON and w not in NUMBER_WORDS}
 
 
 def _after_colour(text: str) -> set[str]:
