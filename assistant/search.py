@@ -300,6 +300,7 @@ _GENDER_RE = re.compile(
     r"ladies|lady'?s|female|girls'?|girl'?s|girl|boys'?|boy'?s|boy|kids'?|kid'?s|kid|children'?s|children|youth)"
     r"(?=\s|$)"
 )
+_TRAILING_ADDRESS = frozenset({"men", "man", "guys", "gents", "ladies", "girls", "boys", "kids", "lady", "girl"})
 _GENDER_WORDS: dict[str, str] = {
     "men": "men", "man": "men", "male": "men", "gent": "men", "guy": "men",
     "women": "women", "woman": "women", "ladie": "women", "lady": "women", "female": "women",
@@ -465,7 +466,11 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
         size = canonical_size(m[1])
         norm = norm[: m.start(1)] + " " + norm[m.end(1) :]
     gender = None
-    if m := _GENDER_RE.search(norm):
+    m = _GENDER_RE.search(norm)
+    if m and not m[0].startswith("for") and "'" not in m["g"] and not m["g"].endswith("s'") and \
+            not norm[m.end():].strip() and m.start() > 0 and m["g"] in _TRAILING_ADDRESS:
+        m = None  # "what about running shorts, men?", "any hoodies guys": the shopper addresses someone
+    if m:
         gender = canonical_gender(m["g"])
         norm = norm[: m.start()] + " " + norm[m.end() :]
     brand = category = None

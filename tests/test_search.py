@@ -60,6 +60,10 @@ LUMA = LUMA_DIR / "products.jsonl"
         ("nice, add a large in yellow to the cart", dict(size="L", color="yellow")),  # "a large": the size taken
         ("a large hoodie", dict(size=None)),
         ("plus size leggings in 3x", dict(size="XXXL")),  # plus sizes as written
+        ("what about running shorts, men?", dict(gender=None)),  # addressing people is no department
+        ("any hoodies guys", dict(gender=None)),
+        ("watches for men", dict(gender="men")),
+        ("show me men jackets", dict(gender="men")),
     ],
 )
 def test_parse_query(text, expected):
