@@ -49,7 +49,7 @@ from assistant.conversation.coverage import Absence, CatalogCoverage
 from assistant.conversation.names import ProductNames
 from assistant.conversation.vocabulary import CatalogVocabulary
 from assistant.grounding import ProductFact, facts_from_hits, format_price, spoken_name, without_injection
-from assistant.intent import DialogueContext, Intent
+from assistant.intent import COMPLAINT_CUES, DialogueContext, Intent
 from assistant.memory import SessionMemory
 from assistant.rerank import SessionSignals
 from assistant.search import (
@@ -90,6 +90,8 @@ _WHAT_DO_YOU_SELL = re.compile(r"\bwhat (?:kinds? of |sorts? of |types? of )?(?:
 _POINTING = re.compile(r"^(?:(?:ok|okay|so|and|um|uh|hmm|yeah|yes|what about|how about|i like|i'll take|show me)\s+)*"
                        r"(?:the|that|this)\b")
 _ONE_ANAPHORA = re.compile(r"\b(?:a|an|the|any)\s+(?:[a-z]+\s+){1,2}ones?\b(?!\s+(?:of|more))")
+_COMPLAINT = re.compile(COMPLAINT_CUES + r"|\b(?:bad|wrong|problem|issue|late|missing|hate|doesn't work|not working|"
+                        r"never came|didn't (?:arrive|come)|poor|waste|sucks?|upset|annoy|sorry|why)\b")
 _COMPARE_CUES = re.compile(r"\b(?:compare|comparison|vs|versus|or|difference|differ|better|best|than|which|both|"
                            r"between|either)\b")
 _PRICE_AND_MATERIAL_WORDS = frozenset({"cheaper", "cheapest", "price", "cost", "costs", "expensive", "pricier",
@@ -383,6 +385,10 @@ class Dialogue:
             return replace(intent, name="catalog_overview", source="rule")
         if intent.name == "add_to_cart" and not _CART_WORDS.search(low):  # "ok what about capris" adds nothing
             return replace(intent, name="search", source=f"{intent.source}+no-cart-word")
+        if intent.name == "complaint" and not _COMPLAINT.search(low) and self.coverage is not None \
+                and self.coverage.defining_words(intent.query.text if intent.query is not None else text):
+            # "a denim skirt in blue" is a request, whatever the classifier made of it: no complaint word in it
+            intent = replace(intent, name="search", source=f"{intent.source}+no-complaint-word")
         names = self.names
         if intent.name == "out_of_scope" and names is not None and any(
                 t in names.vocabulary.kinds for t in names.vocabulary.terms_in(text)):

@@ -387,13 +387,18 @@ _HUMAN_RE = re.compile(
     r"agent|people)\b|\bhuman\s+(?:being|agent|help|please)\b|^(?:a\s+)?(?:human|agent|representative|operator)"
     r"(?:\s+please)?$|\bcustomer\s+(?:service|support)\s+(?:agent|rep|person|representative)"
 )
+# Words of a complaint (English, not any catalog's): the rules' complaint keywords, and what the dialogue asks of
+# a turn the classifier calls a complaint before it hands the shopper to a person.
+COMPLAINT_CUES = (
+    r"\b(?:broken|broke|damaged|terrible|awful|worst|ripped|torn|defective|faulty|disappointed|"
+    r"unhappy|not happy|complain|ridiculous|useless|scam|fell apart|never arrived|wrong (?:size|"
+    r"item|colou?r|order)|rude|unacceptable|frustrat|angry|furious|still waiting|stopped working)"
+)
 _KEYWORDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(p))
     for name, p in (
         ("human", _HUMAN_RE.pattern),
-        ("complaint", r"\b(?:broken|broke|damaged|terrible|awful|worst|ripped|torn|defective|faulty|disappointed|"
-                      r"unhappy|not happy|complain|ridiculous|useless|scam|fell apart|never arrived|wrong (?:size|"
-                      r"item|colou?r|order)|rude|unacceptable|frustrat|angry|furious|still waiting|stopped working)"),
+        ("complaint", COMPLAINT_CUES),
         ("order_status", r"\b(?:where(?:'s| is) my|track(?:ing)?|order status|has my .{0,20}(?:shipped|arrived)|"
                          r"when will my|status of my|my (?:order|package|parcel|delivery))\b"),
         ("policy", r"\b(?:return|refund|exchange|shipping|ship to|deliver(?:y)? (?:cost|fee|time)|payment|pay with|"

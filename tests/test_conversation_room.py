@@ -22,7 +22,7 @@ CATALOG = Catalog([
     _p("j1", "Tasca Softshell Jacket", "Women/Tops/Jackets", "Sheds wind."),
     _p("j2", "Velmo Canvas Jacket", "Women/Tops/Jackets", "Waxed canvas."),
     _p("b1", "Kestrel Day Pack", "Gear/Bags", "Fits a 15 inch laptop.", style_bags=["Backpack", "Laptop"]),
-    _p("t1", "Sprocket Strap 6 foot", "Gear/Fitness"),
+    _p("t1", "Sprocket Strap 6 foot", "Gear/Fitness", "Loops around a yoga mat.", climate=["Hot"]),
     _p("t2", "Sprocket Strap 10 foot", "Gear/Fitness"),
     _p("d1", "Harbor Duffle", "Gear/Bags", "A roomy gym bag."),
     _p("d2", "Pier Duffle", "Gear/Bags", "A weekend bag."),
@@ -70,6 +70,12 @@ def test_absent_kinds_brands_and_materials_are_found() -> None:
     assert _absence("show me men's jackets") == ("men's jackets", False)  # a department the catalog lacks
 
 
+def test_absent_kinds_whatever_their_phrasing() -> None:
+    assert _absence("i need a yoga mat") == ("yoga mats", True)  # a noun only a description uses, said back plural
+    assert _absence("do you have a hat") == ("hats", True)  # no misheard attribute value ("Hot"): typed as meant
+    assert _absence("any hoodies for kids") == ("kids' hoodies", False)
+
+
 def test_what_the_catalog_has_is_not_absent() -> None:
     for text in ("show me hoodies", "a cotton hoodie", "a hoody", "fleece hoodies", "the canvas jacket",
                  "something warm for hiking in the rain", "hoodies under fifty dollars", "a backpack for my laptop",
@@ -101,3 +107,26 @@ def test_measurements_come_from_the_description() -> None:
 
     assert measurements(_hits("b1")[0]) == ["Fits a 15 inch laptop."]
     assert measurements(_hits("h1")[0]) == []  # "Warm fleece." gives no measure
+
+
+async def test_a_request_the_classifier_calls_a_complaint_is_searched() -> None:
+    from assistant.dialogue import Dialogue, DialogueState
+    from assistant.intent import Intent
+
+    class Complaining:  # the classifier's mistake on an unusual request
+        def recognize(self, text: str, context: object) -> Intent:
+            return Intent("complaint", {}, 0.9, query=parse_query(text, QUERIES), text=text)
+
+    searched: list[str] = []
+
+    async def search(text: str, **kw: object) -> tuple[object, list[ProductHit]]:
+        searched.append(text)
+        return kw.get("query") or parse_query(text, QUERIES), _hits("h1")
+
+    dialogue = Dialogue(Complaining(), catalog=CATALOG, vocabulary=VOCAB)
+    plan = await dialogue.plan("a fleece hoodie in black", image_id=None, state=DialogueState(), search=search, signals=None,
+                               k=5)
+    assert plan.intent is not None and plan.intent.name == "search" and searched and not plan.handoff
+    complaint = await dialogue.plan("my hoodie arrived broken", image_id=None, state=DialogueState(), search=search,
+                                    signals=None, k=5)
+    assert complaint.intent is not None and complaint.intent.name == "complaint" and complaint.handoff

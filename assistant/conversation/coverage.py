@@ -26,7 +26,7 @@ import numpy as np
 from rapidfuzz import fuzz
 
 from assistant.catalog import Catalog, Product
-from assistant.conversation.vocabulary import COMMON_WORDS, CatalogVocabulary, singular_forms
+from assistant.conversation.vocabulary import COMMON_WORDS, CatalogVocabulary, plural, singular_forms
 from assistant.search import COLOR_SYNONYMS, NUMBER_WORDS, QueryVocab, SearchQuery
 
 SOUND_ALIKE_SPELLING = 60  # rapidfuzz ratio: "tea" for "tee" (67) is the same word misheard; "nike"/"neck" (50) not
@@ -38,10 +38,19 @@ _NOT_DEFINING = COMMON_WORDS
 
 
 def _looks_like_a_noun(word: str, said: Sequence[str]) -> bool:
-    """A plural ("laptops"), or a word after "a"/"an" ("a laptop"): a thing asked for, not a quality."""
+    """Whether a word is a thing asked for, not a quality.
+
+    A plural ("laptops"), a word after "a"/"an" ("a laptop") or one ending a phrase that "a" opens ("a yoga mat").
+    """
     if word.endswith("s") and not word.endswith("ss"):
         return True
-    return any(a in ("a", "an") and b == word for a, b in zip(said, said[1:], strict=False))
+    if word not in said:
+        return False
+    i = said.index(word)
+    if i > 0 and said[i - 1] in ("a", "an"):
+        return True
+    ends_phrase = i + 1 == len(said) or said[i + 1] in ("for", "in", "with", "that", "under", "please", "and", "to")
+    return ends_phrase and any(w in ("a", "an") for w in said[max(0, i - 3) : i])
 
 
 def _singular(word: str) -> str:
@@ -145,16 +154,24 @@ class CatalogCoverage:
         among = self._of_kind(query)  # "leather jackets": is any *jacket* described as leather?
         missing = [w for w in defining if not self.has(w, among) and not self._joined(w, defining, among)]
         if not named_kind:  # "do you sell laptops": a noun the catalog only mentions is no kind it sells
-            said = _WORD_RE.findall(query.text.lower())
+            said, whole = _WORD_RE.findall(query.text.lower()), _WORD_RE.findall(text.lower())
             missing += [w for w in defining if w not in missing and self.has(w) and w not in self.kind_words
-                        and _singular(w) not in self.kind_words and _looks_like_a_noun(w, said)]
+                        and _singular(w) not in self.kind_words and (
+                            _looks_like_a_noun(w, said)
+                            # "a yoga mat": a noun only descriptions use (attribute values such as a bag's
+                            # "Backpack" style still say what a product is)
+                            or w not in self.structured and _looks_like_a_noun(w, whole))]
         missing = [w for w in missing if not self._sounds_like_a_catalog_word(w) and w not in self.vocabulary.kinds]
         gender = self._missing_department(query)
         if not missing and gender is None:
             return None
         phrase = self._phrase(query.text, defining)
+        head = phrase.split()[-1] if phrase else ""
+        if not named_kind and head in missing and not head.endswith("s"):
+            phrase = phrase[: -len(head)] + plural(head)  # "We don't carry hats", not "hat"
         if gender is not None:
-            phrase = f"{gender}'s {phrase}".strip()
+            possessive = gender + ("'" if gender.endswith("s") else "'s")  # men's, kids'
+            phrase = f"{possessive} {phrase}".strip()
         close = bool(missing) and all(self._synonym_of_a_kind(w) for w in missing)
         return Absence(tuple(missing) or (gender or "",), phrase, kind=not named_kind, close=close)
 
@@ -241,9 +258,10 @@ class CatalogCoverage:
         """A word ASR may have written for a catalog word that sounds the same ("layla tea" for the Layla Tee)."""
         if len(word) <= 2 or not word.isalpha():
             return False
-        if self._sounds is None:  # metaphone -> the catalog words with it, computed once
-            sounds: dict[str, list[str]] = {}
-            for w in self.structured:
+        if self._sounds is None:  # metaphone -> the title, category and brand words with it, computed once
+            sounds: dict[str, list[str]] = {}  # (not attribute values: "hat" is no misheard climate "Hot")
+            brands = _words_and_singulars(p.brand or "" for p in self.catalog)
+            for w in self.kind_words | brands:
                 sounds.setdefault(jellyfish.metaphone(w), []).append(w)
             self._sounds = sounds
         alike = self._sounds.get(jellyfish.metaphone(word), [])

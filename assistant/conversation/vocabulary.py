@@ -82,7 +82,8 @@ _SHOPPING_CUES = re.compile(
 )
 
 
-def _plural(word: str) -> str:
+def plural(word: str) -> str:
+    """English plural of a noun ("hoodie" -> hoodies, "watch" -> watches, "body" -> bodies)."""
     if word.endswith(("s", "x", "z", "ch", "sh")):
         return word if word.endswith("s") else word + "es"
     if word.endswith("y") and len(word) > 2 and word[-2] not in "aeiou":
@@ -199,13 +200,13 @@ class CatalogVocabulary:
         kind_products: dict[str, set[str]] = {}  # a kind's singular key -> product ids
         kind_word: dict[str, str] = {}  # a kind's singular key -> the catalog's word for it (plural where it has one)
 
-        def add_kind(word: str, pid: str, *, plural: bool = False) -> None:
+        def add_kind(word: str, pid: str, *, as_plural: bool = False) -> None:
             word = " ".join(_words(word))
             if (len(word) < 3 or not word.replace(" ", "").isalpha() or canonical_gender(word) is not None
                     or word in COLOR_SYNONYMS):
                 return
-            if plural and " " not in word:
-                word = _plural(word)
+            if as_plural and " " not in word:
+                word = plural(word)
             key = singular_forms(word)[0] if word.endswith("s") and " " not in word else word
             kind_products.setdefault(key, set()).add(pid)
             if key not in kind_word or (word != key and kind_word[key] == key):
@@ -226,19 +227,19 @@ class CatalogVocabulary:
         heads = Counter(ws[-1] for ws in title_words if len(ws) > 1 and not ws[-2].isdigit())
         for p, ws in zip(products, title_words, strict=True):
             if len(ws) > 1 and not ws[-2].isdigit() and heads[ws[-1]] >= 2:  # not "10 foot", "55 cm"
-                add_kind(ws[-1], p.id, plural=True)
+                add_kind(ws[-1], p.id, as_plural=True)
         kinds: dict[str, str] = {}
         for key, word in kind_word.items():
             forms = {word, key}
             if " " not in word:
-                forms |= set(singular_forms(word)) | {_plural(key)}
+                forms |= set(singular_forms(word)) | {plural(key)}
             for spoken in forms:
                 kinds.setdefault(spoken, word)
         for term, aliases in SPOKEN_CATEGORY_ALIASES.items():
-            target = next((kinds[f] for f in (term, _plural(term)) if f in kinds), None)
+            target = next((kinds[f] for f in (term, plural(term)) if f in kinds), None)
             for alias in aliases if target else ():
                 kinds.setdefault(alias, target)  # type: ignore[arg-type]
-                kinds.setdefault(_plural(alias), target)  # type: ignore[arg-type]
+                kinds.setdefault(plural(alias), target)  # type: ignore[arg-type]
         # Product lines: the first distinctive word of each title (not a kind, colour, number or common word).
         df = Counter(w for ws in title_words for w in set(ws))
         first = Counter(ws[0] for ws in title_words if ws)
