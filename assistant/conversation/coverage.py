@@ -37,6 +37,15 @@ _PURPOSE_RE = re.compile(r"\b(?:for|to|when|while|so|because|that|which|who|duri
 _NOT_DEFINING = COMMON_WORDS
 
 
+def _counted(word: str, said: Sequence[str], window: int = 5) -> bool:
+    """Whether the word ends a phrase that "a"/"an" opens ("a yoga mat", "a water resistant phone case")."""
+    if word not in said:
+        return False
+    i = len(said) - 1 - list(reversed(said)).index(word)
+    ends_phrase = i + 1 == len(said) or said[i + 1] in ("for", "in", "with", "that", "under", "please", "and", "to")
+    return ends_phrase and any(w in ("a", "an") for w in said[max(0, i - window) : i])
+
+
 def _looks_like_a_noun(word: str, said: Sequence[str]) -> bool:
     """Whether a word is a thing asked for, not a quality.
 
@@ -44,13 +53,7 @@ def _looks_like_a_noun(word: str, said: Sequence[str]) -> bool:
     """
     if word.endswith("s") and not word.endswith("ss"):
         return True
-    if word not in said:
-        return False
-    i = said.index(word)
-    if i > 0 and said[i - 1] in ("a", "an"):
-        return True
-    ends_phrase = i + 1 == len(said) or said[i + 1] in ("for", "in", "with", "that", "under", "please", "and", "to")
-    return ends_phrase and any(w in ("a", "an") for w in said[max(0, i - 3) : i])
+    return _counted(word, said)
 
 
 def _singular(word: str) -> str:
@@ -167,8 +170,8 @@ class CatalogCoverage:
             return None
         phrase = self._phrase(query.text, defining)
         head = phrase.split()[-1] if phrase else ""
-        if not named_kind and head in missing and not head.endswith("s"):
-            phrase = phrase[: -len(head)] + plural(head)  # "We don't carry hats", not "hat"
+        if head and not head.endswith("s") and _counted(head, _WORD_RE.findall(text.lower())):
+            phrase = phrase[: -len(head)] + plural(head)  # "a hat" -> "We don't carry hats" (not "nikes")
         if gender is not None:
             possessive = gender + ("'" if gender.endswith("s") else "'s")  # men's, kids'
             phrase = f"{possessive} {phrase}".strip()
