@@ -404,7 +404,16 @@ class Dialogue:
             return replace(intent, name="compare", source=f"{intent.source}+focus")  # "compare it with the X"
         if self._about_focus(intent, text, state):
             return replace(intent, name="product_question", source=f"{intent.source}+focus")
+        if intent.name == "product_question" and not named and not _QUESTION_START.match(low) \
+                and not _PRONOUN.search(low) and (self._names_a_kind(text) or state.focus is None and not state.shown
+                                                 and self.coverage is not None and self.coverage.defining_words(text)):
+            return replace(intent, name="search", source=f"{intent.source}+asks-for-a-kind")  # "a bag with ..."
         return self._about_named(intent, text, state)
+
+    def _names_a_kind(self, text: str) -> bool:
+        """Whether the turn names one of the catalog's kinds ("a backpack with a rain cover")."""
+        names = self.names
+        return names is not None and any(t in names.vocabulary.kinds for t in names.vocabulary.terms_in(text))
 
     def _about_focus(self, intent: Intent, text: str, state: DialogueState) -> bool:
         """"What colours can I get it in?", "and the price?" with one product in focus: a question about it."""
@@ -416,8 +425,7 @@ class Dialogue:
         if intent.query is not None and (intent.query.category is not None or intent.query.has_filters
                                          and not _PRONOUN.search(low)):
             return False  # "any in red under 50?" refines the search
-        names = self.names
-        if names is not None and any(t in names.vocabulary.kinds for t in names.vocabulary.terms_in(text)):
+        if self._names_a_kind(text):
             return False  # "what colours do the hoodies come in" is about hoodies
         return bool(_PRONOUN.search(low) or _ATTRIBUTE_QUESTION.search(low))
 
@@ -465,7 +473,8 @@ class Dialogue:
         if name == "policy":
             plan = self._policy(intent, text)
             low = text.lower()
-            if plan.handoff and _STOCK_QUESTION.search(low) and not _SERVICE_WORDS.search(low):
+            if plan.handoff and (_STOCK_QUESTION.search(low) or self._names_a_kind(text)) \
+                    and not _SERVICE_WORDS.search(low):
                 # "do you sell laptops?" asks about products, not a policy the knowledge base lacks
                 return await self._search(replace(intent, name="search"), text, None, state, search, signals, k,
                                           fresh=True)

@@ -74,6 +74,8 @@ def test_absent_kinds_whatever_their_phrasing() -> None:
     assert _absence("i need a yoga mat") == ("yoga mats", True)  # a noun only a description uses, said back plural
     assert _absence("do you have a hat") == ("hats", True)  # no misheard attribute value ("Hot"): typed as meant
     assert _absence("any hoodies for kids") == ("kids' hoodies", False)
+    assert _absence("a hoodie with a touch screen") == ("hoodies with a touch screen", False)  # said as asked
+    assert _absence("do you carry nike") == ("nike", True)  # a brand is no counted noun: not "nikes"
 
 
 def test_what_the_catalog_has_is_not_absent() -> None:
@@ -114,8 +116,10 @@ async def test_a_request_the_classifier_calls_a_complaint_is_searched() -> None:
     from assistant.intent import Intent
 
     class Complaining:  # the classifier's mistake on an unusual request
+        label = "complaint"
+
         def recognize(self, text: str, context: object) -> Intent:
-            return Intent("complaint", {}, 0.9, query=parse_query(text, QUERIES), text=text)
+            return Intent(self.label, {}, 0.9, query=parse_query(text, QUERIES), text=text)
 
     searched: list[str] = []
 
@@ -130,3 +134,11 @@ async def test_a_request_the_classifier_calls_a_complaint_is_searched() -> None:
     complaint = await dialogue.plan("my hoodie arrived broken", image_id=None, state=DialogueState(), search=search,
                                     signals=None, k=5)
     assert complaint.intent is not None and complaint.intent.name == "complaint" and complaint.handoff
+    # a "question" with nothing to be about, or a policy question naming a kind, asks for products
+    recognizer = Complaining()
+    dialogue = Dialogue(recognizer, catalog=CATALOG, vocabulary=VOCAB)
+    for label, text in (("product_question", "a hoodie with a rain cover"), ("policy", "a hoodie with rfid blocking")):
+        recognizer.label = label
+        plan = await dialogue.plan(text, image_id=None, state=DialogueState(), search=search, signals=None, k=5)
+        assert plan.intent is not None and plan.intent.name == "search" and not plan.handoff, (label, plan)
+        assert plan.reply is not None and plan.reply.startswith("We don't carry hoodies with "), plan.reply

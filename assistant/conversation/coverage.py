@@ -168,10 +168,7 @@ class CatalogCoverage:
         gender = self._missing_department(query)
         if not missing and gender is None:
             return None
-        phrase = self._phrase(query.text, defining)
-        head = phrase.split()[-1] if phrase else ""
-        if head and not head.endswith("s") and _counted(head, _WORD_RE.findall(text.lower())):
-            phrase = phrase[: -len(head)] + plural(head)  # "a hat" -> "We don't carry hats" (not "nikes")
+        phrase = self._phrase(query.text, defining, _WORD_RE.findall(text.lower()))
         if gender is not None:
             possessive = gender + ("'" if gender.endswith("s") else "'s")  # men's, kids'
             phrase = f"{possessive} {phrase}".strip()
@@ -248,14 +245,28 @@ class CatalogCoverage:
         return [w for w in words if len(w) > 2 and w not in _NOT_DEFINING and w not in COLOR_SYNONYMS
                 and not w.isdigit() and w not in NUMBER_WORDS]
 
-    def _phrase(self, text: str, defining: Sequence[str]) -> str:
-        """The defining part of the request, as said ("leather jackets", "laptops")."""
+    def _phrase(self, text: str, defining: Sequence[str], said: Sequence[str] = ()) -> str:
+        """The defining part of the request, as said, for "We don't carry ...".
+
+        From its first defining word (or colour) to its last: "leather jackets", "watches with a touch screen",
+        "sapphire leggings in blue". A noun counted with "a" becomes plural: the one before "with", else the last
+        ("a hat" -> hats, "a watch with a touch screen" -> watches with a touch screen; "nike" stays nike).
+        """
         low = text.lower()
         if m := _PURPOSE_RE.search(low):
             low = low[: m.start()]
         words = _WORD_RE.findall(low)
-        keep = [w for w in words if w in defining or w in COLOR_SYNONYMS]
-        return " ".join(keep) or " ".join(defining)
+        marks = [i for i, w in enumerate(words) if w in defining or w in COLOR_SYNONYMS]
+        if not marks:
+            return " ".join(defining)
+        span = words[marks[0] : marks[-1] + 1]
+        joint = next((j for j, w in enumerate(span) if j > 0 and w in ("with", "without")), None)
+        target = joint - 1 if joint is not None else max(
+            (j for j, w in enumerate(span) if w not in COLOR_SYNONYMS), default=len(span) - 1)
+        noun = span[target]
+        if not noun.endswith("s") and noun not in COLOR_SYNONYMS and _counted(noun, said):
+            span[target] = plural(noun)
+        return " ".join(span)
 
     def _sounds_like_a_catalog_word(self, word: str) -> bool:
         """A word ASR may have written for a catalog word that sounds the same ("layla tea" for the Layla Tee)."""
