@@ -90,6 +90,14 @@ _WHAT_DO_YOU_SELL = re.compile(r"\bwhat (?:kinds? of |sorts? of |types? of )?(?:
 _POINTING = re.compile(r"^(?:(?:ok|okay|so|and|um|uh|hmm|yeah|yes|what about|how about|i like|i'll take|show me)\s+)*"
                        r"(?:the|that|this)\b")
 _ONE_ANAPHORA = re.compile(r"\b(?:a|an|the|any)\s+(?:[a-z]+\s+){1,2}ones?\b(?!\s+(?:of|more))")
+# A turn that puts something in the cart: "add a small", "I'll take two", "one Sybil in a 31 please", "two of those"
+_CART_START = re.compile(
+    r"^(?:(?:ok|okay|great|nice|cool|perfect|alright|all right|yes|yeah|so|and|then|please|good)[,!.]?\s+)*"
+    r"(?:add|put|i'?ll take|i'?ll get|i'?ll have|i will take|take|(?:one|two|three|four|five|\d+)\s+(?:of\s+(?:those|"
+    r"these|them|it)\b|more\b))"
+)
+_QUANTITY_START = re.compile(r"^(?:(?:ok|okay|great|so|and|then)[,!.]?\s+)*(?:one|two|three|four|five|\d+)\s+\w+")
+_CART_CORRECTION = re.compile(r"\b(?:make (?:it|that|them)|change (?:it|that) to|instead)\b")
 _COMPLAINT = re.compile(COMPLAINT_CUES + r"|\b(?:bad|wrong|problem|issue|late|missing|hate|doesn't work|not working|"
                         r"never came|didn't (?:arrive|come)|poor|waste|sucks?|upset|annoy|sorry|why)\b")
 _COMPARE_CUES = re.compile(r"\b(?:compare|comparison|vs|versus|or|difference|differ|better|best|than|which|both|"
@@ -122,6 +130,10 @@ class DialogueState:
     # Slots the shopper gave in earlier turns that later turns may leave out ("where is my order?" after giving
     # its number); a new value replaces the old one.
     remembered: dict[str, Any] = field(default_factory=dict)
+    # The last line put in the cart (product id, variant id, size, colour, quantity): "actually make it a medium"
+    # changes it instead of adding another.
+    last_added: tuple[str, str, str | None, str | None, int] | None = None
+    last_question: str | None = None  # the last product question, for "and the Juno?"
 
     @classmethod
     def restore(cls, memory: SessionMemory, catalog: Any | None) -> DialogueState:
@@ -383,12 +395,15 @@ class Dialogue:
             intent = replace(intent, name="search", source=f"{intent.source}+no-photo")  # "yoga videos for beginners"
         if _WHAT_DO_YOU_SELL.search(low):
             return replace(intent, name="catalog_overview", source="rule")
-        if intent.name == "add_to_cart" and not _CART_WORDS.search(low):  # "ok what about capris" adds nothing
-            return replace(intent, name="search", source=f"{intent.source}+no-cart-word")
+        if intent.name == "add_to_cart" and not _CART_WORDS.search(low) and not self._puts_in_cart(text, state):
+            # "ok what about capris" adds nothing; "actually make it two" after adding changes the cart
+            intent = replace(intent, name="search", source=f"{intent.source}+no-cart-word")
         if intent.name == "complaint" and not _COMPLAINT.search(low) and self.coverage is not None \
                 and self.coverage.defining_words(intent.query.text if intent.query is not None else text):
             # "a denim skirt in blue" is a request, whatever the classifier made of it: no complaint word in it
             intent = replace(intent, name="search", source=f"{intent.source}+no-complaint-word")
+        if intent.name != "add_to_cart" and self._puts_in_cart(text, state):
+            intent = replace(intent, name="add_to_cart", source=f"{intent.source}+cart-verb")
         names = self.names
         if intent.name == "out_of_scope" and names is not None and any(
                 t in names.vocabulary.kinds for t in names.vocabulary.terms_in(text)):
@@ -404,11 +419,33 @@ class Dialogue:
             return replace(intent, name="compare", source=f"{intent.source}+focus")  # "compare it with the X"
         if self._about_focus(intent, text, state):
             return replace(intent, name="product_question", source=f"{intent.source}+focus")
-        if intent.name == "product_question" and not named and not _QUESTION_START.match(low) \
-                and not _PRONOUN.search(low) and (self._names_a_kind(text) or state.focus is None and not state.shown
-                                                 and self.coverage is not None and self.coverage.defining_words(text)):
+        nothing_to_ask_about = state.focus is None and not state.shown and not named
+        if intent.name == "product_question" and not named and not _PRONOUN.search(low) and (
+                not _QUESTION_START.match(low) and self._names_a_kind(text) or nothing_to_ask_about
+                and self.coverage is not None and self.coverage.defining_words(text)):
             return replace(intent, name="search", source=f"{intent.source}+asks-for-a-kind")  # "a bag with ..."
         return self._about_named(intent, text, state)
+
+    def _puts_in_cart(self, text: str, state: DialogueState) -> bool:
+        """"Add a small", "I'll take two", "one Sybil in a 31", "actually make it a medium" after adding: the cart.
+
+        Only with something to add (a product in focus or on screen, or one the turn names) and no kind named
+        anew ("add a hoodie under 50" stays a search).
+        """
+        low = text.lower().strip()
+        if not (state.focus is not None or state.shown or self.named(text, state)):
+            return False
+        if state.last_intent == "add_to_cart" and state.last_added is not None and _CART_CORRECTION.search(low):
+            return True
+        named = bool(self.named(text, state))
+        if _CART_START.match(low):
+            return named or not self._names_a_kind(text)
+        return bool(_QUANTITY_START.match(low)) and named and not _asks_about(text)  # "one Sybil in a 31 please"
+
+    def _names_a_line(self, text: str) -> bool:
+        """Whether the turn says a product-line name ("Bolo", "Sprite")."""
+        names = self.names
+        return names is not None and any(t in names.vocabulary.lines for t in names.vocabulary.terms_in(text))
 
     def _names_a_kind(self, text: str) -> bool:
         """Whether the turn names one of the catalog's kinds ("a backpack with a rain cover")."""
@@ -422,9 +459,10 @@ class Dialogue:
             return False
         if state.focus is None and len(state.shown) != 1:
             return False
+        about_one = state.last_intent in ("product_question", "add_to_cart") and state.focus is not None
         if intent.query is not None and (intent.query.category is not None or intent.query.has_filters
-                                         and not _PRONOUN.search(low)):
-            return False  # "any in red under 50?" refines the search
+                                         and not _PRONOUN.search(low) and not about_one):
+            return False  # "any in red under 50?" refines the search; "and in black?" about the Antonia asks it
         if self._names_a_kind(text):
             return False  # "what colours do the hoodies come in" is about hoodies
         return bool(_PRONOUN.search(low) or _ATTRIBUTE_QUESTION.search(low))
@@ -683,6 +721,12 @@ class Dialogue:
     # --- answers built from facts ---------------------------------------------------------------------------
     def _pick(self, intent: Intent, text: str, state: DialogueState) -> ProductHit | None:
         named = self.named(text, state)
+        if named and state.focus is not None and re.search(r"\b(?:it|its|it's)\b", text.lower()) and \
+                all(n.product.id not in {h.product.id for h in state.shown} for n in named) and \
+                not self._names_a_line(text):
+            named = []  # "what's its strap made of": the watch in focus, not the yoga straps the word names
+        if len(named) > 1 and _CART_CORRECTION.search(text.lower()) or re.search(r"\bno,? (?:make|the)\b", text.lower()):
+            named = named[-1:]  # "add the Quest band. Oh wait, no, make that the Harmony kit"
         if named:  # a product the shopper names wins over positions and the one in focus
             state.focus = named[0]
             return named[0]
@@ -708,6 +752,10 @@ class Dialogue:
             return self._which_one(intent, text) if state.shown else \
                 self._said(intent, text, "Which product are you asking about? Tell me what you're looking for "
                            "and I'll find it.")
+        if len(_words(text)) <= 5 and state.last_question and not _ATTRIBUTE_QUESTION.search(text.lower()) \
+                and not (intent.slots.get("size") or intent.slots.get("colour")) and self.named(text, state):
+            text = state.last_question  # "and the Juno?" asks the last question about the Juno
+        state.last_question = text
         words = set(_words(text))
         name, facts = product_name(hit), facts_from_hits([hit])
         asked: list[str] = []
@@ -814,7 +862,12 @@ class Dialogue:
         return self._said(intent, text, " ".join(parts), sources=sources, facts=facts, hits=[a, b])
 
     def _add_to_cart(self, intent: Intent, text: str, state: DialogueState) -> Plan:
-        hit = self._pick(intent, text, state)
+        added = state.last_added if _CART_CORRECTION.search(text.lower()) else None
+        product = self.catalog.get(added[0]) if added is not None and self.catalog is not None else None
+        if added is not None and product is not None and not self.named(text, state):
+            hit: ProductHit | None = ProductHit(product, 1.0, "in the cart")  # "actually make it a medium"
+        else:
+            hit, added = self._pick(intent, text, state), None
         if hit is None:
             return self._which_one(intent, text) if state.shown else \
                 self._said(intent, text, "What would you like to add? Tell me what you're looking for first.")
@@ -827,11 +880,12 @@ class Dialogue:
         last = state.last_query
         # What this turn says, else what earlier turns said (the last search, then slots remembered from any turn)
         # when the product comes in it, else the variant the search found.
-        size = said_size or _one_of(last.size if last is not None else None, sizes, canonical_size) \
+        size = said_size or (added[2] if added is not None else None) \
+            or _one_of(last.size if last is not None else None, sizes, canonical_size) \
             or _one_of(state.remembered.get("size"), sizes, canonical_size) \
             or (hit.variant.sizes()[0] if hit.variant and hit.variant.sizes() else None)
-        colour = intent.slots.get("colour") or _one_of(last.color if last is not None else None, colours,
-                                                       canonical_color) \
+        colour = intent.slots.get("colour") or (added[3] if added is not None else None) \
+            or _one_of(last.color if last is not None else None, colours, canonical_color) \
             or _one_of(state.remembered.get("colour"), colours, canonical_color) \
             or (hit.variant.colors()[0] if hit.variant and hit.variant.colors() else None)
         sources = [hit.product.title, join(sizes), join(hit.product.colors())]
@@ -848,13 +902,15 @@ class Dialogue:
         if lacks_colour:  # "add it in grey" when it only comes in blue: say so, add nothing
             return self._said(intent, text, f"Sorry, the {name} doesn't come in {colour}. It comes in "
                               f"{join(colours)}.", sources=sources, facts=facts, hits=[hit])
-        quantity = int(intent.slots.get("quantity") or 1)
+        quantity = int(intent.slots.get("quantity") or (added[4] if added is not None else 1))
         wishlist = "wish" in text.lower()
         if state.memory is not None:
             if wishlist:
                 saved = state.memory.preferences().get("wishlist", [])
                 state.memory.set_preference("wishlist", [*saved, hit.product.id][-100:])
             else:
+                if added is not None:  # a correction replaces the line just added
+                    state.memory.remove_from_cart(added[0], added[1])
                 state.memory.add_to_cart(hit.product.id, variant.id if variant is not None else "", quantity)
         if colour is None and variant is not None and len(colours) > 1 and variant.colors():
             colour = variant.colors()[0]  # say which colour went in: the shopper can change it
@@ -864,8 +920,12 @@ class Dialogue:
         where = "your wishlist" if wishlist else "your cart"
         count = f"{quantity} of " if quantity > 1 else ""
         state.focus = hit
-        return self._said(intent, text, f"Added {count}the {name}{detail} to {where}.",
-                          sources=[*sources, str(quantity), str(size), str(shade)], facts=facts, hits=[hit])
+        if not wishlist:
+            state.last_added = (hit.product.id, variant.id if variant is not None else "", size, shade, quantity)
+        said = f"Changed it: {count}the {name}{detail} in {where}." if added is not None else \
+            f"Added {count}the {name}{detail} to {where}."
+        return self._said(intent, text, said, sources=[*sources, str(quantity), str(size), str(shade)], facts=facts,
+                          hits=[hit])
 
     def _policy(self, intent: Intent, text: str) -> Plan:
         if self.kb is None:

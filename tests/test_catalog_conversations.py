@@ -108,9 +108,14 @@ def test_quoted_failures_on_a_catalog_built_here_through_chat_cli(outdoor: Path,
         "what is the tasca jacket made of",
         "and the price?",
         "compare it with the velmo jacket",
+        "add the ferro hoodie in a small",
+        "actually make it a large",
+        "what is the velmo jacket made of",
+        "and the quillon?",
     ])
     shorts, shoes, rain, laptops, dresses, hoodies, warm, compare, order_id, order, cashmere, fleece = turns[:12]
-    grey, ferro, not_grey, quillon, tasca, price, versus = turns[12:]
+    grey, ferro, not_grey, quillon, tasca, price, versus = turns[12:19]
+    small, large, velmo, ellipsis = turns[19:]
     # no shorts: said first, nothing else announced as a match
     assert re.search(NOT_CARRIED, shorts["reply"].split(".")[0], re.I), shorts["reply"]
     assert not _matches(shorts)
@@ -142,6 +147,12 @@ def test_quoted_failures_on_a_catalog_built_here_through_chat_cli(outdoor: Path,
     assert tasca["intent"] == "product_question" and "Tasca" in tasca["reply"], tasca
     assert price["intent"] == "product_question" and "$120" in price["reply"] and _ids(price) == ["o3"], price
     assert versus["intent"] == "compare" and set(_ids(versus)) == {"o3", "o4"}, versus
+    # "actually make it a large" right after adding changes that line; "and the Quillon?" asks the last question
+    assert small["intent"] == "add_to_cart" and "Ferro" in small["reply"] and re.search(r"\bS\b", small["reply"])
+    assert large["intent"] == "add_to_cart" and large["reply"].startswith("Changed it") and "Ferro" in large["reply"]
+    assert re.search(r"\bL\b", large["reply"]), large
+    assert "Cotton canvas" in velmo["reply"] and ellipsis["intent"] == "product_question", (velmo, ellipsis)
+    assert "Quillon" in ellipsis["reply"] and "Polyester fleece" in ellipsis["reply"], ellipsis
 
 
 @pytest.mark.timeout(600)
