@@ -478,7 +478,9 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
         if found := vocab.brand_in(norm):
             brand, m = found
             norm = norm[: m.start()] + " " + norm[m.end() :]
-        category = vocab.category_term(norm)
+        # The kind asked for comes before any purpose: "a sports watch for marathon training" is a watch
+        asked = re.split(r"\b(?:for|to|when|while)\b", norm, maxsplit=1)[0]
+        category = vocab.category_term(asked) or vocab.category_term(norm)
     color = canonical_color(m[1]) if (m := _COLOR_RE.search(norm)) else None
     cleaned = _FILLER_RE.sub("", " ".join(norm.split()))
     cleaned = re.sub(r"\s+(?:please|thanks|thank you)$", "", cleaned).strip()

@@ -142,3 +142,8 @@ async def test_a_request_the_classifier_calls_a_complaint_is_searched() -> None:
         plan = await dialogue.plan(text, image_id=None, state=DialogueState(), search=search, signals=None, k=5)
         assert plan.intent is not None and plan.intent.name == "search" and not plan.handoff, (label, plan)
         assert plan.reply is not None and plan.reply.startswith("We don't carry hoodies with "), plan.reply
+
+
+def test_the_kind_asked_for_comes_before_its_purpose() -> None:
+    assert parse_query("a bag for my jacket", QUERIES).category == "bag"  # not the longer "jacket" after "for"
+    assert parse_query("jackets for the gym", QUERIES).category == "jacket"
