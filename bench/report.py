@@ -75,7 +75,8 @@ def section() -> str:
         if before:
             cells = [f"{name} {sec['conversations']['share_right']:.3f} of turns right, honesty "
                      f"{sec['not_carried']['honesty_rate']:.3f}" for name, sec in before["splits"].items()]
-            parts += [f"Before #9 (commit 9ffc0fc, typed): {'; '.join(cells)}.", ""]
+            commit = str(before.get("code", {}).get("commit", "9ffc0fc"))[:7]
+            parts += [f"Before #9 (commit {commit}, typed, the same data): {'; '.join(cells)}.", ""]
         parts.append(conversations_bench.table(conversations))
         for path in sorted(RESULTS.glob("conversations_spoken*.json")):  # one file per voice
             parts += ["", conversations_bench.table(json.loads(path.read_text()))]
