@@ -395,23 +395,22 @@ class Dialogue:
             intent = replace(intent, name="search", source=f"{intent.source}+no-photo")  # "yoga videos for beginners"
         if _WHAT_DO_YOU_SELL.search(low):
             return replace(intent, name="catalog_overview", source="rule")
-        if intent.name == "add_to_cart" and not _CART_WORDS.search(low) and not self._puts_in_cart(text, state):
+        named = self.named(text, state)  # looked up once: every rule below asks
+        puts_in_cart = self._puts_in_cart(text, state, named)
+        if intent.name == "add_to_cart" and not _CART_WORDS.search(low) and not puts_in_cart:
             # "ok what about capris" adds nothing; "actually make it two" after adding changes the cart
             intent = replace(intent, name="search", source=f"{intent.source}+no-cart-word")
         if intent.name == "complaint" and not _COMPLAINT.search(low) and self.coverage is not None \
                 and self.coverage.defining_words(intent.query.text if intent.query is not None else text):
             # "a denim skirt in blue" is a request, whatever the classifier made of it: no complaint word in it
             intent = replace(intent, name="search", source=f"{intent.source}+no-complaint-word")
-        if intent.name != "add_to_cart" and self._puts_in_cart(text, state):
+        if intent.name != "add_to_cart" and puts_in_cart:
             intent = replace(intent, name="add_to_cart", source=f"{intent.source}+cart-verb")
-        names = self.names
-        if intent.name == "out_of_scope" and names is not None and any(
-                t in names.vocabulary.kinds for t in names.vocabulary.terms_in(text)):
+        if intent.name == "out_of_scope" and self._names_a_kind(text):
             return replace(intent, name="search", source=f"{intent.source}+kind")  # "a watch with bluetooth"
         if intent.name in ("out_of_scope", "search", "refine", "recommendation") and _TELL_ME_ABOUT.search(low) \
-                and self.named(text, state):
+                and named:
             return replace(intent, name="product_question", source=f"{intent.source}+named")
-        named = self.named(text, state)
         if intent.name == "compare" and len(named) <= 1 and not _COMPARE_CUES.search(low):
             return replace(intent, name="product_question", source=f"{intent.source}+one")  # "is the Jade one warm"
         if intent.name == "product_question" and _COMPARE_WORDS.search(low) and len(named) == 1 \
@@ -424,23 +423,22 @@ class Dialogue:
                 not _QUESTION_START.match(low) and self._names_a_kind(text) or nothing_to_ask_about
                 and self.coverage is not None and self.coverage.defining_words(text)):
             return replace(intent, name="search", source=f"{intent.source}+asks-for-a-kind")  # "a bag with ..."
-        return self._about_named(intent, text, state)
+        return self._about_named(intent, text, bool(named))
 
-    def _puts_in_cart(self, text: str, state: DialogueState) -> bool:
+    def _puts_in_cart(self, text: str, state: DialogueState, named: Sequence[ProductHit]) -> bool:
         """"Add a small", "I'll take two", "one Sybil in a 31", "actually make it a medium" after adding: the cart.
 
         Only with something to add (a product in focus or on screen, or one the turn names) and no kind named
         anew ("add a hoodie under 50" stays a search).
         """
         low = text.lower().strip()
-        if not (state.focus is not None or state.shown or self.named(text, state)):
+        if not (state.focus is not None or state.shown or named):
             return False
         if state.last_intent == "add_to_cart" and state.last_added is not None and _CART_CORRECTION.search(low):
             return True
-        named = bool(self.named(text, state))
         if _CART_START.match(low):
-            return named or not self._names_a_kind(text)
-        return bool(_QUANTITY_START.match(low)) and named and not _asks_about(text)  # "one Sybil in a 31 please"
+            return bool(named) or not self._names_a_kind(text)
+        return bool(_QUANTITY_START.match(low) and named) and not _asks_about(text)  # "one Sybil in a 31 please"
 
     def _names_a_line(self, text: str) -> bool:
         """Whether the turn says a product-line name ("Bolo", "Sprite")."""
@@ -467,14 +465,15 @@ class Dialogue:
             return False  # "what colours do the hoodies come in" is about hoodies
         return bool(_PRONOUN.search(low) or _ATTRIBUTE_QUESTION.search(low))
 
-    def _about_named(self, intent: Intent, text: str, state: DialogueState) -> Intent:
+    @staticmethod
+    def _about_named(intent: Intent, text: str, names_a_product: bool) -> Intent:
         """A question about a product the turn names is a product question, whatever the classifier said.
 
         "Is the Hera one warm enough for winter?" asks about the Hera hoodie; it is no new search.
         """
         if intent.name not in ("search", "refine", "recommendation", "out_of_scope") or not _asks_about(text):
             return intent
-        if not _QUESTION_START.match(text.lower()) or not self.named(text, state):
+        if not _QUESTION_START.match(text.lower()) or not names_a_product:
             return intent
         return replace(intent, name="product_question", source=f"{intent.source}+named")
 
@@ -721,9 +720,9 @@ class Dialogue:
     # --- answers built from facts ---------------------------------------------------------------------------
     def _pick(self, intent: Intent, text: str, state: DialogueState) -> ProductHit | None:
         named = self.named(text, state)
+        on_screen = {h.product.id for h in state.shown}
         if named and state.focus is not None and re.search(r"\b(?:it|its|it's)\b", text.lower()) and \
-                all(n.product.id not in {h.product.id for h in state.shown} for n in named) and \
-                not self._names_a_line(text):
+                all(n.product.id not in on_screen for n in named) and not self._names_a_line(text):
             named = []  # "what's its strap made of": the watch in focus, not the yoga straps the word names
         if len(named) > 1 and _CART_CORRECTION.search(text.lower()) or re.search(r"\bno,? (?:make|the)\b", text.lower()):
             named = named[-1:]  # "add the Quest band. Oh wait, no, make that the Harmony kit"

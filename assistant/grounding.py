@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from assistant.catalog import COLOR_KEYS, SIZE_KEYS
 from assistant.moderation import looks_like_injection
 from assistant.search import (
-    COLOR_SYNONYMS,
+    COLOR_ALTERNATION,
     ProductHit,
     SearchQuery,
     canonical_color,
@@ -46,7 +46,7 @@ _CAP = r"(?:[A-Z][\w'’&-]*|\d+[A-Za-z][\w-]*)"
 _TITLE_RUN_RE = re.compile(rf"{_CAP}(?:\s+(?:(?:of|and|for|the|with|&)\s+)*{_CAP})+")
 _THE_NAME_RE = re.compile(rf"(?<=[a-z,] the ){_CAP}")
 _QUOTED_RE = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
-_COLOR_WORD_RE = re.compile(r"\b(" + "|".join(sorted(COLOR_SYNONYMS, key=len, reverse=True)) + r")\b")
+_COLOR_WORD_RE = re.compile(r"\b(" + COLOR_ALTERNATION + r")\b")
 _SIZE_TOKEN = r"(?:XXXL|XXL|XL|XXS|XS|S|M|L|\d{1,2}(?:\.5)?)"
 _SIZE_MENTION_RE = re.compile(
     rf"\bsizes?\s+({_SIZE_TOKEN}(?:\s*(?:,|to|through|and|or|-|–)\s*{_SIZE_TOKEN})*)\b"

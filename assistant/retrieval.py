@@ -33,7 +33,7 @@ import numpy as np
 
 from assistant.catalog import Catalog, Product
 from assistant.search import (
-    COLOR_SYNONYMS,
+    COLOR_ALTERNATION,
     ProductHit,
     QueryVocab,
     SearchQuery,
@@ -65,7 +65,7 @@ _PHOTO_FILLER_RE = re.compile(
     r"\b(?:like|similar|same|such|as|to|this|these|that|those|one|ones|but|in|just|something|kind|of|looks?|"
     r"with|it|a|an|the|please|show|me|find|more)\b"
 )
-_COLOR_WORDS_RE = re.compile(r"\b(?:" + "|".join(sorted(COLOR_SYNONYMS, key=len, reverse=True)) + r")\b")
+_COLOR_WORDS_RE = re.compile(r"\b(?:" + COLOR_ALTERNATION + r")\b")
 _SOURCE_WORDS = {"lexical": "words", "text": "meaning", "image": "picture", "photo": "photo"}
 
 

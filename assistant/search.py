@@ -45,6 +45,8 @@ COLOR_SYNONYMS: dict[str, str] = {
     "olive": "green",
 }
 """Spoken colour words to canonical colour names (lower case)."""
+# Every colour word as one regex alternation, longest first ("navy blue" before "navy")
+COLOR_ALTERNATION = "|".join(sorted(COLOR_SYNONYMS, key=len, reverse=True))
 
 _SIZE_WORDS: dict[str, str] = {
     "extra small": "XS",
@@ -132,10 +134,10 @@ _SIZE_TAKEN_RE = re.compile(
 )
 # "in gray, medium": a size word right after a colour (or a comma) at the end of the request
 _SIZE_ALONE_RE = re.compile(
-    r"(?:,|\b(?:" + "|".join(sorted(COLOR_SYNONYMS, key=len, reverse=True)) + r"))\s*"
+    r"(?:,|\b(?:" + COLOR_ALTERNATION + r"))\s*"
     r"(extra extra large|extra large|extra small|small|medium|large)\s*(?:please)?\s*[.!?]?\s*$"
 )
-_COLOR_RE = re.compile(r"\b(" + "|".join(sorted(COLOR_SYNONYMS, key=len, reverse=True)) + r")\b")
+_COLOR_RE = re.compile(r"\b(" + COLOR_ALTERNATION + r")\b")
 _FILLER_RE = re.compile(
     r"^(?:(?:hey|hi|ok|okay|um|uh|so|please|can you|could you|would you|will you|i'?m looking for|i am looking for|"
     r"looking for|i want|i'?d like|i would like|i need|show me|find me|find|get me|search for|look for|"
