@@ -53,6 +53,8 @@ def _looks_like_a_noun(word: str, said: Sequence[str]) -> bool:
     """
     if word.endswith("s") and not word.endswith("ss"):
         return True
+    if any(a in ("a", "an") and b == word for a, b in zip(said, said[1:], strict=False)):
+        return True
     return _counted(word, said)
 
 
