@@ -33,14 +33,18 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from assistant.conversation.answers import (
+    EVIDENCE_COSINE,
+    attribute_lines,
     attribute_values,
     attributes_asked,
+    best_evidence,
     clean_attributes,
     comes_in,
     join,
     labels,
     measurements,
     product_name,
+    the_one_that,
     variant_of,
     what_it_says,
     words_of,
@@ -111,6 +115,19 @@ _ATTRIBUTE_QUESTION = re.compile(r"\b(?:colou?rs?|price|prices|cost|costs|much|m
 _CONTINUATION = re.compile(r"^(?:(?:and|ok|okay|hmm|so)\s+)?(?:what|how) about\b|^(?:and|also)\b")
 _CART_WORDS = re.compile(r"\b(?:add|adding|cart|basket|bag it|checkout|check out|buy|order|take|get|put|want|"
                          r"wishlist|wish list|save|grab|purchase)\b")
+_THE_OTHER = re.compile(r"\bthe other(?: one| ones)?\b")
+_CHEAPER = re.compile(r"\b(?:cheaper|cheapest|less expensive|least expensive|more affordable|lower price|"
+                      r"costs? (?:the )?least|least money|lowest price)\b")
+_DEARER = re.compile(r"\b(?:pricier|priciest|more expensive|most expensive|dearer)\b")
+_AMONG_SHOWN = re.compile(r"\b(?:any|which|none|either|neither)(?: one)? of (?:these|those|them|the (?:\w+ )?ones)\b|"
+                          r"\bwhich (?:one|ones)\b")
+_ORDER_CUES = re.compile(r"\b(?:orders?|ordered|package|parcel|shipment|deliver\w*|tracking|shipped|ship|arriv\w*|"
+                         r"refund|return|st-?\d+|\d{4,})\b")
+_ONE_MORE = re.compile(r"\b(?:one more|another one|two more|a second one)\b")
+_OF_THE_TWO = re.compile(r"\b(?:of the two|of them both|of both)\b")
+_CHOSEN = re.compile(r"^(?:(?:ok|okay|great|good|fine|alright|right|so|yes|yeah|then|just|please)[,!.]?\s+)*"
+                     r"(?:the|that|this|one)\b")  # "ok the Electra then, black in a large", "one in orange please"
+_SELF_CORRECTION = re.compile(r"^(?:(?:no|nope|oh|wait|sorry|actually|hmm|um|uh|i mean|scratch that)\b[\s,.!]*)+")
 _TELL_ME_ABOUT = re.compile(r"\b(?:tell me (?:more )?about|more (?:info|details) (?:on|about)|details (?:on|of|about))\b")
 REMEMBERED_SLOTS = ("order_id", "size", "colour")  # carried over to later turns until the shopper gives a new value
 _QUESTION_START = re.compile(r"^(?:is|are|does|do|will|would|can|could|how|what|which|has|have)\b|.*\?\s*$")
@@ -134,6 +151,22 @@ class DialogueState:
     # changes it instead of adding another.
     last_added: tuple[str, str, str | None, str | None, int] | None = None
     last_question: str | None = None  # the last product question, for "and the Juno?"
+    # The products talked about since the last search, most recent last: "the other one", "which of the two".
+    discussed: list[ProductHit] = field(default_factory=list)
+
+    def talked_about(self, *hits: ProductHit) -> None:
+        """Note products the conversation is now about (most recent last, each once, the last four)."""
+        for hit in hits:
+            self.discussed = [h for h in self.discussed if h.product.id != hit.product.id] + [hit]
+        self.discussed = self.discussed[-4:]
+
+    def the_other(self) -> ProductHit | None:
+        """"The other one": of the two products last talked about (else the two on screen), not the one in focus."""
+        focus = self.focus.product.id if self.focus is not None else None
+        for pair in (self.discussed[-2:], self.shown if len(self.shown) == 2 else []):
+            if len(pair) == 2 and focus in {h.product.id for h in pair}:
+                return next(h for h in pair if h.product.id != focus)
+        return None
 
     @classmethod
     def restore(cls, memory: SessionMemory, catalog: Any | None) -> DialogueState:
@@ -406,6 +439,10 @@ class Dialogue:
             intent = replace(intent, name="search", source=f"{intent.source}+no-complaint-word")
         if intent.name != "add_to_cart" and puts_in_cart:
             intent = replace(intent, name="add_to_cart", source=f"{intent.source}+cart-verb")
+        if intent.name == "order_status" and not _ORDER_CUES.search(low) and (state.focus or state.shown or named):
+            # "has it got anywhere to stash my keys": about the product, whatever the classifier made of "it got"
+            intent = replace(intent, name="product_question" if _asks_about(text) or "?" in text else "search",
+                             source=f"{intent.source}+no-order-word")
         if intent.name == "out_of_scope" and self._names_a_kind(text):
             return replace(intent, name="search", source=f"{intent.source}+kind")  # "a watch with bluetooth"
         if intent.name in ("out_of_scope", "search", "refine", "recommendation") and _TELL_ME_ABOUT.search(low) \
@@ -416,6 +453,18 @@ class Dialogue:
         if intent.name == "product_question" and _COMPARE_WORDS.search(low) and len(named) == 1 \
                 and state.focus is not None and state.focus.product.id != named[0].product.id:
             return replace(intent, name="compare", source=f"{intent.source}+focus")  # "compare it with the X"
+        if intent.name in ("out_of_scope", "product_question", "search", "refine") and len(state.shown) >= 2 \
+                and not named and _AMONG_SHOWN.search(low) and not self._names_a_kind(text) \
+                and not (intent.query is not None and intent.query.has_filters):
+            return replace(intent, name="compare", source=f"{intent.source}+among-shown")  # "can any of these ..."
+        if state.focus is not None and not named and _SELF_CORRECTION.match(low) and not puts_in_cart \
+                and (intent.slots.get("colour") or intent.slots.get("size")) and not self._names_a_kind(text) \
+                and (self.coverage is None or not self.coverage.defining_words(_SELF_CORRECTION.sub("", low))):
+            return replace(intent, name="product_question", source=f"{intent.source}+correction")  # "no wait, green"
+        if intent.name in ("search", "refine", "recommendation", "out_of_scope") and not named \
+                and _THE_OTHER.search(low) and state.last_question and state.the_other() is not None \
+                and not (intent.query is not None and intent.query.category is not None):
+            return replace(intent, name="product_question", source=f"{intent.source}+the-other")  # "and the other?"
         if self._about_focus(intent, text, state):
             return replace(intent, name="product_question", source=f"{intent.source}+focus")
         nothing_to_ask_about = state.focus is None and not state.shown and not named
@@ -438,6 +487,11 @@ class Dialogue:
             return True
         if _CART_START.match(low):
             return bool(named) or not self._names_a_kind(text)
+        if _CHOSEN.match(low) and not _asks_about(text) and not self._names_a_kind(text):
+            # the product chosen with its colour and size: "ok just the Aeon then, black, size 28"
+            colour = any(w in COLOR_SYNONYMS for w in _words(low))
+            if colour and re.search(r"\b(?:size|small|medium|large|x-?small|x-?large|xs|xl|\d{2})\b", low):
+                return True
         return bool(_QUANTITY_START.match(low) and named) and not _asks_about(text)  # "one Sybil in a 31 please"
 
     def _names_a_line(self, text: str) -> bool:
@@ -458,6 +512,10 @@ class Dialogue:
         if state.focus is None and len(state.shown) != 1:
             return False
         about_one = state.last_intent in ("product_question", "add_to_cart") and state.focus is not None
+        if about_one and _CONTINUATION.search(low) and intent.query is not None and (
+                intent.query.color or intent.query.size) and not self._names_a_kind(text) and (
+                self.coverage is None or not self.coverage.defining_words(intent.query.text or text)):
+            return True  # "and in blue?" right after a question about the Antonia tank asks it about the Antonia
         if intent.query is not None and (intent.query.category is not None or intent.query.has_filters
                                          and not _PRONOUN.search(low) and not about_one):
             return False  # "any in red under 50?" refines the search; "and in black?" about the Antonia asks it
@@ -569,7 +627,7 @@ class Dialogue:
             if plan is not None:  # "the Daphne hoodie in green" when it only comes in purple: say so, show it
                 return plan
         if not fresh and state.last_query is not None:
-            said = intent.query or SearchQuery(text=text)
+            said = intent.query or SearchQuery(text=text, color=intent.slots.get("colour"), size=intent.slots.get("size"))
             anchor = [state.focus] if state.focus is not None else state.shown[:1]
             merged = merge_refinement(state.last_query, said, intent, anchor, text)
             merged = self._with_new_words(state.last_query, merged, text)
@@ -585,11 +643,12 @@ class Dialogue:
         elif image_id is None:
             hits = self._other_kinds_last(query, hits)
         if hits:  # nothing found: "the second one" still means the list the shopper saw before
-            state.shown, state.focus = list(hits), None
+            state.shown, state.focus, state.discussed = list(hits), None, []
             names = self.names
             named = names.named(text, hits) if names is not None and image_id is None else []
             if named and named[0].on_screen:  # "do you have the Sahara leggings?" -> "what sizes does it come in?"
                 state.focus = named[0].hit
+                state.talked_about(named[0].hit)
         if absence is not None:
             return self._not_carried(intent, query, absence, hits)
         return Plan(intent, query, hits=hits, facts=facts_from_hits(hits))
@@ -728,15 +787,82 @@ class Dialogue:
             named = named[-1:]  # "add the Quest band. Oh wait, no, make that the Harmony kit"
         if named:  # a product the shopper names wins over positions and the one in focus
             state.focus = named[0]
+            state.talked_about(named[0])
             return named[0]
-        hit = resolve_reference(intent, text, state.shown, state.focus)
+        low = text.lower()
+        other = state.the_other() if _THE_OTHER.search(low) else None
+        if other is None and _OF_THE_TWO.search(low) and len(state.discussed) >= 2 and (
+                _CHEAPER.search(low) or _DEARER.search(low)):  # "put the cheaper of the two in my cart"
+            pair = state.discussed[-2:]
+            other = (min if _CHEAPER.search(low) else max)(pair, key=lambda h: h.price)
+        if other is None and _ONE_MORE.search(low) and state.last_added is not None and self.catalog is not None:
+            product = self.catalog.get(state.last_added[0])  # "and one more in purple": the product just added
+            other = ProductHit(product, 1.0, "in the cart") if product is not None else None
+        hit = other or resolve_reference(intent, text, state.shown, state.focus)
         if hit is None and len(state.shown) >= 1 and intent.reference is None:
             hit = state.shown[0] if len(state.shown) == 1 else state.focus
             if hit is None and _PRONOUN.search(text.lower()):  # "how much is it?": the top result, named in the reply
                 hit = state.shown[0]
         if hit is not None:
             state.focus = hit
+            state.talked_about(hit)
         return hit
+
+    def _family(self, hit: ProductHit) -> list[Any]:
+        """The other listings of this product in other sizes or colours (itself first); [] when it has none."""
+        names = self.names
+        if names is None or (self.catalog is not None and self.catalog.variants_of(hit.product.id)):
+            return []
+        family = names.family(hit.product.id)
+        return family if len(family) > 1 else []
+
+    @staticmethod
+    def _family_name(hit: ProductHit) -> str:
+        """A family's name: the title without its measures ("Sprite Stasis Ball" of "Sprite Stasis Ball 55 cm")."""
+        sizes = {w for s in hit.product.sizes() for w in s.lower().split()}
+        words = [w for w in hit.product.title.split() if w.lower() not in sizes and not re.fullmatch(r"\d+(?:\.\d+)?", w)]
+        return spoken_name(" ".join(words)) if words else product_name(hit)
+
+    def _family_member(self, hit: ProductHit, intent: Intent, text: str, state: DialogueState) -> ProductHit:
+        """"The biggest one", "in blue", "the 75 cm ones" of a product listed once per size and colour: that listing.
+
+        Separate listings of one product (see `ProductNames.family`) stand in for the variants it lacks.
+        """
+        family = self._family(hit)
+        if not family:
+            return hit
+        low = words_to_numbers(text.lower())
+        colour = intent.slots.get("colour") or next((COLOR_SYNONYMS[w] for w in _words(low) if w in COLOR_SYNONYMS),
+                                                    None)
+        numbers = set(re.findall(r"\b\d+(?:\.\d+)?\b", low))
+
+        def measure(p: Any) -> float:
+            found = re.findall(r"\d+(?:\.\d+)?", " ".join(p.sizes()) or p.title)
+            return float(found[0]) if found else 0.0
+
+        candidates = family
+        said = [p for p in candidates if numbers & set(re.findall(r"\d+(?:\.\d+)?", " ".join(p.sizes()) or p.title))]
+        if said:
+            candidates = said
+        elif re.search(r"\b(?:biggest|largest|longest|largest|bigger|larger|longer)\b", low):
+            top = max(measure(p) for p in candidates)
+            candidates = [p for p in candidates if measure(p) == top]
+        elif re.search(r"\b(?:smallest|shortest|smaller|shorter)\b", low):
+            bottom = min(measure(p) for p in candidates)
+            candidates = [p for p in candidates if measure(p) == bottom]
+        elif not colour:
+            return hit
+        else:  # "and in blue?": the same size in blue
+            candidates = [p for p in candidates if measure(p) == measure(hit.product)] or candidates
+        if colour:
+            coloured = [p for p in candidates if canonical_color(colour) in [canonical_color(c) for c in p.colors()]]
+            candidates = coloured or candidates
+        if hit.product in candidates:
+            return hit
+        member = ProductHit(candidates[0], hit.score, hit.reason)
+        state.focus = member
+        state.talked_about(member)
+        return member
 
     def _which_one(self, intent: Intent, text: str) -> Plan:
         return self._said(intent, text, "Which one do you mean? You can say the first one, the second one, and so on."
@@ -751,8 +877,11 @@ class Dialogue:
             return self._which_one(intent, text) if state.shown else \
                 self._said(intent, text, "Which product are you asking about? Tell me what you're looking for "
                            "and I'll find it.")
+        hit = self._family_member(hit, intent, text, state)
+        family = self._family(hit)
         if len(_words(text)) <= 5 and state.last_question and not _ATTRIBUTE_QUESTION.search(text.lower()) \
-                and not (intent.slots.get("size") or intent.slots.get("colour")) and self.named(text, state):
+                and not (intent.slots.get("size") or intent.slots.get("colour")) and (
+                    self.named(text, state) or _THE_OTHER.search(text.lower())):
             text = state.last_question  # "and the Juno?" asks the last question about the Juno
         state.last_question = text
         words = set(_words(text))
@@ -768,42 +897,107 @@ class Dialogue:
             if state.last_query is not None:  # "add it to my cart" later means this size and colour
                 state.last_query = replace(state.last_query, size=size or state.last_query.size,
                                            color=colour or state.last_query.color)
-        elif (words & {"big", "dimensions", "dimension", "measurements", "capacity", "tall", "wide", "volume"}
+        elif (words & {"big", "dimensions", "dimension", "measurements", "capacity", "tall", "wide", "volume",
+                       "weigh", "weight", "heavy"}
               or "how large" in text.lower()) and not hit.product.sizes():
             measured = measurements(hit)  # "how big is the backpack?": its measurements, as the listing gives them
             asked.append(f"The {name}: " + " ".join(f'"{m.rstrip(".")}."' for m in measured) if measured
                          else f"I don't have the measurements of the {name}.")
         elif words & {"size", "sizes", "fit", "small", "medium", "large", "big"}:
-            sizes = hit.product.sizes()
-            asked.append(f"The {name} comes in sizes {join(sizes)}." if sizes
+            sizes = list(dict.fromkeys(s for p in family for s in p.sizes())) if family else hit.product.sizes()
+            asked.append(f"The {self._family_name(hit) if family else name} comes in sizes {join(sizes)}." if sizes
                          else f"I don't have sizes for the {name}.")
         if not (size or colour) and words & {"colour", "color", "colours", "colors", "come"}:
-            colors = hit.product.colors()
+            colors = list(dict.fromkeys(c for p in family for c in p.colors())) if family else hit.product.colors()
             asked.append(f"The {name} comes in {join(colors)}." if colors else f"I don't have colours for the {name}.")
         if words & {"wash", "washing", "care", "clean", "iron"} or re.search(r"\b(?:tumble|line|drip) dry", text.lower()):
             care = attribute_values(hit, "care", "care_instructions")
             asked.append(f"Care: {join(care)}." if care else f"I don't have care instructions for the {name}.")
-        if words & {"price", "cost", "much", "expensive"}:
+        if words & {"price", "cost", "much", "expensive"} and not words & {"weigh", "weight", "hold", "fit", "fits"}:
             asked.append(f"The {name} is {format_price(hit.price, hit.product.currency)}.")
         if not asked:
             asked.append(what_it_says(hit, text, getattr(self.recognizer, "encoder", None)))
-        sources = [hit.product.title, without_injection(hit.product.description),
+        sources = [*(f"{p.title} {join(p.sizes())} {join(p.colors())}" for p in family),
+                   hit.product.title, without_injection(hit.product.description),
                    str(clean_attributes(hit.product.attributes)), join(hit.product.sizes()),
                    join(hit.product.colors()), *(str(v) for v in (size, colour) if v)]  # the asked size said back
         return self._said(intent, text, " ".join(asked), sources=sources, facts=facts, hits=[hit])
 
-    def _compared_on(self, text: str, a: ProductHit, b: ProductHit, label: dict[int, str]) -> list[str]:
-        """"Which is warmer?": what each product's attributes say to the question (besides price and material)."""
-        names = set(_words(a.product.title)) | set(_words(b.product.title))
+    @staticmethod
+    def _property_asked(text: str, hits: Sequence[ProductHit]) -> str | None:
+        """The question without the products' names, when it asks about a property besides price and material."""
+        names = {w for h in hits for w in _words(h.product.title)}
         question = " ".join(w for w in _words(text) if w not in names)
-        if not set(_words(question)) - _PRICE_AND_MATERIAL_WORDS - set(_QUESTION_WORDS) - {"compare", "or", "and"}:
-            return []
+        rest = set(_words(question)) - _PRICE_AND_MATERIAL_WORDS - set(_QUESTION_WORDS) - {
+            "compare", "or", "and", "of", "these", "those", "them", "two", "any", "ones", "then", "ok", "okay"}
+        return question if rest else None
+
+    def _compared_on(self, text: str, a: ProductHit, b: ProductHit,
+                     label: dict[int, str]) -> tuple[list[str], ProductHit | None]:
+        """"Which is warmer?", "which is better for swimming?": what the catalog says of each to the question.
+
+        When one product's listing clearly speaks to it and the other's does not, that one (the answer) and the
+        line quoted; else each product's attribute lines that share a word with the question.
+        """
+        question = self._property_asked(text, (a, b))
+        if question is None:
+            return [], None
         encoder = getattr(self.recognizer, "encoder", None)
+        one = the_one_that((a, b), question, encoder)
+        if one is not None:
+            winner, other = (a, b) if one[0] == 0 else (b, a)
+            return [f"For that, the {label[id(winner)]}: {self._quote(winner, one[1])}",
+                    f"The {label[id(other)]}'s listing says nothing as direct about it."], winner
         lines = {id(h): [x for x in attributes_asked(h, question, encoder) if not x.startswith("material")]
                  for h in (a, b)}
         if not lines[id(a)] and not lines[id(b)]:
-            return []
-        return [f"The {label[id(h)]}: " + "; ".join(lines[id(h)][:2]) + "." for h in (a, b) if lines[id(h)]]
+            return [], None
+        return [f"The {label[id(h)]}: " + "; ".join(lines[id(h)][:2]) + "." for h in (a, b) if lines[id(h)]], None
+
+    @staticmethod
+    def _quote(hit: ProductHit, line: str) -> str:
+        """A catalog line as said: a description sentence in quotes, an attribute line as it is."""
+        line = line.rstrip(".")
+        return f"{line}." if line in {x.rstrip('.') for x in attribute_lines(hit)} else f'"{line}."'
+
+    def _among_shown(self, intent: Intent, text: str, state: DialogueState) -> Plan | None:
+        """"Which one counts my steps?", "can any of these track my sleep?" about the list on screen.
+
+        The product whose listing clearly answers (now in focus); else those whose listings speak to it; else,
+        plainly, that none of them says so.
+        """
+        shown = state.shown[:5]
+        low = text.lower()
+        if _CHEAPER.search(low) or _DEARER.search(low):
+            pick = (min if _CHEAPER.search(low) else max)(shown, key=lambda h: h.price)
+            which = "cheapest" if _CHEAPER.search(low) else "priciest"
+            state.focus = pick
+            state.talked_about(pick)
+            return self._said(intent, text, f"The {which} of these is the {product_name(pick)} at "
+                              f"{format_price(pick.price, pick.product.currency)}.", facts=facts_from_hits([pick]),
+                              sources=[pick.product.title], hits=[pick])
+        question = self._property_asked(text, shown)
+        if question is None:
+            return None
+        encoder = getattr(self.recognizer, "encoder", None)
+        one = the_one_that(shown, question, encoder)
+        if one is not None:
+            pick = shown[one[0]]
+            state.focus = pick
+            state.talked_about(pick)
+            return self._said(intent, text, f"The {product_name(pick)}: {self._quote(pick, one[1])}",
+                              sources=[pick.product.title, one[1]], facts=facts_from_hits([pick]), hits=[pick])
+        coverage = self.coverage
+        missing = [w for w in CatalogCoverage.defining_words(question) if coverage is not None and not coverage.has(w)]
+        found = [(h, *best_evidence(h, question, encoder)) for h in shown]
+        speaking = [(h, line) for h, score, line in found if score >= EVIDENCE_COSINE] if not missing else []
+        if not speaking:
+            what = f"mentions {missing[0]}" if missing else "says so"
+            return self._said(intent, text, f"I couldn't find that in their listings: none of these {what}.",
+                              sources=[h.product.title for h in shown])
+        reply = " ".join(f"The {product_name(h)}: {self._quote(h, line)}" for h, line in speaking[:3])
+        return self._said(intent, text, reply, sources=[line for _, line in speaking],
+                          facts=facts_from_hits([h for h, _ in speaking]), hits=[h for h, _ in speaking[:3]])
 
     def _about_several(self, intent: Intent, text: str, hits: Sequence[ProductHit]) -> Plan:
         """"What are they made of?" about the products just compared or listed: one sentence each."""
@@ -835,6 +1029,14 @@ class Dialogue:
             other = state.focus if state.focus is not None and state.focus.product.id != picks[0].product.id \
                 else next((h for h in shown if h.product.id != picks[0].product.id), None)
             picks = [*picks, other] if other is not None else picks
+        low = text.lower()
+        explicit = bool(_AMONG_SHOWN.search(low)) and not re.search(r"\b(?:two|both)\b", low)
+        if not picks and (len(shown) >= 2 and explicit or len(shown) > 2 and len(state.discussed) < 2):
+            plan = self._among_shown(intent, text, state)  # "which one counts my steps?"
+            if plan is not None:
+                return plan
+        if not picks and len(state.discussed) >= 2:
+            picks = state.discussed[-2:]  # "which of the two is cheaper?" after asking about two products
         if len(picks) < 2:
             picks = list(shown[:2])
         if len(picks) < 2:
@@ -852,8 +1054,12 @@ class Dialogue:
         else:
             parts += [f"The {label[id(h)]} is made of {join(m)}." for h, m in zip((a, b), materials, strict=True)
                       if m]
-        parts += self._compared_on(text, a, b, label)
-        state.focus = None
+        on, answer = self._compared_on(text, a, b, label)
+        parts += on
+        if answer is None and cheaper.price < dearer.price and (_CHEAPER.search(low) or _DEARER.search(low)):
+            answer = cheaper if _CHEAPER.search(low) else dearer  # "which is cheaper?" -> "add it" means that one
+        state.focus = answer
+        state.talked_about(*[h for h in (a, b) if h is not answer], *([answer] if answer is not None else []))
         if any(all(h.product.id != p.product.id for h in shown) for p in (a, b)):
             state.shown = [a, b]  # named from the catalog: "which one is cheaper?" is about these two
         facts = facts_from_hits([a, b])
@@ -870,6 +1076,7 @@ class Dialogue:
         if hit is None:
             return self._which_one(intent, text) if state.shown else \
                 self._said(intent, text, "What would you like to add? Tell me what you're looking for first.")
+        hit = self._family_member(hit, intent, text, state)
         name, facts = product_name(hit), facts_from_hits([hit])
         sizes, colours = hit.product.sizes(), hit.product.colors()
         said_size = intent.slots.get("size")
@@ -879,7 +1086,7 @@ class Dialogue:
         last = state.last_query
         # What this turn says, else what earlier turns said (the last search, then slots remembered from any turn)
         # when the product comes in it, else the variant the search found.
-        size = said_size or (added[2] if added is not None else None) \
+        size = said_size or (added[2] if added is not None else None) or (sizes[0] if len(sizes) == 1 else None) \
             or _one_of(last.size if last is not None else None, sizes, canonical_size) \
             or _one_of(state.remembered.get("size"), sizes, canonical_size) \
             or (hit.variant.sizes()[0] if hit.variant and hit.variant.sizes() else None)
@@ -968,7 +1175,7 @@ class Dialogue:
                 target = goes[0] if goes else leaf
                 query, hits = await search(target, k=k, signals=signals)
                 hits = [h for h in hits if h.product.id != pid]
-                state.last_query, state.shown, state.focus = query, list(hits), None
+                state.last_query, state.shown, state.focus, state.discussed = query, list(hits), None, []
                 friend = names[0]
                 opening = f"Your friend {friend} bought the {spoken_name(product.title)}."
                 if not hits:

@@ -53,6 +53,9 @@ def write_outdoor_catalog(path: Path) -> Path:
              "A light road running shoe.", material=["Knit"]),
         _row("o7", "Kestrel Day Pack", "Gear/Bags", 65.0, ["Black"], "A 20 litre day pack with a hip belt.",
              material=["Ripstop nylon"]),
+        # one bottle listed once per size, as many shop systems export products without variants
+        _row("o8", "Tarn Bottle 500 ml", "Gear/Bottles", 18.0, ["Blue"], "A steel bottle.", size="500 ml"),
+        _row("o9", "Tarn Bottle 750 ml", "Gear/Bottles", 22.0, ["Blue"], "A steel bottle.", size="750 ml"),
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
@@ -153,6 +156,42 @@ def test_quoted_failures_on_a_catalog_built_here_through_chat_cli(outdoor: Path,
     assert re.search(r"\bL\b", large["reply"]), large
     assert "Cotton canvas" in velmo["reply"] and ellipsis["intent"] == "product_question", (velmo, ellipsis)
     assert "Quillon" in ellipsis["reply"] and "Polyester fleece" in ellipsis["reply"], ellipsis
+
+
+@pytest.mark.timeout(600)
+def test_property_questions_the_other_one_and_one_product_listed_per_size(outdoor: Path, tmp_path: Path) -> None:
+    import re
+
+    turns = _chat(outdoor, tmp_path, [
+        "compare the tasca jacket and the velmo jacket",
+        "which is better for rain",
+        "what is the velmo made of",
+        "and the other one?",
+        "show me running shoes",
+        "which of these has a grippy sole",
+        "can any of these track my sleep",
+        "ok the brisa then, white, size medium",
+        "what sizes does the tarn bottle come in",
+        "how much is the biggest one",
+    ])
+    compared, rain, velmo, other, shoes, grippy, sleep, brisa, sizes, biggest = turns
+    assert compared["intent"] == "compare" and set(_ids(compared)) == {"o3", "o4"}, compared
+    # the listing that speaks to the property is quoted, and says which one
+    assert re.search(r"For that, the Tasca Softshell Jacket: .*rain", rain["reply"], re.I), rain
+    assert "Velmo" in velmo["reply"] and "Cotton canvas" in velmo["reply"], velmo
+    # "the other one" of the two talked about, asked the same question
+    assert other["intent"] == "product_question" and "Tasca" in other["reply"], other
+    assert "Nylon" in other["reply"] and "Velmo" not in other["reply"], other
+    assert set(_ids(shoes)[:2]) == {"o5", "o6"}, shoes
+    # "which of these": the product on screen whose listing answers; none: said plainly
+    assert _ids(grippy) == ["o5"] and "Orrin" in grippy["reply"] and "grippy" in grippy["reply"], grippy
+    assert re.search(NOT_CARRIED, sleep["reply"], re.I) and not _matches(sleep), sleep
+    # a product chosen with its colour and size goes into the cart
+    assert brisa["intent"] == "add_to_cart" and "Brisa" in brisa["reply"], brisa
+    assert re.search(r"\bwhite\b", brisa["reply"], re.I) and re.search(r"\bM\b", brisa["reply"]), brisa
+    # separate listings of one product in two sizes answer as one product
+    assert "500 ml" in sizes["reply"] and "750 ml" in sizes["reply"], sizes
+    assert _ids(biggest) == ["o9"] and "$22" in biggest["reply"], biggest
 
 
 @pytest.mark.timeout(600)

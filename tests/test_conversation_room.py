@@ -26,6 +26,10 @@ CATALOG = Catalog([
     _p("t2", "Sprocket Strap 10 foot", "Gear/Fitness"),
     _p("d1", "Harbor Duffle", "Gear/Bags", "A roomy gym bag."),
     _p("d2", "Pier Duffle", "Gear/Bags", "A weekend bag."),
+    _p("w1", "Track Lap Watch", "Gear/Watches", "Helps you track your laps. Water resistant to 50 meters."),
+    _p("w2", "Pellam Sport Watch", "Gear/Watches", "A big digital face and an alarm."),
+    _p("g1", "Orla Ball 55 cm", "Gear/Fitness", "An exercise ball."),
+    _p("g2", "Orla Ball 65 cm", "Gear/Fitness", "An exercise ball for taller people."),
 ])
 VOCAB = CatalogVocabulary.from_catalog(CATALOG)
 NAMES = ProductNames(CATALOG, VOCAB)
@@ -147,3 +151,21 @@ async def test_a_request_the_classifier_calls_a_complaint_is_searched() -> None:
 def test_the_kind_asked_for_comes_before_its_purpose() -> None:
     assert parse_query("a bag for my jacket", QUERIES).category == "bag"  # not the longer "jacket" after "for"
     assert parse_query("jackets for the gym", QUERIES).category == "jacket"
+
+
+def test_ordinary_words_and_title_words_are_no_names_and_families_are_one_product() -> None:
+    assert _named("can it track my sleep") == []  # "track" is written as a plain word in the catalog's own text
+    assert _named("the track watch") == ["w1"] and _named("the track one") == ["w1"]
+    assert _named("a ball for my office") == []  # a title word heard right is no misheard line name
+    # one product listed once per size: the name picks the family, and the family is known
+    assert _named("what sizes does the orla ball come in") in (["g1"], ["g2"])
+    assert [p.id for p in NAMES.family("g2")] == ["g1", "g2"]
+    assert [p.id for p in NAMES.family("w1")] == ["w1"]
+
+
+def test_what_the_shopper_does_is_no_product_asked_for() -> None:
+    assert CatalogCoverage.defining_words("I cycle to the office, which jacket would you recommend") == []
+    assert CatalogCoverage.defining_words("I'm shopping for my mom, she'd like an alpaca sweater") == \
+        ["alpaca", "sweater"]
+    assert CatalogCoverage.defining_words("i need something to carry my gym clothes in") == []
+    assert CatalogCoverage.defining_words("bit pricey. anything along those lines under sixty?") == []

@@ -24,8 +24,16 @@ ATTRIBUTE_COSINE = 0.3  # MiniLM cosine from which an attribute line answers an 
 ATTRIBUTE_MARGIN = 0.08  # ... when it beats the next line by this much
 KEY_COSINE = 0.25  # ... else an attribute *name* this close to the question ...
 KEY_MARGIN = 0.05  # ... and this much closer than the next name
+EVIDENCE_COSINE = 0.3  # MiniLM cosine (stem bonus included) from which a catalog line answers a property question
+EVIDENCE_MARGIN = 0.08  # ... and by which one product's best line must beat the others' to be "the one that does"
+STEM_BONUS = 0.1  # added to a line's cosine when it shares a content word stem with the question ("swim", "pool")
 _QUESTION_FILLER = frozenset("""is it the a an this that one does do will would can could how what which good enough
-for of to in on be are was really very too tell me about more its it's they them any much""".split())
+for of to in on be are was really very too tell me about more its it's they them any much with my your you and or
+but from into our get got have has need want like use then these those there their if keep keeps make makes go
+goes work works let wear wearing put better best one ones""".split())
+_CARE = re.compile(r"\b(?:wash|washing|dry|dryer|iron|bleach|tumble|dry.?clean|care)\b", re.IGNORECASE)  # a line
+_CARE_QUESTION = re.compile(r"\b(?:wash|washing|washable|dryer|iron|ironing|bleach|tumble|dry.?clean|care|clean)\b",
+                            re.IGNORECASE)
 
 
 def stem(word: str) -> str:
@@ -125,9 +133,15 @@ def what_it_says(hit: ProductHit, text: str, encoder: Any | None = None) -> str:
     name = product_name(hit)
     asked = _asked_stems(hit, text)
     said = attributes_asked(hit, text, encoder)
-    description = without_injection(hit.product.description)
-    sentences = [x.strip(" -•\n") for x in re.split(r"(?<=[.!?])\s+|\n+", description) if x.strip(" -•\n")]
-    quoted = [x for x in sentences if asked & {stem(w) for w in words_of(x)}][:2]
+    lines = [x for x in description_lines(hit) if _CARE_QUESTION.search(text) or not _CARE.search(x)]  # rain, dry
+    quoted = [x for x in lines if asked & {stem(w) for w in words_of(x)}][:2]
+    if not said and not quoted:  # no shared word: the line closest in meaning ("is it warm?" -> its climate)
+        score, line = best_evidence(hit, text, encoder)
+        if score >= EVIDENCE_COSINE:
+            if line in description_lines(hit):
+                quoted = [line]
+            else:
+                said = [line]
     if not said and not quoted:
         return (f"I don't have that detail for the {name}. It is "
                 f"{format_price(hit.price, hit.product.currency)}.")
@@ -141,24 +155,71 @@ def _asked_stems(hit: ProductHit, text: str) -> set[str]:
     return {stem(w) for w in words_of(text) if len(w) > 2 and w not in _QUESTION_FILLER and w not in title}
 
 
-def attributes_asked(hit: ProductHit, text: str, encoder: Any | None = None) -> list[str]:
-    """The product's attribute lines ("climate: Cool, Windy") a question speaks to.
-
-    Those sharing a word stem with the question; when none does, the line MiniLM puts clearly closest, if any.
-    """
-    asked = _asked_stems(hit, text)
-    said: list[str] = []
+def attribute_lines(hit: ProductHit) -> list[str]:
+    """The product's descriptive attribute lines ("climate: Cool, Windy"), without ids, sizes and colours."""
     lines: list[str] = []
     for key, values in clean_attributes(hit.product.attributes).items():
         if any(part in key for part in ("sku", "available_", "associated", "_id")) or key in ("size", "color"):
             continue
-        line = f"{key.replace('_', ' ')}: {join(values)}"
-        lines.append(line)
-        if asked & ({stem(w) for v in values for w in words_of(v)} | {stem(w) for w in words_of(key)}):
-            said.append(line)
-    if not said and lines:  # no shared word: the attribute closest in meaning, if clearly closest
+        lines.append(f"{key.replace('_', ' ')}: {join(values)}")
+    return lines
+
+
+def description_lines(hit: ProductHit) -> list[str]:
+    """The description's sentences and bullet points, as written (injected instructions removed)."""
+    description = without_injection(hit.product.description)
+    parts = re.split(r"(?<=[.!?])\s+|\n+|(?<=\.)-\s*", description)  # "Full zip.- Mock-neck collar." too
+    return [x.strip(" -•\n") for x in parts if len(x.strip(" -•\n")) > 2]
+
+
+def attributes_asked(hit: ProductHit, text: str, encoder: Any | None = None, *, closest: bool = True) -> list[str]:
+    """The product's attribute lines ("climate: Cool, Windy") a question speaks to.
+
+    Those sharing a word stem with the question; when none does (and `closest`), the line MiniLM puts clearly
+    closest, if any.
+    """
+    asked = _asked_stems(hit, text)
+    lines = attribute_lines(hit)
+    said = [line for line in lines if asked & {stem(w) for w in words_of(line)}]
+    if not said and lines and closest:  # no shared word: the attribute closest in meaning, if clearly closest
         said = closest_attribute(text, lines, encoder)
     return said
+
+
+def best_evidence(hit: ProductHit, question: str, encoder: Any | None) -> tuple[float, str]:
+    """The catalog line (attribute or description sentence) that speaks most to a property question, and how much.
+
+    "Which one can I wear in the pool?" -> "... the water-resistant design lets you take your workout to the lap
+    pool." The score is MiniLM's cosine, plus `STEM_BONUS` for a shared content word; care lines ("Machine
+    wash/line dry") only count when the question is about care (they say "dry" but not about rain).
+    """
+    lines = attribute_lines(hit) + description_lines(hit)
+    if not _CARE_QUESTION.search(question):
+        lines = [x for x in lines if not _CARE.search(x)]
+    if encoder is None or not lines:
+        return 0.0, ""
+    asked = _asked_stems(hit, question)
+    query = np.asarray(encoder.encode_query(question), dtype=np.float32)
+    scores = np.asarray(encoder.encode(lines), dtype=np.float32) @ query
+    scores = scores + np.asarray([STEM_BONUS if asked & {stem(w) for w in words_of(x)} else 0.0 for x in lines])
+    best = int(np.argmax(scores))
+    return float(scores[best]), lines[best]
+
+
+def the_one_that(hits: Sequence[ProductHit], question: str, encoder: Any | None) -> tuple[int, str] | None:
+    """Of several products, the one whose catalog text clearly answers a property question, and the line.
+
+    Clearly: its best line reaches `EVIDENCE_COSINE` and beats every other product's best by `EVIDENCE_MARGIN`.
+    None when no product's text does, or two speak to it about as much ("can any of these track my sleep?").
+    """
+    found = [best_evidence(h, question, encoder) for h in hits]
+    if len(found) < 2:
+        return None
+    order = sorted(range(len(found)), key=lambda i: -found[i][0])
+    first, second = found[order[0]][0], found[order[1]][0]
+    if first >= EVIDENCE_COSINE and first - second >= EVIDENCE_MARGIN:
+        return order[0], found[order[0]][1]
+    return None
 
 
 _MEASURE_RE = re.compile(

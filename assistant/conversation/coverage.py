@@ -33,6 +33,10 @@ SOUND_ALIKE_SPELLING = 60  # rapidfuzz ratio: "tea" for "tee" (67) is the same w
 SYNONYM_COSINE = 0.8  # MiniLM cosine from which a missing word counts as another name of a catalog kind ("trousers")
 _WORD_RE = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
 _PURPOSE_RE = re.compile(r"\b(?:for|to|when|while|so|because|that|which|who|during|on|at|like)\b")
+_REQUEST_VERB = re.compile(r"(?<!\bto )\b(?:want|need|have|got|sell|carry|stock|find|show me|looking for|get)\b")
+_SUBJECTS = frozenset("i we you they he she i'm we're you're they're i've we've i'd she'd he'd she's he's".split())
+_IDIOMS = re.compile(r"\b(?:ideally|preferably|possibly)\b|\b(?:a )?(?:little )?bit(?: too)?(?: pricey| much| expensive)?\b|\bpricey\b|"
+                     r"\balong (?:those|these|the same) lines\b|\bsomething like (?:that|this|it)\b")
 # English words that never define a product on their own (function words, shopping talk, vague praise).
 _NOT_DEFINING = COMMON_WORDS
 
@@ -240,12 +244,26 @@ class CatalogCoverage:
     @staticmethod
     def defining_words(text: str) -> list[str]:
         """The words that define the product: before any purpose clause, without function words and colours."""
-        low = text.lower().replace("'s ", " ").replace("’s ", " ")
+        low = _IDIOMS.sub(" ", text.lower().replace("’", "'"))
+        low = re.sub(r"\b(?:\w+'d|would) like\b", " want ", low).replace("'s ", " ")  # "she'd like" is no purpose
+        found = CatalogCoverage._defining(low)
+        # Nothing before the first purpose clause ("I'm shopping for my mom, she'd like an alpaca sweater",
+        # "I'm breastfeeding at the moment, do you have a nursing bra"): what follows the last request verb.
+        for m in reversed(list(_REQUEST_VERB.finditer(low)) if not found else []):
+            found = CatalogCoverage._defining(low[m.end():])
+            if found:
+                break
+        return found
+
+    @staticmethod
+    def _defining(low: str) -> list[str]:
         if m := _PURPOSE_RE.search(low):
             low = low[: m.start()]
         words = [w.removesuffix("'s") for w in _WORD_RE.findall(low.replace("-", " "))]
+        # The word a subject opens is what the shopper does ("I cycle to work", "I'm setting up a corner").
+        verbs = {b for a, b in zip(words, words[1:], strict=False) if a in _SUBJECTS}
         return [w for w in words if len(w) > 2 and w not in _NOT_DEFINING and w not in COLOR_SYNONYMS
-                and not w.isdigit() and w not in NUMBER_WORDS]
+                and not w.isdigit() and w not in NUMBER_WORDS and w not in verbs]
 
     def _phrase(self, text: str, defining: Sequence[str], said: Sequence[str] = ()) -> str:
         """The defining part of the request, as said, for "We don't carry ...".

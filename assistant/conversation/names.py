@@ -29,6 +29,7 @@ FUZZY_LINE = 84  # spelling similarity (0-100) for a word to count as a product-
 FUZZY_SOUND = 66  # ... or this much when it also sounds the same (metaphone): "carmen" for "Karmen"
 MAX_CATALOG_MATCHES = 3  # a name that fits more catalog products than this is not specific enough alone
 _WORD_RE = re.compile(r"[a-z0-9]+")
+_MEASURE_WORD = re.compile(r"^(?:\d+(?:\.\d+)?|cm|mm|m|in|inch|inches|ft|foot|feet|lb|lbs|kg|g|oz|l|ml|xs|s|m|l|xl|xxl)$")
 _GENERIC = frozenset("""
 the a an one ones it this that these those and or of for with in on to is are was be do does it's which what
 how much show me tell about compare versus vs between better than difference first second third last other
@@ -67,6 +68,18 @@ class ProductNames:
                         and word not in self.vocabulary.kinds and word not in self._lines):
                     by_word.setdefault(word, []).append(pid)
         self._distinctive = {w: tuple(ids) for w, ids in by_word.items() if len(ids) <= MAX_CATALOG_MATCHES}
+        self._all_title_words = set().union(*self._title_words.values()) if self._title_words else set()
+        # Line names the catalog's own descriptions also write in lower case, as ordinary words ("easy to *track*
+        # your training" beside the "Track" line): said without a naming context they are the word, not the line.
+        lower_case = {w for p in catalog.parents() for w in re.findall(r"\b[a-z][a-z']+\b", p.description or "")}
+        self._ordinary_lines = {line for line in self._lines if line in lower_case}
+        # Families: separate listings of one product in several sizes or colours ("Sprite Stasis Ball 55 cm",
+        # "... 65 cm", each in three colours): the same category, the same title but for measures.
+        by_family: dict[tuple[str, str], list[str]] = {}
+        for pid, product in self._products.items():
+            stem = " ".join(w for w in _words(product.title) if not _MEASURE_WORD.match(w))
+            by_family.setdefault((product.category, stem), []).append(pid)
+        self._family = {pid: tuple(ids) for ids in by_family.values() if len(ids) > 1 and ids[0] for pid in ids}
 
     def _line_words(self, words: Sequence[str]) -> dict[int, str]:
         """Positions of words that are (or sound written like) a product-line name -> the line."""
@@ -75,10 +88,13 @@ class ProductNames:
             if word in _GENERIC or len(word) < 3:
                 continue
             if word in self._lines:
-                found[i] = word
+                if word not in self._ordinary_lines or self._naming(words, i) or self._in_a_title(words, i, word):
+                    found[i] = word  # "can it track my sleep" is no "Track" product; "the track tote" is
                 continue
-            # Heard slightly wrong: only a longer word that is no kind and no everyday word ("any" is no "Ana").
-            if len(word) < 4 or word in self.vocabulary.kinds or word in COMMON_WORDS or not self._line_keys:
+            # Heard slightly wrong: only a longer word that is no kind, no everyday word ("any" is no "Ana") and
+            # no word of a title ("ball" is heard right, not a "Bella" misheard).
+            if len(word) < 4 or word in self.vocabulary.kinds or word in COMMON_WORDS or not self._line_keys \
+                    or word in self._all_title_words:
                 continue
             match = process.extractOne(word, self._line_keys, scorer=fuzz.ratio, score_cutoff=FUZZY_SOUND)
             if match is not None and (match[1] >= FUZZY_LINE or jellyfish.metaphone(word) == jellyfish.metaphone(
@@ -110,7 +126,9 @@ class ProductNames:
             best = self._best(hits, kind_words, words)
             if len(hits) > MAX_CATALOG_MATCHES:  # a big line ("Sprite"): only a title the turn picks out alone
                 scores = sorted((self._overlap(h, kind_words, words)[0] for h in hits), reverse=True)
-                if scores[0] < 2 or scores[0] == scores[1]:
+                top = {h.product.id for h in hits if self._overlap(h, kind_words, words)[0] == scores[0]}
+                one_family = top <= set(self._family.get(best.product.id, ()))  # "the sprite stasis ball"
+                if scores[0] < 2 or scores[0] == scores[1] and not one_family:
                     continue
             out.append(Named(best, False, (words[position],), position))
             seen.add(best.product.id)
@@ -126,6 +144,11 @@ class ProductNames:
                     taken.add(hit.product.title)
             out.sort(key=lambda n: n.position)
         return out
+
+    def _in_a_title(self, words: Sequence[str], i: int, line: str) -> bool:
+        """Whether a neighbouring word is another word of a title of that line ("track tote")."""
+        near = {words[j] for j in (i - 1, i + 1) if 0 <= j < len(words)} - _GENERIC
+        return any(near & (self._title_words.get(pid, set()) - {line}) for pid in self._lines.get(line, ()))
 
     def _naming(self, words: Sequence[str], i: int) -> bool:
         """Whether a descriptive word is used as a name: "the softshell", "the canvas jacket", "the light one"."""
@@ -146,6 +169,10 @@ class ProductNames:
         title = self._title_words.get(hit.product.id) or set(_words(hit.product.title))
         kinds = sum(any(k.rstrip("s") in t or t.rstrip("s") in k for t in title) for k in kind_words - title)
         return (kinds + len(title & set(words)), -len(title))
+
+    def family(self, pid: str) -> list[Product]:
+        """The listings of one product in other sizes or colours (itself included); just itself when none."""
+        return [self._products[i] for i in self._family.get(pid, (pid,)) if i in self._products]
 
     def product(self, pid: str) -> Product | None:
         return self._products.get(pid)
