@@ -127,6 +127,8 @@ _ONE_MORE = re.compile(r"\b(?:one more|another one|two more|a second one)\b")
 _OF_THE_TWO = re.compile(r"\b(?:of the two|of them both|of both)\b")
 _CHOSEN = re.compile(r"^(?:(?:ok|okay|great|good|fine|alright|right|so|yes|yeah|then|just|please)[,!.]?\s+)*"
                      r"(?:the|that|this|one)\b")  # "ok the Electra then, black in a large", "one in orange please"
+_CORRECTED = re.compile(r"\b(?:sorry|no wait|i mean|actually|make that|rather|scratch that|no,)")
+_AS_WELL = re.compile(r"\b(?:as well|too|also)\b")
 _SELF_CORRECTION = re.compile(r"^(?:(?:no|nope|oh|wait|sorry|actually|hmm|um|uh|i mean|scratch that)\b[\s,.!]*)+")
 _TELL_ME_ABOUT = re.compile(r"\b(?:tell me (?:more )?about|more (?:info|details) (?:on|about)|details (?:on|of|about))\b")
 REMEMBERED_SLOTS = ("order_id", "size", "colour")  # carried over to later turns until the shopper gives a new value
@@ -151,6 +153,7 @@ class DialogueState:
     # changes it instead of adding another.
     last_added: tuple[str, str, str | None, str | None, int] | None = None
     last_question: str | None = None  # the last product question, for "and the Juno?"
+    last_question_slots: dict[str, Any] = field(default_factory=dict)  # its size and colour ("in yellow XL?")
     # The products talked about since the last search, most recent last: "the other one", "which of the two".
     discussed: list[ProductHit] = field(default_factory=list)
 
@@ -163,7 +166,8 @@ class DialogueState:
     def the_other(self) -> ProductHit | None:
         """"The other one": of the two products last talked about (else the two on screen), not the one in focus."""
         focus = self.focus.product.id if self.focus is not None else None
-        for pair in (self.discussed[-2:], self.shown if len(self.shown) == 2 else []):
+        matches = [h for h in self.shown if not h.near_miss]  # the alternatives shown are not "the other"
+        for pair in (self.discussed[-2:], self.shown if len(self.shown) == 2 else [], matches):
             if len(pair) == 2 and focus in {h.product.id for h in pair}:
                 return next(h for h in pair if h.product.id != focus)
         return None
@@ -268,8 +272,11 @@ def resolve_reference(intent: Intent | None, text: str, shown: Sequence[ProductH
         other_nouns = {w.rstrip("s") for w in words if len(w) > 3 and w not in BROAD_WORDS} - \
             {t.rstrip("s") for t in focus_words}
         pointed = pointed or any(other_nouns & {t.rstrip("s") for t in _words(h.product.title)} for h in shown)
-    if focus is not None and not pointed and (_PRONOUN.search(text.lower()) or not set(words) & set(COLOR_SYNONYMS)):
-        return focus  # "add it in black", "and the price?": the product we are talking about, not a list position
+    # "the green one" points at a product; "in green", "add one in grey, sorry, green" ask for a colour of it
+    pointing_colours = {w for i, w in enumerate(words) if w in COLOR_SYNONYMS and (
+        i + 1 < len(words) and words[i + 1] in ("one", "ones") or i > 0 and words[i - 1] in ("the", "that", "this"))}
+    if focus is not None and not pointed and (_PRONOUN.search(text.lower()) or not pointing_colours):
+        return focus  # "add it in black", "add a 29 in blue", "and the price?": the product talked about
     if intent is not None and intent.reference is not None:
         ref = intent.reference
         if ref == -1:
@@ -439,10 +446,13 @@ class Dialogue:
             intent = replace(intent, name="search", source=f"{intent.source}+no-complaint-word")
         if intent.name != "add_to_cart" and puts_in_cart:
             intent = replace(intent, name="add_to_cart", source=f"{intent.source}+cart-verb")
-        if intent.name == "order_status" and not _ORDER_CUES.search(low) and (state.focus or state.shown or named):
+        if intent.name == "order_status" and not _ORDER_CUES.search(low) and (
+                state.focus or state.shown or named or self._names_a_kind(text)):
             # "has it got anywhere to stash my keys": about the product, whatever the classifier made of "it got"
-            intent = replace(intent, name="product_question" if _asks_about(text) or "?" in text else "search",
-                             source=f"{intent.source}+no-order-word")
+            about_one = (state.focus is not None or named) and (_asks_about(text) or _PRONOUN.search(low)
+                                                                 or _QUESTION_START.match(low))
+            intent = replace(intent, name="product_question" if about_one and not self._names_a_kind(text)
+                             else "search", source=f"{intent.source}+no-order-word")
         if intent.name == "out_of_scope" and self._names_a_kind(text):
             return replace(intent, name="search", source=f"{intent.source}+kind")  # "a watch with bluetooth"
         if intent.name in ("out_of_scope", "search", "refine", "recommendation") and _TELL_ME_ABOUT.search(low) \
@@ -468,9 +478,9 @@ class Dialogue:
         if self._about_focus(intent, text, state):
             return replace(intent, name="product_question", source=f"{intent.source}+focus")
         nothing_to_ask_about = state.focus is None and not state.shown and not named
-        if intent.name == "product_question" and not named and not _PRONOUN.search(low) and (
-                not _QUESTION_START.match(low) and self._names_a_kind(text) or nothing_to_ask_about
-                and self.coverage is not None and self.coverage.defining_words(text)):
+        if intent.name == "product_question" and not named and (
+                not _PRONOUN.search(low) and not _QUESTION_START.match(low) and self._names_a_kind(text)
+                or nothing_to_ask_about and self.coverage is not None and self.coverage.defining_words(text)):
             return replace(intent, name="search", source=f"{intent.source}+asks-for-a-kind")  # "a bag with ..."
         return self._about_named(intent, text, bool(named))
 
@@ -487,6 +497,8 @@ class Dialogue:
             return True
         if _CART_START.match(low):
             return bool(named) or not self._names_a_kind(text)
+        if state.last_intent == "add_to_cart" and named and _AS_WELL.search(low) and not _asks_about(text):
+            return True  # "oh and the jump rope as well", right after adding something
         if _CHOSEN.match(low) and not _asks_about(text) and not self._names_a_kind(text):
             # the product chosen with its colour and size: "ok just the Aeon then, black, size 28"
             colour = any(w in COLOR_SYNONYMS for w in _words(low))
@@ -870,8 +882,10 @@ class Dialogue:
 
     def _product_question(self, intent: Intent, text: str, state: DialogueState) -> Plan:
         words = set(_words(text))
-        if intent.reference is None and words & {"they", "them", "these", "those", "both"} and len(state.shown) > 1:
-            return self._about_several(intent, text, state.shown[:2])
+        if intent.reference is None and words & {"they", "them", "these", "those", "both"} and (
+                len(state.shown) > 1 or len(state.discussed) > 1):  # "what do they each cost?" after two questions
+            pair = state.discussed[-2:] if len(state.discussed) > 1 else state.shown[:2]
+            return self._about_several(intent, text, pair)
         hit = self._pick(intent, text, state)
         if hit is None:
             return self._which_one(intent, text) if state.shown else \
@@ -879,34 +893,37 @@ class Dialogue:
                            "and I'll find it.")
         hit = self._family_member(hit, intent, text, state)
         family = self._family(hit)
+        slots = {k: intent.slots[k] for k in ("size", "colour") if intent.slots.get(k)}
         if len(_words(text)) <= 5 and state.last_question and not _ATTRIBUTE_QUESTION.search(text.lower()) \
-                and not (intent.slots.get("size") or intent.slots.get("colour")) and (
-                    self.named(text, state) or _THE_OTHER.search(text.lower())):
-            text = state.last_question  # "and the Juno?" asks the last question about the Juno
-        state.last_question = text
+                and not slots and (self.named(text, state) or _THE_OTHER.search(text.lower())):
+            text, slots = state.last_question, state.last_question_slots  # "and the Juno?": the last question
+        state.last_question, state.last_question_slots = text, slots
         words = set(_words(text))
         name, facts = product_name(hit), facts_from_hits([hit])
         asked: list[str] = []
-        if words & {"made", "material", "fabric", "cotton", "wool", "polyester"}:
+        if words & {"material", "fabric", "cotton", "wool", "polyester"} or re.search(r"\bmade (?:of|from|with|out)\b|"
+                                                                                   r"\bmade\s*\??$", text.lower()):
             material = attribute_values(hit, "material", "fabric")
             asked.append(f"The {name} is made of {join(material)}." if material
                          else f"I don't have the material of the {name}.")
-        size, colour = intent.slots.get("size"), intent.slots.get("colour")
+        size, colour = slots.get("size"), slots.get("colour")
         if size or colour:  # "does the Stellar one come in medium?": yes or no, then what it does come in
             asked.append(comes_in(hit, size, colour, self.catalog))
             if state.last_query is not None:  # "add it to my cart" later means this size and colour
                 state.last_query = replace(state.last_query, size=size or state.last_query.size,
                                            color=colour or state.last_query.color)
         elif (words & {"big", "dimensions", "dimension", "measurements", "capacity", "tall", "wide", "volume",
-                       "weigh", "weight", "heavy"}
+                       "weigh", "weight", "heavy", "long", "length", "deep", "width", "height", "duration"}
               or "how large" in text.lower()) and not hit.product.sizes():
-            measured = measurements(hit)  # "how big is the backpack?": its measurements, as the listing gives them
+            measured = measurements(hit, text)  # "how big is the backpack?": its measurements, as the listing gives them
             asked.append(f"The {name}: " + " ".join(f'"{m.rstrip(".")}."' for m in measured) if measured
-                         else f"I don't have the measurements of the {name}.")
+                         else what_it_says(hit, text, getattr(self.recognizer, "encoder", None)))
         elif words & {"size", "sizes", "fit", "small", "medium", "large", "big"}:
             sizes = list(dict.fromkeys(s for p in family for s in p.sizes())) if family else hit.product.sizes()
+            measured = [] if sizes else measurements(hit, text)  # "what wrist size does it fit?": "Strap fits 5""
             asked.append(f"The {self._family_name(hit) if family else name} comes in sizes {join(sizes)}." if sizes
-                         else f"I don't have sizes for the {name}.")
+                         else f"The {name}: " + " ".join(f'"{m.rstrip(".")}."' for m in measured) if measured
+                         else what_it_says(hit, text, getattr(self.recognizer, "encoder", None)))
         if not (size or colour) and words & {"colour", "color", "colours", "colors", "come"}:
             colors = list(dict.fromkeys(c for p in family for c in p.colors())) if family else hit.product.colors()
             asked.append(f"The {name} comes in {join(colors)}." if colors else f"I don't have colours for the {name}.")
@@ -1011,6 +1028,8 @@ class Dialogue:
                              f"the {label}.")
             elif words & {"colour", "color", "colours", "colors"}:
                 parts.append(f"The {label} comes in {join([c.lower() for c in hit.product.colors()])}.")
+            elif words & {"price", "prices", "cost", "costs", "much", "expensive"}:
+                parts.append(f"The {label} is {format_price(hit.price, hit.product.currency)}.")
             else:
                 material = attribute_values(hit, "material", "fabric")
                 parts.append(f"The {label} is made of {join(material)}." if material
@@ -1090,6 +1109,9 @@ class Dialogue:
             or _one_of(last.size if last is not None else None, sizes, canonical_size) \
             or _one_of(state.remembered.get("size"), sizes, canonical_size) \
             or (hit.variant.sizes()[0] if hit.variant and hit.variant.sizes() else None)
+        said_colours = [COLOR_SYNONYMS[w] for w in _words(text) if w in COLOR_SYNONYMS]
+        if len(said_colours) > 1 and _CORRECTED.search(text.lower()):  # "in grey, sorry no, green"
+            intent = replace(intent, slots={**intent.slots, "colour": said_colours[-1]})
         colour = intent.slots.get("colour") or (added[3] if added is not None else None) \
             or _one_of(last.color if last is not None else None, colours, canonical_color) \
             or _one_of(state.remembered.get("colour"), colours, canonical_color) \

@@ -169,3 +169,25 @@ def test_what_the_shopper_does_is_no_product_asked_for() -> None:
         ["alpaca", "sweater"]
     assert CatalogCoverage.defining_words("i need something to carry my gym clothes in") == []
     assert CatalogCoverage.defining_words("bit pricey. anything along those lines under sixty?") == []
+
+
+def test_a_purpose_word_opening_the_request_opens_no_purpose_clause() -> None:
+    assert CatalogCoverage.defining_words("which of your watches can track my sleep") == ["watches", "track", "sleep"]
+    assert CatalogCoverage.defining_words("I'd like to order a doorway pull up bar please") == \
+        ["doorway", "pull", "bar"]
+    assert CatalogCoverage.defining_words("a 29 works, what's under fifty") == []
+    assert _named("do you do leggings in tall sizes? I'm six foot one") == []  # a height, not the 6 foot strap
+
+
+def test_measurements_that_answer_the_question_come_first() -> None:
+    from assistant.conversation.answers import measurements
+
+    watch = _hits("w1")[0]
+    assert measurements(watch, "how deep can I swim with it") == ["Water resistant to 50 meters."]
+
+
+def test_a_descriptive_word_before_a_plural_kind_asks_for_the_kind() -> None:
+    tops = _hits("h1", "h2", "s1")
+    assert _named("fleece hoodies please", tops) == []  # "hoodie" is in two titles on screen: a kind asked for
+    assert _named("crew sweatshirts please", tops) == ["s1"]  # one sweatshirt on screen: that one
+    assert _named("the fleece hoodie", tops) == ["h1"]

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,22 @@ def test_reference_resolution_words() -> None:
     assert resolve_reference(None, "the last one", hits).product.id == "p4"
     merged = merge_refinement(SearchQuery("hoodie", max_price=50), SearchQuery("", color="red"), None, hits, "in red")
     assert merged.color == "red" and merged.max_price == 50
+    # a colour said as the variant wanted ("in red") keeps the product in focus; "the red one" points
+    assert resolve_reference(None, "add a medium in red", hits, hits[0]).product.id == hits[0].product.id
+    assert resolve_reference(None, "the red one", hits, hits[0]).product.id == "p4"
+
+
+def test_the_other_one_and_the_products_talked_about() -> None:
+    a, b, c = [ProductHit(p, 1.0, "") for p in list(KeywordSearcher().catalog)[:3]]
+    state = DialogueState(shown=[a, b, c])
+    state.focus = a
+    assert state.the_other() is None  # three on screen, nothing talked about: no "other" to speak of
+    state.talked_about(a, b)
+    state.talked_about(a)  # talked about again: moves to the end, kept once
+    assert [h.product.id for h in state.discussed] == [b.product.id, a.product.id]
+    assert state.the_other() is b
+    near = replace(c, near_miss=("kind",))
+    assert DialogueState(shown=[a, b, near], focus=b).the_other() is a  # alternatives shown are not "the other"
 
 
 @pytest.mark.timeout(600)

@@ -224,14 +224,19 @@ def the_one_that(hits: Sequence[ProductHit], question: str, encoder: Any | None)
 
 _MEASURE_RE = re.compile(
     r"\d+(?:\.\d+)?\s*(?:\"|''|”|-?inch(?:es)?\b|in\.|cm\b|mm\b|m\b|l\b|liters?\b|litres?\b|oz\b|ounces?\b|lbs?\b|"
-    r"pounds?\b|kg\b|g\b|ft\b|foot\b|feet\b)|\d+\s*[x×]\s*\d+", re.IGNORECASE)
+    r"pounds?\b|kg\b|g\b|ft\b|foot\b|feet\b|min\b|mins\b|minutes?\b|hours?\b|hrs?\b|meters?\b|metres?\b)"
+    r"|\d+\s*[x×]\s*\d+", re.IGNORECASE)
 
 
-def measurements(hit: ProductHit) -> list[str]:
-    """The description's lines that give the product's measurements ("H 20" x W 14" x D 8"", "29 L")."""
-    description = without_injection(hit.product.description)
-    lines = [x.strip(" -•\n") for x in re.split(r"(?<=[.!?])\s+|\n+", description) if x.strip(" -•\n")]
-    return [x for x in lines if _MEASURE_RE.search(x)][:3]
+def measurements(hit: ProductHit, question: str = "") -> list[str]:
+    """The description's lines that give the product's measurements ("H 20" x W 14" x D 8"", "29 L").
+
+    With a question, those sharing a word stem with it first ("how much does it weigh" -> "Weight: 2 lbs").
+    """
+    lines = [x for x in description_lines(hit) if _MEASURE_RE.search(x)]
+    asked = _asked_stems(hit, question) if question else set()
+    fitting = [x for x in lines if asked & {stem(w) for w in words_of(x)}]
+    return (fitting or lines)[:3]
 
 
 def closest_attribute(question: str, lines: Sequence[str], encoder: Any | None) -> list[str]:

@@ -32,11 +32,15 @@ from assistant.search import COLOR_SYNONYMS, NUMBER_WORDS, QueryVocab, SearchQue
 SOUND_ALIKE_SPELLING = 60  # rapidfuzz ratio: "tea" for "tee" (67) is the same word misheard; "nike"/"neck" (50) not
 SYNONYM_COSINE = 0.8  # MiniLM cosine from which a missing word counts as another name of a catalog kind ("trousers")
 _WORD_RE = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
-_PURPOSE_RE = re.compile(r"\b(?:for|to|when|while|so|because|that|which|who|during|on|at|like)\b")
+# "that"/"which" open a purpose ("a bag that I can take to the gym"), unless a verb of having follows: "a backpack
+# that comes with a rain cover" and "a watch that can track sleep" say what the product must have.
+_PURPOSE_RE = re.compile(r"\b(?:for|to|when|while|so|because|who|during|on|at|like)\b|\b(?:that|which)\b(?!\s+(?:comes?|"
+                         r"has|have|includes?|features?|packs?|tracks?|shows?|can|will|does|do|is|are)\b)")
 _REQUEST_VERB = re.compile(r"(?<!\bto )\b(?:want|need|have|got|sell|carry|stock|find|show me|looking for|get)\b")
 _SUBJECTS = frozenset("i we you they he she i'm we're you're they're i've we've i'd she'd he'd she's he's".split())
 _IDIOMS = re.compile(r"\b(?:ideally|preferably|possibly)\b|\b(?:a )?(?:little )?bit(?: too)?(?: pricey| much| expensive)?\b|\bpricey\b|"
-                     r"\balong (?:those|these|the same) lines\b|\bsomething like (?:that|this|it)\b")
+                     r"\balong (?:those|these|the same) lines\b|\bsomething like (?:that|this|it)\b|"
+                     r"\b(?:that|this|it|\d+) (?:works|would work|is fine|will do)\b")
 # English words that never define a product on their own (function words, shopping talk, vague praise).
 _NOT_DEFINING = COMMON_WORDS
 
@@ -257,7 +261,10 @@ class CatalogCoverage:
 
     @staticmethod
     def _defining(low: str) -> list[str]:
-        if m := _PURPOSE_RE.search(low):
+        low = low.strip()
+        # A purpose word that opens the request opens no purpose clause: "which of your watches can track my
+        # sleep", "to order a doorway pull up bar".
+        if m := next((m for m in _PURPOSE_RE.finditer(low) if m.start() > 0), None):
             low = low[: m.start()]
         words = [w.removesuffix("'s") for w in _WORD_RE.findall(low.replace("-", " "))]
         # The word a subject opens is what the shopper does ("I cycle to work", "I'm setting up a corner").

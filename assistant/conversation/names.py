@@ -71,8 +71,9 @@ class ProductNames:
         self._all_title_words = set().union(*self._title_words.values()) if self._title_words else set()
         # Line names the catalog's own descriptions also write in lower case, as ordinary words ("easy to *track*
         # your training" beside the "Track" line): said without a naming context they are the word, not the line.
-        lower_case = {w for p in catalog.parents() for w in re.findall(r"\b[a-z][a-z']+\b", p.description or "")}
-        self._ordinary_lines = {line for line in self._lines if line in lower_case}
+        lower_case = {w.removesuffix("'s") for p in catalog.parents()
+                      for w in re.findall(r"\b[a-z][a-z']+\b", p.description or "")}
+        self._ordinary_lines = {line for line in self._lines if {line, line + "s", line + "es"} & lower_case}
         # Families: separate listings of one product in several sizes or colours ("Sprite Stasis Ball 55 cm",
         # "... 65 cm", each in three colours): the same category, the same title but for measures.
         by_family: dict[tuple[str, str], list[str]] = {}
@@ -110,6 +111,8 @@ class ProductNames:
         seen: set[str] = set()
         kind_words = {w for w in words if w in self.vocabulary.kinds}
         for i, word in enumerate(words):  # title words few products have: "the softshell", "the canvas jacket"
+            if _MEASURE_WORD.match(word) and "the" not in words[max(0, i - 3) : i]:
+                continue  # "I'm six foot one" is a height; "the 10 foot one" names the strap
             if i not in naming and word in self._distinctive and self._naming(words, i):
                 naming[i] = self._distinctive[word]
         for position, ids in sorted(naming.items()):
@@ -137,13 +140,26 @@ class ProductNames:
             taken: set[str] = set()
             for hit in shown:
                 title = titles[hit.product.title]
-                distinctive = [w for w in words if w in title and w not in _GENERIC and (len(w) > 3 or w.isdigit())
-                               and sum(w in t for t in titles.values()) == 1]
+                distinctive = [w for i, w in enumerate(words) if w in title and w not in _GENERIC
+                               and (len(w) > 3 or w.isdigit()) and sum(w in t for t in titles.values()) == 1
+                               and (self._naming(words, i) or w.isdigit() or self._names_with_next(words, i, title,
+                                                                                                      titles))]
                 if distinctive and hit.product.title not in taken:
                     out.append(Named(hit, True, tuple(distinctive), words.index(distinctive[0])))
                     taken.add(hit.product.title)
             out.sort(key=lambda n: n.position)
         return out
+
+    @staticmethod
+    def _names_with_next(words: Sequence[str], i: int, title: set[str], titles: dict[str, set[str]]) -> bool:
+        """"Foam rollers" with one roller on screen names it; "sports bras" with three bras asks for a kind."""
+        if i + 1 >= len(words):
+            return False
+        after = words[i + 1]
+        if after.isdigit():
+            return True
+        forms = {after, after.rstrip("s"), after.removesuffix("es")}
+        return bool(forms & title) and sum(bool(forms & t) for t in titles.values()) == 1
 
     def _in_a_title(self, words: Sequence[str], i: int, line: str) -> bool:
         """Whether a neighbouring word is another word of a title of that line ("track tote")."""
@@ -158,7 +174,7 @@ class ProductNames:
             return True
         # "... bike short" names the product; "a sports bra" and "bike shorts" ask for a kind of thing
         return after in self.vocabulary.kinds and before not in ("a", "an", "any", "some") and \
-            not (after.endswith("s") and self.vocabulary.kinds[after] == after)
+            not (after.endswith("s") and not after.endswith("ss"))  # "black sports bras" ask for a kind
 
     def _best(self, hits: Sequence[ProductHit], kind_words: set[str], words: Sequence[str]) -> ProductHit:
         """Of several products of one line, the one whose title shares most of the turn's words."""
