@@ -132,7 +132,8 @@ _AS_WELL = re.compile(r"\b(?:as well|too|also)\b")
 _SELF_CORRECTION = re.compile(r"^(?:(?:no|nope|oh|wait|sorry|actually|hmm|um|uh|i mean|scratch that)\b[\s,.!]*)+")
 _TELL_ME_ABOUT = re.compile(r"\b(?:tell me (?:more )?about|more (?:info|details) (?:on|about)|details (?:on|of|about))\b")
 REMEMBERED_SLOTS = ("order_id", "size", "colour")  # carried over to later turns until the shopper gives a new value
-_QUESTION_START = re.compile(r"^(?:is|are|does|do|will|would|can|could|how|what|which|has|have)\b|.*\?\s*$")
+_QUESTION_START = re.compile(r"^(?:[^,?]*,\s*)?(?:is|are|does|do|will|would|can|could|how|what|what's|where|where's|"
+                             r"which|has|have)\b|.*\?\s*$")  # also after a comma: "the aeon capri, where's the pocket"
 _PRICE = re.compile(r"\$\s?\d[\d,]*(?:\.\d+)?|\b\d+(?:\.\d+)?\s?%|\b\d[\d,]*(?:\.\d+)?\b")
 
 
@@ -247,7 +248,8 @@ def check_quoted(reply: str, sources: Sequence[str], facts: Sequence[ProductFact
     return bad
 
 
-_QUESTION_WORDS = frozenset({"what", "which", "how", "does", "is", "are", "made", "material", "fabric", "wash",
+_QUESTION_WORDS = frozenset({"what", "what's", "where", "where's", "which", "how", "does", "is", "are", "made",
+                             "material", "fabric", "wash",
                              "care", "fit", "sizes", "colours", "colors", "come", "much", "cost", "price", "?"})
 
 
@@ -883,7 +885,8 @@ class Dialogue:
     def _product_question(self, intent: Intent, text: str, state: DialogueState) -> Plan:
         words = set(_words(text))
         if intent.reference is None and words & {"they", "them", "these", "those", "both"} and (
-                len(state.shown) > 1 or len(state.discussed) > 1):  # "what do they each cost?" after two questions
+                len(state.shown) > 1 or len(state.discussed) > 1) and not self.named(text, state):
+            # "what do they each cost?" after two questions (but "the Aeon capri, where's the pocket on those")
             pair = state.discussed[-2:] if len(state.discussed) > 1 else state.shown[:2]
             return self._about_several(intent, text, pair)
         hit = self._pick(intent, text, state)
@@ -1030,11 +1033,14 @@ class Dialogue:
                 parts.append(f"The {label} comes in {join([c.lower() for c in hit.product.colors()])}.")
             elif words & {"price", "prices", "cost", "costs", "much", "expensive"}:
                 parts.append(f"The {label} is {format_price(hit.price, hit.product.currency)}.")
-            else:
+            elif words & {"made", "material", "materials", "fabric", "fabrics"}:
                 material = attribute_values(hit, "material", "fabric")
                 parts.append(f"The {label} is made of {join(material)}." if material
                              else f"I don't have the material of the {label}.")
-        sources = [str(h.product.attributes) + " " + join(h.product.sizes()) for h in hits]
+            else:  # "do they have pockets?": what each listing says to it
+                parts.append(what_it_says(hit, text, getattr(self.recognizer, "encoder", None)))
+        sources = [str(h.product.attributes) + " " + join(h.product.sizes()) + " " + without_injection(
+            h.product.description) for h in hits]
         return self._said(intent, text, " ".join(parts), sources=sources, facts=facts_from_hits(hits),
                           hits=list(hits))
 

@@ -330,6 +330,7 @@ def term_text(text: str) -> str:
     return " " + " ".join(_singular(w) for w in words) + " "
 
 
+_MEASURE_UNITS = frozenset("cm mm m in inch inches ft foot feet lb lbs kg g oz l ml xs s m xl xxl".split())
 # How shoppers say (or ASR writes) a catalog's category word: each alias names the same categories as its term.
 SPOKEN_CATEGORY_ALIASES: dict[str, tuple[str, ...]] = {
     "tee": ("t shirt", "tee shirt", "tshirt"),
@@ -366,12 +367,27 @@ class QueryVocab:
         terms: dict[str, set[str]] = {}
         brands: dict[str, str] = {}
         paths: set[str] = set()
+        products = list(products)
+
+        def leaf(path: str) -> str:
+            return path.rstrip("/").rsplit("/", 1)[-1].strip().lower()
+
+        primary_leaves = {leaf(p.category) for p in products if p.category}
+        secondary: set[str] = set()
         for product in products:
-            paths.update(product.categories or (product.category,))
+            # A secondary path names a kind only by its leaf, and only where that leaf is some product's own
+            # category ("Promotions/Pants" is pants); a merchandising collection ("Collections/Erin Recommends")
+            # names no kind of product.
+            for c in product.categories or (product.category,):
+                if c == product.category or not product.category:
+                    paths.add(c)
+                elif leaf(c) in primary_leaves:
+                    secondary.add(c)
             if product.brand:
                 brands.setdefault(" ".join(product.brand.lower().split()), product.brand)
-        for path in paths:
-            for segment in (s for s in path.split("/") if s.strip()):
+        for path in paths | secondary:
+            segments = [s for s in path.split("/") if s.strip()]
+            for segment in segments if path in paths else segments[-1:]:
                 if canonical_gender(segment) is not None:
                     continue
                 for part in re.split(r"\s*(?:&|,|\band\b)\s*", segment):
@@ -382,6 +398,22 @@ class QueryVocab:
                     head = term.rsplit(" ", 1)[-1]
                     if head != term and len(head) > 2:
                         terms.setdefault(head, set()).add(path)
+        # Kinds the titles name but no category does ("Emma Leggings", "Sahara Leggings" filed under Pants): the
+        # last title word that ends at least two titles, all of one category, names that category.
+        heads: dict[str, set[str]] = {}
+        counts: dict[str, int] = {}
+        for product in products:
+            words = [w for w in re.findall(r"[a-z]+", product.title.lower()) if w not in _MEASURE_UNITS]
+            if len(words) > 1 and product.category and len(words[-1]) > 2:
+                head = _singular(words[-1])
+                heads.setdefault(head, set()).add(product.category)
+                counts[head] = counts.get(head, 0) + 1
+        materials = {_singular(w) for p in products for k, v in p.attributes.items()
+                     if "material" in k or "fabric" in k
+                     for w in re.findall(r"[a-z]+", " ".join(map(str, v if isinstance(v, list | tuple) else [v])).lower())}
+        for head, cats in heads.items():  # (not a material: "... Hooded Fleece" is fleece, no kind of its own)
+            if head not in terms and head not in materials and counts[head] >= 2 and len(cats) == 1:
+                terms[head] = set(cats)
         for term, aliases in SPOKEN_CATEGORY_ALIASES.items():
             for alias in aliases if term in terms else ():
                 terms.setdefault(alias, set()).update(terms[term])

@@ -191,3 +191,32 @@ def test_a_descriptive_word_before_a_plural_kind_asks_for_the_kind() -> None:
     assert _named("fleece hoodies please", tops) == []  # "hoodie" is in two titles on screen: a kind asked for
     assert _named("crew sweatshirts please", tops) == ["s1"]  # one sweatshirt on screen: that one
     assert _named("the fleece hoodie", tops) == ["h1"]
+
+
+def test_kinds_titles_name_and_collections_that_name_no_kind() -> None:
+    products = [
+        Product.from_dict({"id": f"l{i}", "title": f"{name} Leggings", "category": "Women/Bottoms/Pants",
+                           "categories": ["Women/Bottoms/Pants", "Promotions/Pants", "Collections/Staff Picks"],
+                           "price": 40.0, "attributes": {"material": ["Cotton"]}})
+        for i, name in enumerate(("Orla", "Pim"))
+    ] + [
+        Product.from_dict({"id": f"f{i}", "title": f"{name} Hooded Fleece", "category": "Women/Tops/Hoodies",
+                           "categories": ["Women/Tops/Hoodies"], "price": 50.0,
+                           "attributes": {"material": ["Fleece"]}})
+        for i, name in enumerate(("Tove", "Ulla"))
+    ]
+    vocab = QueryVocab.from_products(products)
+    assert vocab.categories_for("leggings with a pocket") == {"Women/Bottoms/Pants"}  # a kind only titles name
+    assert parse_query("which leggings would you recommend", vocab).category == "legging"  # not "Staff Picks"
+    assert "pick" not in vocab.category_terms and "collection" not in vocab.category_terms
+    assert "promotion" not in vocab.category_terms and "pant" in vocab.category_terms
+    assert "fleece" not in vocab.category_terms  # a material that ends titles is no kind of its own
+
+
+def test_a_clause_about_the_shopper_counts_only_for_what_the_catalog_never_says() -> None:
+    assert CatalogCoverage.defining_words("a duffle I can take to the gym") == ["duffle"]
+    assert CatalogCoverage.clause_words("a watch I can get engraved for my dad") == ["engraved"]
+    assert COVERAGE.absence(parse_query("a track watch I can get engraved", QUERIES),
+                            "a track watch I can get engraved") is not None
+    assert COVERAGE.absence(parse_query("a day pack I can fit my laptop in", QUERIES),
+                            "a day pack I can fit my laptop in") is None  # the catalog says laptop

@@ -37,6 +37,8 @@ _WORD_RE = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
 _PURPOSE_RE = re.compile(r"\b(?:for|to|when|while|so|because|who|during|on|at|like)\b|\b(?:that|which)\b(?!\s+(?:comes?|"
                          r"has|have|includes?|features?|packs?|tracks?|shows?|can|will|does|do|is|are)\b)")
 _REQUEST_VERB = re.compile(r"(?<!\bto )\b(?:want|need|have|got|sell|carry|stock|find|show me|looking for|get)\b")
+_SUBJECT_CLAUSE = re.compile(r"\b(?:i|we|you|she|he|they)\s+(?:can|could|will|would|might|'ll|need to|want to|"
+                             r"have to|plan to|use)\b")
 _SUBJECTS = frozenset("i we you they he she i'm we're you're they're i've we've i'd she'd he'd she's he's".split())
 _IDIOMS = re.compile(r"\b(?:ideally|preferably|possibly)\b|\b(?:a )?(?:little )?bit(?: too)?(?: pricey| much| expensive)?\b|\bpricey\b|"
                      r"\balong (?:those|these|the same) lines\b|\bsomething like (?:that|this|it)\b|"
@@ -174,6 +176,8 @@ class CatalogCoverage:
                             # "a yoga mat": a noun only descriptions use (attribute values such as a bag's
                             # "Backpack" style still say what a product is)
                             or w not in self.structured and _looks_like_a_noun(w, whole))]
+        # "a watch I can get engraved": what the shopper will do with it counts only when the catalog never says it
+        missing += [w for w in self.clause_words(query.text) if w not in missing and not self.has(w)]
         missing = [w for w in missing if not self._sounds_like_a_catalog_word(w) and w not in self.vocabulary.kinds]
         gender = self._missing_department(query)
         if not missing and gender is None:
@@ -260,12 +264,27 @@ class CatalogCoverage:
         return found
 
     @staticmethod
+    def clause_words(text: str) -> list[str]:
+        """The content words of a clause the shopper opens about themselves ("... I can get engraved")."""
+        low = text.lower().replace("’", "'")
+        m = next((m for m in _SUBJECT_CLAUSE.finditer(low) if m.start() > 0), None)
+        if m is None:
+            return []
+        rest = low[m.end():]
+        if cut := _PURPOSE_RE.search(rest):
+            rest = rest[: cut.start()]
+        words = _WORD_RE.findall(rest.replace("-", " "))
+        return [w for w in words if len(w) > 2 and w not in _NOT_DEFINING and w not in COLOR_SYNONYMS
+                and w not in NUMBER_WORDS]
+
+    @staticmethod
     def _defining(low: str) -> list[str]:
         low = low.strip()
         # A purpose word that opens the request opens no purpose clause: "which of your watches can track my
         # sleep", "to order a doorway pull up bar".
-        if m := next((m for m in _PURPOSE_RE.finditer(low) if m.start() > 0), None):
-            low = low[: m.start()]
+        cuts = [m.start() for m in (*_PURPOSE_RE.finditer(low), *_SUBJECT_CLAUSE.finditer(low)) if m.start() > 0]
+        if cuts:  # "leggings with a pocket I can keep my phone in": what follows the subject is what it is for
+            low = low[: min(cuts)]
         words = [w.removesuffix("'s") for w in _WORD_RE.findall(low.replace("-", " "))]
         # The word a subject opens is what the shopper does ("I cycle to work", "I'm setting up a corner").
         verbs = {b for a, b in zip(words, words[1:], strict=False) if a in _SUBJECTS}
