@@ -129,6 +129,18 @@ _CHOSEN = re.compile(r"^(?:(?:ok|okay|great|good|fine|alright|right|so|yes|yeah|
                      r"(?:the|that|this|one)\b")  # "ok the Electra then, black in a large", "one in orange please"
 _CORRECTED = re.compile(r"\b(?:sorry|no wait|i mean|actually|make that|rather|scratch that|no,)")
 _AS_WELL = re.compile(r"\b(?:as well|too|also)\b")
+# Choosing a product to buy: "I'll go with the Sylvia, green, 28", "the Diva then, XS", "just the watch then"
+_DECISION = re.compile(r"\b(?:i'?ll go with|(?<!to )go with|i'?ll take|i take|i'?ll have|i'?ll get|swap (?:it|that|them) for|"
+                       r"after all|(?:the|this|that|just the) [\w' -]{1,40}? (?:then|for (?:her|him|me|them) then)\b|"
+                       r"(?:then|please)\s*[,.]?\s*$)")
+_SWAP = re.compile(r"\b(?:swap (?:it|that|them) for|instead|after all|same (?:colou?r|size))\b")
+_SPEC_WORDS = frozenset("""size small medium large extra x xs s m l xl xxl two three one of them those please thanks thank
+you ok okay and in a the both each pair pairs""".split())
+_LESS_MONEY = re.compile(r"\b(?:for less|cheaper|more cheap|less expensive|too (?:much|expensive|pricey)|pricey|steep|"
+                         r"out of my budget|over my budget|can'?t afford)\b")
+_OTHER_COLOUR = re.compile(r"\b(?:other than|besides|apart from|except|another colou?r|other colou?rs?|different colou?rs?|"
+                           r"any other colou?r)\b")
+_NOT_ABOUT_SHOWN = frozenset({"anything", "something", "any", "other", "more", "else", "another", "some"})
 _SELF_CORRECTION = re.compile(r"^(?:(?:no|nope|oh|wait|sorry|actually|hmm|um|uh|i mean|scratch that)\b[\s,.!]*)+")
 _TELL_ME_ABOUT = re.compile(r"\b(?:tell me (?:more )?about|more (?:info|details) (?:on|about)|details (?:on|of|about))\b")
 REMEMBERED_SLOTS = ("order_id", "size", "colour")  # carried over to later turns until the shopper gives a new value
@@ -455,7 +467,8 @@ class Dialogue:
                                                                  or _QUESTION_START.match(low))
             intent = replace(intent, name="product_question" if about_one and not self._names_a_kind(text)
                              else "search", source=f"{intent.source}+no-order-word")
-        if intent.name == "out_of_scope" and self._names_a_kind(text):
+        if intent.name == "out_of_scope" and (self._names_a_kind(text) or _STOCK_QUESTION.search(low) and
+                                              self.coverage is not None and self.coverage.defining_words(text)):
             return replace(intent, name="search", source=f"{intent.source}+kind")  # "a watch with bluetooth"
         if intent.name in ("out_of_scope", "search", "refine", "recommendation") and _TELL_ME_ABOUT.search(low) \
                 and named:
@@ -465,6 +478,21 @@ class Dialogue:
         if intent.name == "product_question" and _COMPARE_WORDS.search(low) and len(named) == 1 \
                 and state.focus is not None and state.focus.product.id != named[0].product.id:
             return replace(intent, name="compare", source=f"{intent.source}+focus")  # "compare it with the X"
+        words = _words(low)
+        terse = len(words) <= 3 and low.rstrip().endswith("?") and not named and not self._names_a_kind(text) \
+            and not set(words) & _NOT_ABOUT_SHOWN and not (intent.query is not None and intent.query.has_filters)
+        if terse and intent.name in ("out_of_scope", "search", "refine", "recommendation", "product_question",
+                                     "compare") and (state.focus is not None or len(state.shown) >= 2):
+            # "cheapest?", "pockets?", "digital?", "swim ok?": about what is on screen or in focus
+            among = _CHEAPER.search(low) or _DEARER.search(low) or state.focus is None
+            return replace(intent, name="compare" if among else "product_question", source=f"{intent.source}+terse")
+        if (intent.name in ("search", "refine", "complaint", "recommendation", "out_of_scope") or intent.name in (
+                "product_question", "compare") and set(words) & _NOT_ABOUT_SHOWN and "than" not in words) \
+                and _LESS_MONEY.search(low) \
+                and (state.focus is not None or state.shown) and state.last_query is not None \
+                and not _new_kind(intent, state.last_query):
+            # "bit steep for a tank. got anything like it for less?": the same search, below what was shown
+            return replace(intent, name="refine", price_direction="lower", source=f"{intent.source}+less-money")
         if intent.name in ("out_of_scope", "product_question", "search", "refine") and len(state.shown) >= 2 \
                 and not named and _AMONG_SHOWN.search(low) and not self._names_a_kind(text) \
                 and not (intent.query is not None and intent.query.has_filters):
@@ -499,14 +527,30 @@ class Dialogue:
             return True
         if _CART_START.match(low):
             return bool(named) or not self._names_a_kind(text)
-        if state.last_intent == "add_to_cart" and named and _AS_WELL.search(low) and not _asks_about(text):
+        if state.last_intent == "add_to_cart" and named and _AS_WELL.search(low) and not _asks_about(text) \
+                and not re.search(r"\b(?:a|an|some|any)\b", low):  # "and a tank top to go with it, red too" asks
             return True  # "oh and the jump rope as well", right after adding something
+        if not _asks_about(text) and (named or state.focus is not None) and _DECISION.search(low) and (
+                named or _CHOSEN.match(low) or re.search(r"\b(?:it|this|that|one)\b", low)) and (
+                named or state.last_intent in ("product_question", "compare", "add_to_cart", "search", "refine")):
+            return True  # "I'll go with the Sylvia, green, 28"; "perfect, the Fiona for her then"
+        if state.focus is not None and state.last_intent in ("product_question", "compare", "add_to_cart") \
+                and not _asks_about(text) and self._only_spec(text):
+            return True  # "purple. small. two of them" right after asking about the Antonia tank
         if _CHOSEN.match(low) and not _asks_about(text) and not self._names_a_kind(text):
             # the product chosen with its colour and size: "ok just the Aeon then, black, size 28"
             colour = any(w in COLOR_SYNONYMS for w in _words(low))
             if colour and re.search(r"\b(?:size|small|medium|large|x-?small|x-?large|xs|xl|\d{2})\b", low):
                 return True
         return bool(_QUANTITY_START.match(low) and named) and not _asks_about(text)  # "one Sybil in a 31 please"
+
+    @staticmethod
+    def _only_spec(text: str) -> bool:
+        """Whether the turn says only a colour, a size and a quantity ("green, extra small, thanks")."""
+        words = _words(words_to_numbers(text.lower()))
+        has_slot = any(w in COLOR_SYNONYMS for w in words) or bool(re.search(
+            r"\b(?:small|medium|large|xs|xl|xxl|\d{2})\b", " ".join(words)))
+        return has_slot and all(w in COLOR_SYNONYMS or w in _SPEC_WORDS or w.isdigit() for w in words)
 
     def _names_a_line(self, text: str) -> bool:
         """Whether the turn says a product-line name ("Bolo", "Sprite")."""
@@ -910,7 +954,16 @@ class Dialogue:
             asked.append(f"The {name} is made of {join(material)}." if material
                          else f"I don't have the material of the {name}.")
         size, colour = slots.get("size"), slots.get("colour")
-        if size or colour:  # "does the Stellar one come in medium?": yes or no, then what it does come in
+        other_colours = bool(_OTHER_COLOUR.search(text.lower())) and not size
+        if other_colours:  # "anything other than yellow?", "another colour?"
+            colours = list(dict.fromkeys(c for p in family for c in p.colors())) if family else hit.product.colors()
+            others = [c for c in colours if not colour or canonical_color(c) != canonical_color(colour)]
+            asked.append(f"The {name} only comes in {join(colours).lower()}." if len(colours) == 1 else
+                         f"Besides {colour.lower()}, the {name} comes in {join(others).lower()}." if colour and others
+                         else f"The {name} comes in {join(colours).lower()}." if colours
+                         else f"I don't have colours for the {name}.")
+            colour = None
+        elif size or colour:  # "does the Stellar one come in medium?": yes or no, then what it does come in
             asked.append(comes_in(hit, size, colour, self.catalog))
             if state.last_query is not None:  # "add it to my cart" later means this size and colour
                 state.last_query = replace(state.last_query, size=size or state.last_query.size,
@@ -927,7 +980,7 @@ class Dialogue:
             asked.append(f"The {self._family_name(hit) if family else name} comes in sizes {join(sizes)}." if sizes
                          else f"The {name}: " + " ".join(f'"{m.rstrip(".")}."' for m in measured) if measured
                          else what_it_says(hit, text, getattr(self.recognizer, "encoder", None)))
-        if not (size or colour) and words & {"colour", "color", "colours", "colors", "come"}:
+        if not (size or colour or other_colours) and words & {"colour", "color", "colours", "colors", "come"}:
             colors = list(dict.fromkeys(c for p in family for c in p.colors())) if family else hit.product.colors()
             asked.append(f"The {name} comes in {join(colors)}." if colors else f"I don't have colours for the {name}.")
         if words & {"wash", "washing", "care", "clean", "iron"} or re.search(r"\b(?:tumble|line|drip) dry", text.lower()):
@@ -986,7 +1039,8 @@ class Dialogue:
         The product whose listing clearly answers (now in focus); else those whose listings speak to it; else,
         plainly, that none of them says so.
         """
-        shown = state.shown[:5]
+        matches = [h for h in state.shown if not h.near_miss]  # not the alternatives shown beside them
+        shown = (matches if len(matches) >= 2 else state.shown)[:5]
         low = text.lower()
         if _CHEAPER.search(low) or _DEARER.search(low):
             pick = (min if _CHEAPER.search(low) else max)(shown, key=lambda h: h.price)
@@ -1092,12 +1146,17 @@ class Dialogue:
         return self._said(intent, text, " ".join(parts), sources=sources, facts=facts, hits=[a, b])
 
     def _add_to_cart(self, intent: Intent, text: str, state: DialogueState) -> Plan:
-        added = state.last_added if _CART_CORRECTION.search(text.lower()) else None
+        low = text.lower()
+        named = self.named(text, state)
+        # "swap it for the Portia, same colour and size": the line just added, changed to another product
+        swap = state.last_added is not None and bool(named) and bool(_SWAP.search(low))
+        added = state.last_added if _CART_CORRECTION.search(low) or swap else None
         product = self.catalog.get(added[0]) if added is not None and self.catalog is not None else None
-        if added is not None and product is not None and not self.named(text, state):
+        if added is not None and product is not None and not named:
             hit: ProductHit | None = ProductHit(product, 1.0, "in the cart")  # "actually make it a medium"
         else:
-            hit, added = self._pick(intent, text, state), None
+            hit = self._pick(intent, text, state)
+            added = added if swap else None
         if hit is None:
             return self._which_one(intent, text) if state.shown else \
                 self._said(intent, text, "What would you like to add? Tell me what you're looking for first.")
@@ -1118,7 +1177,8 @@ class Dialogue:
         said_colours = [COLOR_SYNONYMS[w] for w in _words(text) if w in COLOR_SYNONYMS]
         if len(said_colours) > 1 and _CORRECTED.search(text.lower()):  # "in grey, sorry no, green"
             intent = replace(intent, slots={**intent.slots, "colour": said_colours[-1]})
-        colour = intent.slots.get("colour") or (added[3] if added is not None else None) \
+        kept = added[3] if added is not None and (not swap or _one_of(added[3], colours, canonical_color)) else None
+        colour = intent.slots.get("colour") or kept \
             or _one_of(last.color if last is not None else None, colours, canonical_color) \
             or _one_of(state.remembered.get("colour"), colours, canonical_color) \
             or (hit.variant.colors()[0] if hit.variant and hit.variant.colors() else None)

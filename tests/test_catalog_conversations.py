@@ -195,6 +195,33 @@ def test_property_questions_the_other_one_and_one_product_listed_per_size(outdoo
 
 
 @pytest.mark.timeout(600)
+def test_terse_shoppers_typos_choices_and_swaps(outdoor: Path, tmp_path: Path) -> None:
+    import re
+
+    turns = _chat(outdoor, tmp_path, [
+        "can u shwo me hoodies",
+        "cheapest?",
+        "pockets?",
+        "does it come in anything other than blue",
+        "the quillon then, grey, medium",
+        "hmm no, swap it for the ferro, same size",
+        "too expensive. anything like it for less?",
+    ])
+    hoodies, cheapest, pockets, other, quillon, swap, less = turns
+    assert set(_ids(hoodies)[:2]) == {"o1", "o2"}, hoodies  # "u", "shwo": typing slips read as meant
+    assert cheapest["intent"] == "compare" and "Ferro" in cheapest["reply"] and "$44" in cheapest["reply"], cheapest
+    assert pockets["intent"] == "product_question" and "Ferro" in pockets["reply"], pockets  # the one in focus
+    assert "Ferro" in other["reply"] and "only comes in blue" in other["reply"], other
+    assert quillon["intent"] == "add_to_cart" and "Quillon" in quillon["reply"], quillon
+    assert re.search(r"\bgr[ae]y\b", quillon["reply"], re.I) and re.search(r"\bM\b", quillon["reply"]), quillon
+    # the line just added becomes the other product, in the same size (grey it lacks, so not grey)
+    assert swap["intent"] == "add_to_cart" and swap["reply"].startswith("Changed it") and "Ferro" in swap["reply"]
+    assert re.search(r"\bM\b", swap["reply"]) and "grey" not in swap["reply"].lower(), swap
+    # a price objection searches again below the product talked about
+    assert less["intent"] == "refine" and all(p["price"] < 44 for p in less["products"]), less
+
+
+@pytest.mark.timeout(600)
 @pytest.mark.skipif(not LUMA.is_file(), reason="luma-dev (../shared/data) not available")
 def test_quoted_failures_on_luma_through_chat_cli(tmp_path: Path) -> None:
     import re

@@ -37,6 +37,7 @@ _WORD_RE = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
 _PURPOSE_RE = re.compile(r"\b(?:for|to|when|while|so|because|who|during|on|at|like)\b|\b(?:that|which)\b(?!\s+(?:comes?|"
                          r"has|have|includes?|features?|packs?|tracks?|shows?|can|will|does|do|is|are)\b)")
 _REQUEST_VERB = re.compile(r"(?<!\bto )\b(?:want|need|have|got|sell|carry|stock|find|show me|looking for|get)\b")
+_PHRASE_BREAKS = frozenset("not but you do does is are can could would".split())
 _SUBJECT_CLAUSE = re.compile(r"\b(?:i|we|you|she|he|they)\s+(?:can|could|will|would|might|'ll|need to|want to|"
                              r"have to|plan to|use)\b")
 _SUBJECTS = frozenset("i we you they he she i'm we're you're they're i've we've i'd she'd he'd she's he's".split())
@@ -52,7 +53,8 @@ def _counted(word: str, said: Sequence[str], window: int = 5) -> bool:
     if word not in said:
         return False
     i = len(said) - 1 - list(reversed(said)).index(word)
-    ends_phrase = i + 1 == len(said) or said[i + 1] in ("for", "in", "with", "that", "under", "please", "and", "to")
+    ends_phrase = i + 1 == len(said) or said[i + 1] in ("for", "in", "with", "that", "under", "please", "and", "to",
+                                                        "not", "but", "or", "you", "which", "do", "does", "is")
     return ends_phrase and any(w in ("a", "an") for w in said[max(0, i - window) : i])
 
 
@@ -302,6 +304,9 @@ class CatalogCoverage:
         if m := _PURPOSE_RE.search(low):
             low = low[: m.start()]
         words = _WORD_RE.findall(low)
+        first = next((i for i, w in enumerate(words) if w in defining or w in COLOR_SYNONYMS), 0)
+        stop = next((i for i, w in enumerate(words) if i > first and w in _PHRASE_BREAKS), len(words))
+        words = words[:stop]  # "a yoga mat, not very thick": the mat
         marks = [i for i, w in enumerate(words) if w in defining or w in COLOR_SYNONYMS]
         if not marks:
             return " ".join(defining)

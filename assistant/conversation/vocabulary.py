@@ -39,6 +39,7 @@ import jellyfish
 from rapidfuzz import fuzz
 
 from assistant.catalog import Catalog, Product
+from assistant.conversation.spelling import TypoFixer
 from assistant.search import (
     COLOR_SYNONYMS,
     NUMBER_WORDS,
@@ -116,9 +117,9 @@ class Repair:
 
     heard: str
     meant: str
-    kind: str  # "kind", "line" or "brand"
+    kind: str  # "kind", "line" or "brand"; "typo" for a typing slip of any word
     score: float
-    source: str  # "n-best" (another beam hypothesis) or "sound" (spelling/sound match)
+    source: str  # "n-best" (another beam hypothesis), "sound" (spelling/sound match) or "spelling" (a typing slip)
 
 
 @dataclass(frozen=True)
@@ -134,13 +135,14 @@ class Understood:
 
     def shown_as(self) -> str | None:
         """What to tell the shopper was understood ("Showing hoodies."), or None when nothing was repaired."""
-        if not self.repairs:
+        repairs = [r for r in self.repairs if r.kind != "typo"]  # a typing slip corrected goes without saying
+        if not repairs:
             return None
-        kinds = [r.meant for r in self.repairs if r.kind == "kind"]
+        kinds = [r.meant for r in repairs if r.kind == "kind"]
         if kinds:
             return "Showing " + " and ".join(kinds) + "."
         # A product line or brand is a name: said after "for", it is no product claim of its own.
-        return "Showing results for " + " and ".join(r.meant for r in self.repairs) + "."
+        return "Showing results for " + " and ".join(r.meant for r in repairs) + "."
 
 
 @dataclass
@@ -164,6 +166,7 @@ class CatalogVocabulary:
     colours: tuple[str, ...]
     kind_counts: dict[str, int] = field(default_factory=dict)
     max_prompt_words: int = PROMPT_MAX_WORDS
+    words: frozenset[str] = frozenset()  # every word of the products' titles, categories, attributes, descriptions
     _terms: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -184,6 +187,8 @@ class CatalogVocabulary:
         self._kind_order = sorted(self.kind_counts, key=lambda k: (-self.kind_counts[k], k))
         self._line_order = sorted(self.line_names, key=lambda k: hashlib.md5(k.encode()).hexdigest())
         self._prompt = self._build_prompt()
+        self._typos = TypoFixer(self.words | set(self._terms) | set(COLOR_SYNONYMS),
+                                {w for t in self._terms for w in t.split()} | set(COLOR_SYNONYMS))
 
     # --- building ---------------------------------------------------------------------------------------------
     @classmethod
@@ -265,6 +270,9 @@ class CatalogVocabulary:
             brands=brands,
             colours=tuple(sorted(colour_set)),
             kind_counts={kind_word[k]: len(v) for k, v in kind_products.items()},
+            words=frozenset(w for p in products for text in (p.title, p.category, *p.categories, p.brand or "",
+                                                             p.description or "", *map(str, p.attributes.values()))
+                            for w in re.findall(r"[a-z]+", text.lower())),
         )
 
     # --- biasing ----------------------------------------------------------------------------------------------
@@ -339,7 +347,13 @@ class CatalogVocabulary:
             The text to run the turn on, and the repairs made.
         """
         chosen, repairs = text, []
-        asked = _plural_nouns(text)  # "running shoes", "water bottles": heard whole, asked for; never swapped
+        if score is None and not alternatives:  # typed: typing slips first ("shwo me sprots bras in bleu")
+            chosen, slips = self._typos.fix(text)
+            for typed, fixed in slips:  # a catalog term is said back ("Showing hoodies"), other words silently
+                term = self._terms.get(fixed)
+                repairs.append(Repair(typed, term[0] if term else fixed, term[1] if term else "typo", 1.0,
+                                      "spelling"))
+        asked = _plural_nouns(chosen)  # "running shoes", "water bottles": heard whole, asked for; never swapped
         if alternatives and not self.terms_in(text) and score is not None:
             for alt, alt_score in alternatives:
                 replaced = set(_words(text)) - set(_words(alt))
@@ -351,14 +365,15 @@ class CatalogVocabulary:
                                           "n-best"))
                     chosen = alt
                     break
-        if not repairs and not self.terms_in(chosen) and _SHOPPING_CUES.search(chosen.lower()):
+        if not [r for r in repairs if r.kind != "typo"] and not self.terms_in(chosen) \
+                and _SHOPPING_CUES.search(chosen.lower()):
             # Typed text (no score) is never misheard: only typos ("hoddies") are repaired, so "yellow rain
             # boots" stays rain boots. In a transcript, the words Whisper was unsure of may be sounds-alike.
             unsure = set() if score is None else \
                 _unstable_words(chosen, [a for a, _ in alternatives]) | _after_colour(chosen)
-            fixed = self._repair_by_sound(chosen, unsure, asked)
-            if fixed is not None:
-                chosen, repair = fixed
+            by_sound = self._repair_by_sound(chosen, unsure, asked)
+            if by_sound is not None:
+                chosen, repair = by_sound
                 repairs.append(repair)
         return Understood(chosen, tuple(repairs))
 
