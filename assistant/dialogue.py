@@ -125,9 +125,11 @@ _ORDER_CUES = re.compile(r"\b(?:orders?|ordered|package|parcel|shipment|deliver\
                          r"refund|return|st-?\d+|\d{4,})\b")
 _ONE_MORE = re.compile(r"\b(?:one more|another one|two more|a second one)\b")
 _OF_THE_TWO = re.compile(r"\b(?:of the two|of them both|of both)\b")
-_CHOSEN = re.compile(r"^(?:(?:ok|okay|great|good|fine|alright|right|so|yes|yeah|then|just|please)[,!.]?\s+)*"
+_CHOSEN = re.compile(r"^(?:(?:ok|okay|great|good|fine|alright|right|so|yes|yeah|then|just|please|perfect|lovely|cool|"
+                     r"nice|fair enough|sounds good|in that case)[,!.]?\s+)*"
                      r"(?:the|that|this|one)\b")  # "ok the Electra then, black in a large", "one in orange please"
-_CORRECTED = re.compile(r"\b(?:sorry|no wait|i mean|actually|make that|rather|scratch that|no,)")
+_CORRECTED = re.compile(r"\b(?:sorry|no wait|i mean|actually|make that|rather|scratch that|no,|hang on|"
+                        r"on second thought)")
 _AS_WELL = re.compile(r"\b(?:as well|too|also)\b")
 # Choosing a product to buy: "I'll go with the Sylvia, green, 28", "the Diva then, XS", "just the watch then"
 _DECISION = re.compile(r"\b(?:i'?ll go with|(?<!to )go with|i'?ll take|i take|i'?ll have|i'?ll get|swap (?:it|that|them) for|"
@@ -145,7 +147,7 @@ _SELF_CORRECTION = re.compile(r"^(?:(?:no|nope|oh|wait|sorry|actually|hmm|um|uh|
 _TELL_ME_ABOUT = re.compile(r"\b(?:tell me (?:more )?about|more (?:info|details) (?:on|about)|details (?:on|of|about))\b")
 REMEMBERED_SLOTS = ("order_id", "size", "colour")  # carried over to later turns until the shopper gives a new value
 _QUESTION_START = re.compile(r"^(?:[^,?]*,\s*)?(?:is|are|does|do|will|would|can|could|how|what|what's|where|where's|"
-                             r"which|has|have)\b|.*\?\s*$")  # also after a comma: "the aeon capri, where's the pocket"
+                             r"which|has|have)\b|.*\?")  # also after a comma: "the aeon capri, where's the pocket"
 _PRICE = re.compile(r"\$\s?\d[\d,]*(?:\.\d+)?|\b\d+(?:\.\d+)?\s?%|\b\d[\d,]*(?:\.\d+)?\b")
 
 
@@ -486,6 +488,9 @@ class Dialogue:
             # "cheapest?", "pockets?", "digital?", "swim ok?": about what is on screen or in focus
             among = _CHEAPER.search(low) or _DEARER.search(low) or state.focus is None
             return replace(intent, name="compare" if among else "product_question", source=f"{intent.source}+terse")
+        if state.last_query is None and state.focus is not None and _LESS_MONEY.search(low):
+            kind = _words(state.focus.product.title)[-1:]  # "how much is the Chloe tank?" then "anything for less?"
+            state.last_query = SearchQuery(text=" ".join(kind), k=5)
         if (intent.name in ("search", "refine", "complaint", "recommendation", "out_of_scope") or intent.name in (
                 "product_question", "compare") and set(words) & _NOT_ABOUT_SHOWN and "than" not in words) \
                 and _LESS_MONEY.search(low) \
@@ -841,7 +846,8 @@ class Dialogue:
         if named and state.focus is not None and re.search(r"\b(?:it|its|it's)\b", text.lower()) and \
                 all(n.product.id not in on_screen for n in named) and not self._names_a_line(text):
             named = []  # "what's its strap made of": the watch in focus, not the yoga straps the word names
-        if len(named) > 1 and _CART_CORRECTION.search(text.lower()) or re.search(r"\bno,? (?:make|the)\b", text.lower()):
+        if len(named) > 1 and (_CART_CORRECTION.search(text.lower()) or _CORRECTED.search(text.lower())) \
+                or re.search(r"\bno,? (?:make|the)\b", text.lower()):
             named = named[-1:]  # "add the Quest band. Oh wait, no, make that the Harmony kit"
         if named:  # a product the shopper names wins over positions and the one in focus
             state.focus = named[0]
@@ -1160,10 +1166,34 @@ class Dialogue:
         if hit is None:
             return self._which_one(intent, text) if state.shown else \
                 self._said(intent, text, "What would you like to add? Tell me what you're looking for first.")
+        if len(named) > 1 and added is None and not _CORRECTED.search(low) and not _CART_CORRECTION.search(low) \
+                and self._listed_apart(text, state):
+            # "I'll have the Quest band and the pushup grips": each of them
+            plans = [self._add_one(intent, text, state, h, None, swap=False) for h in named[:4]]
+            return self._said(intent, text, " ".join(p.reply or "" for p in plans),
+                              sources=[x for p in plans for x in p.sources], facts=[f for p in plans for f in p.facts],
+                              hits=[h for p in plans for h in p.hits or []])
+        return self._add_one(intent, text, state, hit, added, swap=swap)
+
+    def _listed_apart(self, text: str, state: DialogueState) -> bool:
+        """Whether the products a turn names are listed one after another ("the X and the Y"), not one name."""
+        names = self.names
+        found = names.named(text, state.shown) if names is not None else []
+        words = _words(words_to_numbers(text))
+        return len(found) > 1 and all(bool({"and", "plus", "also", "with"} & set(words[a.position + 1 : b.position]))
+                                      for a, b in zip(found, found[1:], strict=False))
+
+    def _add_one(self, intent: Intent, text: str, state: DialogueState, hit: ProductHit,
+                 added: tuple[str, str, str | None, str | None, int] | None, *, swap: bool) -> Plan:
+        """Put one product in the cart (or change the line just added: `added`), in the size and colour meant."""
+        low = text.lower()
         hit = self._family_member(hit, intent, text, state)
         name, facts = product_name(hit), facts_from_hits([hit])
         sizes, colours = hit.product.sizes(), hit.product.colors()
         said_size = intent.slots.get("size")
+        if not said_size:  # "purple. small. two of them": a size word the classifier left out
+            said_size = next((canonical_size(w) for w in _words(low) if w in ("small", "medium", "large", "xs", "xl")
+                              and canonical_size(w) in sizes), None)
         if not said_size:  # "add a twenty nine": a number that is one of its sizes is the size
             said_numbers = re.findall(r"\b\d+(?:\.\d)?\b", words_to_numbers(text))
             said_size = next((n for n in said_numbers if n in sizes), None)

@@ -206,8 +206,10 @@ def test_terse_shoppers_typos_choices_and_swaps(outdoor: Path, tmp_path: Path) -
         "the quillon then, grey, medium",
         "hmm no, swap it for the ferro, same size",
         "too expensive. anything like it for less?",
+        "I'll have the kestrel day pack and the velmo jacket",
+        "ok the orrin then. no hang on, the brisa",
     ])
-    hoodies, cheapest, pockets, other, quillon, swap, less = turns
+    hoodies, cheapest, pockets, other, quillon, swap, less, both, corrected = turns
     assert set(_ids(hoodies)[:2]) == {"o1", "o2"}, hoodies  # "u", "shwo": typing slips read as meant
     assert cheapest["intent"] == "compare" and "Ferro" in cheapest["reply"] and "$44" in cheapest["reply"], cheapest
     assert pockets["intent"] == "product_question" and "Ferro" in pockets["reply"], pockets  # the one in focus
@@ -219,6 +221,9 @@ def test_terse_shoppers_typos_choices_and_swaps(outdoor: Path, tmp_path: Path) -
     assert re.search(r"\bM\b", swap["reply"]) and "grey" not in swap["reply"].lower(), swap
     # a price objection searches again below the product talked about
     assert less["intent"] == "refine" and all(p["price"] < 44 for p in less["products"]), less
+    # two products listed one after the other both go in; a name taken back within the turn gives way to the next
+    assert both["intent"] == "add_to_cart" and "Kestrel" in both["reply"] and "Velmo" in both["reply"], both
+    assert "Brisa" in corrected["reply"] and "Orrin" not in corrected["reply"], corrected
 
 
 @pytest.mark.timeout(600)

@@ -220,3 +220,14 @@ def test_a_clause_about_the_shopper_counts_only_for_what_the_catalog_never_says(
                             "a track watch I can get engraved") is not None
     assert COVERAGE.absence(parse_query("a day pack I can fit my laptop in", QUERIES),
                             "a day pack I can fit my laptop in") is None  # the catalog says laptop
+
+
+def test_asides_participles_and_occasions_define_nothing() -> None:
+    assert CatalogCoverage.defining_words("getting running shorts for my girlfriend") == ["running", "shorts"]
+    assert CatalogCoverage.defining_words("birthday present for my boyfriend") == []
+    assert CatalogCoverage.defining_words("she also mentioned a foam roller") == ["foam", "roller"]
+    assert CatalogCoverage.defining_words("what other hoodies are properly warm") == ["hoodies", "warm"]
+    aside = "shame. what other fleece hoodies do you have"
+    assert COVERAGE.absence(parse_query(aside, QUERIES), aside) is None  # "shame" said on its own is no request
+    terse = "cashmere. size S."
+    assert COVERAGE.absence(parse_query(terse, QUERIES), terse) is not None  # a terse request is one

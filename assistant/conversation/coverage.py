@@ -40,8 +40,10 @@ _REQUEST_VERB = re.compile(r"(?<!\bto )\b(?:want|need|have|got|sell|carry|stock|
 _PHRASE_BREAKS = frozenset("not but you do does is are can could would".split())
 _SUBJECT_CLAUSE = re.compile(r"\b(?:i|we|you|she|he|they)\s+(?:can|could|will|would|might|'ll|need to|want to|"
                              r"have to|plan to|use)\b")
+_ADVERBS = frozenset("also just really already never always still even only actually".split())
 _SUBJECTS = frozenset("i we you they he she i'm we're you're they're i've we've i'd she'd he'd she's he's".split())
-_IDIOMS = re.compile(r"\b(?:ideally|preferably|possibly)\b|\b(?:a )?(?:little )?bit(?: too)?(?: pricey| much| expensive)?\b|\bpricey\b|"
+_IDIOMS = re.compile(r"\b(?:ideally|preferably|possibly)\b|\b(?:a )?(?:little )?bit(?: too)?(?: pricey| much| expensive| steep)?\b|"
+                     r"\b(?:pricey|steep|birthday|christmas|xmas|anniversary|valentine'?s?|surprise)\b|"
                      r"\balong (?:those|these|the same) lines\b|\bsomething like (?:that|this|it)\b|"
                      r"\b(?:that|this|it|\d+) (?:works|would work|is fine|will do)\b")
 # English words that never define a product on their own (function words, shopping talk, vague praise).
@@ -165,7 +167,11 @@ class CatalogCoverage:
             query: The parsed query (its ``text`` is the request without fillers, prices, sizes and department).
             text: The request as said (for the kind check).
         """
-        defining = self.defining_words(query.text)
+        # "Shame. What other zip-up hoodies ...": a word or two said on their own before the request are no part of it
+        aside = re.match(r"^\s*((?:[A-Za-z']+\s*){1,2})[.!]\s+(?:what|which|any|anything|got|do|does|have|show|can|"
+                         r"could|is|are|how|where|i|we)\b", text, re.IGNORECASE)
+        said_aside = set(_WORD_RE.findall(aside.group(1).lower())) if aside else set()
+        defining = [w for w in self.defining_words(query.text) if w not in said_aside]
         named_kind = any(self.vocabulary.kinds.get(t) for t in self.vocabulary.terms_in(text)) or \
             query.category is not None
         among = self._of_kind(query)  # "leather jackets": is any *jacket* described as leather?
@@ -288,10 +294,15 @@ class CatalogCoverage:
         if cuts:  # "leggings with a pocket I can keep my phone in": what follows the subject is what it is for
             low = low[: min(cuts)]
         words = [w.removesuffix("'s") for w in _WORD_RE.findall(low.replace("-", " "))]
-        # The word a subject opens is what the shopper does ("I cycle to work", "I'm setting up a corner").
-        verbs = {b for a, b in zip(words, words[1:], strict=False) if a in _SUBJECTS}
+        # The word a subject opens is what the shopper does ("I cycle to work", "I'm setting up a corner", "she
+        # also mentioned"); so is a participle opening the request ("getting running shorts for ...").
+        plain = [w for w in words if w not in _ADVERBS]
+        verbs = {b for a, b in zip(plain, plain[1:], strict=False) if a in _SUBJECTS}
+        if words and re.fullmatch(r"[a-z]+(?:ing|ed)", words[0]) and len(words) > 2:
+            verbs.add(words[0])
         return [w for w in words if len(w) > 2 and w not in _NOT_DEFINING and w not in COLOR_SYNONYMS
-                and not w.isdigit() and w not in NUMBER_WORDS and w not in verbs]
+                and not w.isdigit() and w not in NUMBER_WORDS and w not in verbs
+                and not re.fullmatch(r"[a-z]{4,}ly", w)]  # "properly warm": an adverb defines nothing
 
     def _phrase(self, text: str, defining: Sequence[str], said: Sequence[str] = ()) -> str:
         """The defining part of the request, as said, for "We don't carry ...".
