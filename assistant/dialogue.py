@@ -115,6 +115,7 @@ _ATTRIBUTE_QUESTION = re.compile(r"\b(?:colou?rs?|price|prices|cost|costs|much|m
 _CONTINUATION = re.compile(r"^(?:(?:and|ok|okay|hmm|so)\s+)?(?:what|how) about\b|^(?:and|also)\b")
 _CART_WORDS = re.compile(r"\b(?:add|adding|cart|basket|bag it|checkout|check out|buy|order|take|get|put|want|"
                          r"wishlist|wish list|save|grab|purchase)\b")
+_LAST_ONE = re.compile(r"\blast (?:one|ones|option|item|product)\b|\bthe last(?: [a-z]+)?\s*$|\blast on the list\b")
 _THE_OTHER = re.compile(r"\bthe other(?: one| ones)?\b")
 _CHEAPER = re.compile(r"\b(?:cheaper|cheapest|less expensive|least expensive|more affordable|lower price|"
                       r"costs? (?:the )?least|least money|lowest price)\b")
@@ -133,8 +134,10 @@ _CORRECTED = re.compile(r"\b(?:sorry|no wait|i mean|actually|make that|rather|sc
 _AS_WELL = re.compile(r"\b(?:as well|too|also)\b")
 # Choosing a product to buy: "I'll go with the Sylvia, green, 28", "the Diva then, XS", "just the watch then"
 _DECISION = re.compile(r"\b(?:i'?ll go with|(?<!to )go with|i'?ll take|i take|i'?ll have|i'?ll get|swap (?:it|that|them) for|"
-                       r"after all|(?:the|this|that|just the) [\w' -]{1,40}? (?:then|for (?:her|him|me|them) then)\b|"
-                       r"(?:then|please)\s*[,.]?\s*$)")
+                       r"after all)\b")
+# ... or said with "then": "the Diva then, XS", "perfect, the Fiona for her then" (not "ok a fleece one then")
+_DECISION_THEN = re.compile(r"\b(?:the|this|that|just the) [\w' -]{1,40}? (?:then|for (?:her|him|me|them) then)\b|"
+                            r"(?:then|please)\s*[,.]?\s*$")
 _SWAP = re.compile(r"\b(?:swap (?:it|that|them) for|instead|after all|same (?:colou?r|size))\b")
 _SPEC_WORDS = frozenset("""size small medium large extra x xs s m l xl xxl two three one of them those please thanks thank
 you ok okay and in a the both each pair pairs""".split())
@@ -281,7 +284,8 @@ def resolve_reference(intent: Intent | None, text: str, shown: Sequence[ProductH
     if not shown:
         return focus
     words = _words(text)
-    pointed = "last" in words or any(w in _ORDINALS and w not in ("one", "two", "three") for w in words) or \
+    last = bool(_LAST_ONE.search(" ".join(words)))  # "the last one", not "the last we saw of it"
+    pointed = last or any(w in _ORDINALS and w not in ("one", "two", "three") for w in words) or \
         bool(set(words) & {"cheaper", "cheapest", "less", "pricier", "expensive", "priciest"})
     if focus is not None:  # "that jacket" with a hoodie in focus points at the jacket on screen
         focus_words = set(_words(focus.product.title)) | set(_words(focus.product.leaf_category))
@@ -302,7 +306,7 @@ def resolve_reference(intent: Intent | None, text: str, shown: Sequence[ProductH
     for w in words:
         if w in _ORDINALS and _ORDINALS[w] <= len(shown) and w not in ("one", "two", "three"):
             return shown[_ORDINALS[w] - 1]
-    if "last" in words:
+    if last:
         return shown[-1]
     if any(w in words for w in ("cheaper", "cheapest", "less")):
         return min(shown, key=lambda h: h.price)
@@ -486,8 +490,8 @@ class Dialogue:
         if terse and intent.name in ("out_of_scope", "search", "refine", "recommendation", "product_question",
                                      "compare") and (state.focus is not None or len(state.shown) >= 2):
             # "cheapest?", "pockets?", "digital?", "swim ok?": about what is on screen or in focus
-            among = _CHEAPER.search(low) or _DEARER.search(low) or state.focus is None
-            return replace(intent, name="compare" if among else "product_question", source=f"{intent.source}+terse")
+            cheap = _CHEAPER.search(low) or _DEARER.search(low)
+            return replace(intent, name="compare" if cheap else "product_question", source=f"{intent.source}+terse")
         if state.last_query is None and state.focus is not None and _LESS_MONEY.search(low):
             kind = _words(state.focus.product.title)[-1:]  # "how much is the Chloe tank?" then "anything for less?"
             state.last_query = SearchQuery(text=" ".join(kind), k=5)
@@ -515,7 +519,9 @@ class Dialogue:
         nothing_to_ask_about = state.focus is None and not state.shown and not named
         if intent.name == "product_question" and not named and (
                 not _PRONOUN.search(low) and not _QUESTION_START.match(low) and self._names_a_kind(text)
-                or nothing_to_ask_about and self.coverage is not None and self.coverage.defining_words(text)):
+                or nothing_to_ask_about and (self.coverage is not None and self.coverage.defining_words(text)
+                                             or intent.query is not None and intent.query.category is not None
+                                             or bool(intent.slots.get("category")))):
             return replace(intent, name="search", source=f"{intent.source}+asks-for-a-kind")  # "a bag with ..."
         return self._about_named(intent, text, bool(named))
 
@@ -535,7 +541,9 @@ class Dialogue:
         if state.last_intent == "add_to_cart" and named and _AS_WELL.search(low) and not _asks_about(text) \
                 and not re.search(r"\b(?:a|an|some|any)\b", low):  # "and a tank top to go with it, red too" asks
             return True  # "oh and the jump rope as well", right after adding something
-        if not _asks_about(text) and (named or state.focus is not None) and _DECISION.search(low) and (
+        decided = _DECISION.search(low) or _DECISION_THEN.search(low) and not re.search(
+            r"\b(?:a|an|any|some|another)\b", low)
+        if not _asks_about(text) and (named or state.focus is not None) and decided and (
                 named or _CHOSEN.match(low) or re.search(r"\b(?:it|this|that|one)\b", low)) and (
                 named or state.last_intent in ("product_question", "compare", "add_to_cart", "search", "refine")):
             return True  # "I'll go with the Sylvia, green, 28"; "perfect, the Fiona for her then"
@@ -846,9 +854,13 @@ class Dialogue:
         if named and state.focus is not None and re.search(r"\b(?:it|its|it's)\b", text.lower()) and \
                 all(n.product.id not in on_screen for n in named) and not self._names_a_line(text):
             named = []  # "what's its strap made of": the watch in focus, not the yoga straps the word names
-        if len(named) > 1 and (_CART_CORRECTION.search(text.lower()) or _CORRECTED.search(text.lower())) \
-                or re.search(r"\bno,? (?:make|the)\b", text.lower()):
-            named = named[-1:]  # "add the Quest band. Oh wait, no, make that the Harmony kit"
+        cue = _CORRECTED.search(text.lower()) or _CART_CORRECTION.search(text.lower()) or re.search(
+            r"\bno,? (?:make|the)\b", text.lower())
+        if len(named) > 1 and cue is not None and self.names is not None:
+            # "add the Quest band. Oh wait, no, make that the Harmony kit": the first named after taking it back
+            at = len(_words(words_to_numbers(text[: cue.start()])))
+            after = [n.hit for n in self.names.named(text, state.shown) if n.position >= at]
+            named = after[:1] or named[-1:]
         if named:  # a product the shopper names wins over positions and the one in focus
             state.focus = named[0]
             state.talked_about(named[0])
@@ -933,6 +945,10 @@ class Dialogue:
                           if text else "Which product do you mean?")
 
     def _product_question(self, intent: Intent, text: str, state: DialogueState) -> Plan:
+        if intent.source.endswith("+terse") and state.focus is None and len(state.shown) >= 2:
+            plan = self._among_shown(intent, text, state)  # "digital?" with two watches on screen
+            if plan is not None:
+                return plan
         words = set(_words(text))
         if intent.reference is None and words & {"they", "them", "these", "those", "both"} and (
                 len(state.shown) > 1 or len(state.discussed) > 1) and not self.named(text, state):
@@ -986,7 +1002,8 @@ class Dialogue:
             asked.append(f"The {self._family_name(hit) if family else name} comes in sizes {join(sizes)}." if sizes
                          else f"The {name}: " + " ".join(f'"{m.rstrip(".")}."' for m in measured) if measured
                          else what_it_says(hit, text, getattr(self.recognizer, "encoder", None)))
-        if not (size or colour or other_colours) and words & {"colour", "color", "colours", "colors", "come"}:
+        if not (size or colour or other_colours) and (words & {"colour", "color", "colours", "colors"} or re.search(
+                r"\bcomes? in\b", text.lower())):  # "does it come with a pump" asks no colour
             colors = list(dict.fromkeys(c for p in family for c in p.colors())) if family else hit.product.colors()
             asked.append(f"The {name} comes in {join(colors)}." if colors else f"I don't have colours for the {name}.")
         if words & {"wash", "washing", "care", "clean", "iron"} or re.search(r"\b(?:tumble|line|drip) dry", text.lower()):

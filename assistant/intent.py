@@ -270,6 +270,7 @@ _ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, 
 _REFERENCE_RE = re.compile(
     r"\b(?:the\s+)?(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|sixth|last|final)\s+(?:one|option|item|"
     r"product|pair|result|[a-z]+\s+one)\b|\bthe\s+(first|second|third|fourth|fifth|sixth|last|top)\b"
+    r"(?!\s+(?:we|i|you|they|he|she|it|time|times|year|week|month|day|days|night|thing|few|couple)\b)"
     r"|\b(?:number|option|item|no)\s+(\d)\b"
 )
 _CHEAPER_RE = re.compile(

@@ -133,6 +133,7 @@ _SIZE_TAKEN_RE = re.compile(
     r"(?=\s*(?:in|please|to|for|and|then|$))"
 )
 # "in gray, medium": a size word right after a colour (or a comma) at the end of the request
+_TERSE_SIZE_RE = re.compile(r"(?:^|[.,;]\s*)(xxs|xs|s|m|l|xl|xxl|extra small|extra large|small|medium|large)\s*(?:[.,;!?]|$)", re.IGNORECASE)
 _SIZE_ALONE_RE = re.compile(
     r"(?:,|\b(?:" + COLOR_ALTERNATION + r"))\s*"
     r"(extra extra large|extra large|extra small|small|medium|large)\s*(?:please)?\s*[.!?]?\s*$"
@@ -476,6 +477,7 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
     norm = re.sub(
         r"(\d+)\s+dollars?\s+and\s+(\d{1,2})\s+cents?", lambda m: f"{m[1]}.{int(m[2]):02d} dollars", norm
     )
+    terse_size = _TERSE_SIZE_RE.search(norm)  # "hoodie. grey. M.": a size letter said on its own
     norm = re.sub(r"[!?;:,]", " ", norm)
     norm = re.sub(r"\.(?!\d)", " ", norm)
     max_price = min_price = None
@@ -499,6 +501,9 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
     elif m := _SIZE_ALONE_RE.search(norm):  # only the size word leaves: the colour before it stays
         size = canonical_size(m[1])
         norm = norm[: m.start(1)] + " " + norm[m.end(1) :]
+    elif terse_size is not None:
+        size = canonical_size(terse_size[1])
+        norm = re.sub(rf"(?<![a-z']){terse_size[1]}(?![a-z'])", " ", norm, count=1)
     gender = None
     m = _GENDER_RE.search(norm)
     if m and not m[0].startswith("for") and "'" not in m["g"] and not m["g"].endswith("s'") and \

@@ -161,6 +161,8 @@ def test_reference_resolution_words() -> None:
     # a colour said as the variant wanted ("in red") keeps the product in focus; "the red one" points
     assert resolve_reference(None, "add a medium in red", hits, hits[0]).product.id == hits[0].product.id
     assert resolve_reference(None, "the red one", hits, hits[0]).product.id == "p4"
+    assert resolve_reference(None, "the last one", hits).product.id == hits[-1].product.id
+    assert resolve_reference(None, "that was the last we saw of it", hits, hits[0]) is hits[0]
 
 
 def test_the_other_one_and_the_products_talked_about() -> None:

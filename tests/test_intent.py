@@ -92,6 +92,8 @@ def test_reference_and_price_direction(vocab):
     assert extract_slots("the last one", vocab)[2] == -1
     assert extract_slots("something nicer", vocab)[3] == "higher"
     assert extract_slots("wait a second", vocab)[2] is None
+    assert extract_slots("that was the last we saw of it", vocab)[2] is None  # "the last" of a story, no list
+    assert extract_slots("I'll take the last", vocab)[2] == -1
 
 
 def test_normalize_asr(vocab):

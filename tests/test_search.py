@@ -172,3 +172,9 @@ def test_luma_variant_search(encoder):
         assert hit.variant.colors() == ["Green"] and hit.variant.sizes() == ["M"]
     assert "Hoodies" in hits[0].product.category
     assert searcher.search(parse_query("noise cancelling headphones")) == []  # nothing related in Luma
+
+
+def test_a_size_said_on_its_own_in_a_terse_request() -> None:
+    assert parse_query("hoodie. grey. M.", None).size == "M"
+    assert parse_query("green, extra small, thanks", None).size == "XS"
+    assert parse_query("i m fine", None).size is None  # a letter inside a sentence is no size

@@ -127,8 +127,9 @@ def comes_in(hit: ProductHit, size: str | None, colour: str | None, catalog: Cat
 def what_it_says(hit: ProductHit, text: str, encoder: Any | None = None) -> str:
     """Answer an open question ("is it warm enough for winter?") from what the catalog says of the product.
 
-    The product's attributes and description sentences that share a word stem with the question, quoted;
-    when nothing does, say so plainly and give its price.
+    The product's attributes and description sentences that share a word stem with the question, quoted; else the
+    line closest in meaning (`best_evidence`, with a description sentence beside an attribute found by meaning);
+    when nothing speaks to it, say so plainly and give its price.
     """
     name = product_name(hit)
     asked = _asked_stems(hit, text)
@@ -142,6 +143,10 @@ def what_it_says(hit: ProductHit, text: str, encoder: Any | None = None) -> str:
                 quoted = [line]
             else:
                 said = [line]
+    if said and not quoted and encoder is not None:  # an attribute said by meaning: the listing may say more
+        score, line = best_evidence(hit, text, encoder)
+        if score >= EVIDENCE_COSINE and line in description_lines(hit):
+            quoted = [line]  # "swim ok?": "... the water-resistant design lets you take your workout to the lap pool"
     if not said and not quoted:
         return (f"I don't have that detail for the {name}. It is "
                 f"{format_price(hit.price, hit.product.currency)}.")
