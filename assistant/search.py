@@ -112,7 +112,8 @@ _MIN_AFTER_RE = re.compile(
 _MIN_RE = re.compile(
     rf"\b(?:over|above|more than|at least|greater than|higher than|starting at|no less than|minimum(?: of)?)\s+{_money_re('a')}"
 )
-_SIZE_NUMBER_RE = re.compile(r"\bsize\s+(\d{1,2}(?:\.5)?)(\s+and a half)?\b")
+_SIZE_NUMBER_RE = re.compile(r"\bsize\s+(\d{1,2}(?:\.5)?)(\s+and a half)?\b|\b(?:a\s+)?(\d{2})()(?:\s*(?:inch|in|\"))?"
+                             r"\s+(?:waist|size)\b|\bwaist\s+(?:size\s+)?(?:is\s+)?(\d{2})()\b")  # "she's a 31 waist"
 _SIZE_WORD_ALT = (
     "extra extra large|extra large|extra small|small|medium|large|xxs|xs|xxl|xxxl|[2-5]xl|[2-5]x|xl|s|m|l"
 )
@@ -493,7 +494,8 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
         norm = norm[: m.start()] + " " + norm[m.end() :]
     size = None
     if m := _SIZE_NUMBER_RE.search(norm):
-        size = canonical_size(m[1] + (".5" if m[2] and "." not in m[1] else ""))
+        number, half = (m[1], m[2]) if m[1] else (m[3], None) if m[3] else (m[5], None)
+        size = canonical_size(number + (".5" if half and "." not in number else ""))
         norm = norm[: m.start()] + " " + norm[m.end() :]
     elif m := _SIZE_WORD_RE.search(norm) or _SIZE_IN_NUMBER_RE.search(norm) or _SIZE_TAKEN_RE.search(norm):
         size = canonical_size(next(g for g in m.groups() if g))

@@ -178,3 +178,9 @@ def test_a_size_said_on_its_own_in_a_terse_request() -> None:
     assert parse_query("hoodie. grey. M.", None).size == "M"
     assert parse_query("green, extra small, thanks", None).size == "XS"
     assert parse_query("i m fine", None).size is None  # a letter inside a sentence is no size
+
+
+def test_a_waist_size_said_as_people_say_it() -> None:
+    assert parse_query("she's a 31 waist, favourite colour red", None).size == "31"
+    assert parse_query("shorts, waist 30", None).size == "30"
+    assert parse_query("a 31 size please", None).size == "31"
