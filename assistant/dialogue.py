@@ -17,6 +17,12 @@ What it handles, by intent (``assistant.intent``):
   for the size when one is needed), ``order_status``, ``policy`` (quoted from the knowledge base, or "I don't know,
   let me connect you"), ``recommendation`` (for me: the shopper's history; for a friend / "what goes with the one my
   friend bought": friends' purchases, named), ``greeting``, ``human``, ``complaint``, ``out_of_scope``;
+* the products talked about since the last search (``DialogueState.discussed``): "the other one", "which of the
+  two is cheaper", "what do they each cost";
+* property questions answered from the listing line that speaks to them ("which would keep me drier?", "which of
+  these counts my steps?", "can any of these track my sleep?" -- none, said plainly);
+* a choice is a purchase ("the Diva then, XS", "green, extra small, thanks" after asking about it), and the line just
+  added can be changed ("actually make it a medium", "swap it for the Portia, same colour and size");
 * sentiment and moderation: an abusive or unsafe turn gets a polite refusal (no search); a frustrated shopper gets an
   apology, fewer options and the offer of a person.
 

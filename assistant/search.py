@@ -332,7 +332,8 @@ def term_text(text: str) -> str:
     return " " + " ".join(_singular(w) for w in words) + " "
 
 
-_MEASURE_UNITS = frozenset("cm mm m in inch inches ft foot feet lb lbs kg g oz l ml xs s m xl xxl".split())
+# Units and size letters that follow a measure in a title ("Sprite Stasis Ball 55 cm", "... Strap 6 foot").
+MEASURE_UNITS = frozenset("cm mm m in inch inches ft foot feet lb lbs kg g oz l ml xs s m xl xxl".split())
 # How shoppers say (or ASR writes) a catalog's category word: each alias names the same categories as its term.
 SPOKEN_CATEGORY_ALIASES: dict[str, tuple[str, ...]] = {
     "tee": ("t shirt", "tee shirt", "tshirt"),
@@ -405,7 +406,7 @@ class QueryVocab:
         heads: dict[str, set[str]] = {}
         counts: dict[str, int] = {}
         for product in products:
-            words = [w for w in re.findall(r"[a-z]+", product.title.lower()) if w not in _MEASURE_UNITS]
+            words = [w for w in re.findall(r"[a-z]+", product.title.lower()) if w not in MEASURE_UNITS]
             if len(words) > 1 and product.category and len(words[-1]) > 2:
                 head = _singular(words[-1])
                 heads.setdefault(head, set()).add(product.category)

@@ -9,7 +9,11 @@ products a turn names, in the order it names them:
 2. then the whole catalog, when the name is distinctive enough to pick out few products.
 
 Names are matched by whole words and, for what ASR makes of unusual names ("Carmen" for "Karmen"), by a close
-spelling (rapidfuzz) of a word against the catalog's line names. Nothing here knows any catalog's names.
+spelling (rapidfuzz) of a word against the catalog's line names -- never for a word some title has ("ball" is no
+misheard "Bella"). A line name the catalog's own descriptions also write as a plain word ("easy to track your
+laps") names its line only in a naming context ("the Track tote"). One product listed once per size or colour
+("Sprite Stasis Ball 55 cm", "... 65 cm") is a family: its name picks the family (`family`). Nothing here knows
+any catalog's names.
 """
 
 from __future__ import annotations
@@ -23,17 +27,21 @@ from rapidfuzz import fuzz, process
 
 from assistant.catalog import Catalog, Product
 from assistant.conversation.vocabulary import COMMON_WORDS, CatalogVocabulary
-from assistant.search import ProductHit, words_to_numbers
+from assistant.search import MEASURE_UNITS, ProductHit, words_to_numbers
 
 FUZZY_LINE = 84  # spelling similarity (0-100) for a word to count as a product-line name heard slightly wrong
 FUZZY_SOUND = 66  # ... or this much when it also sounds the same (metaphone): "carmen" for "Karmen"
 MAX_CATALOG_MATCHES = 3  # a name that fits more catalog products than this is not specific enough alone
 _WORD_RE = re.compile(r"[a-z0-9]+")
-_MEASURE_WORD = re.compile(r"^(?:\d+(?:\.\d+)?|cm|mm|m|in|inch|inches|ft|foot|feet|lb|lbs|kg|g|oz|l|ml|xs|s|m|l|xl|xxl)$")
 _GENERIC = frozenset("""
 the a an one ones it this that these those and or of for with in on to is are was be do does it's which what
 how much show me tell about compare versus vs between better than difference first second third last other
 """.split())
+
+
+def _is_measure(word: str) -> bool:
+    """A number or a unit: what separates the listings of one product in several sizes."""
+    return word in MEASURE_UNITS or bool(re.fullmatch(r"\d+(?:\.\d+)?", word))
 
 
 def _words(text: str) -> list[str]:
@@ -78,9 +86,9 @@ class ProductNames:
         # "... 65 cm", each in three colours): the same category, the same title but for measures.
         by_family: dict[tuple[str, str], list[str]] = {}
         for pid, product in self._products.items():
-            stem = " ".join(w for w in _words(product.title) if not _MEASURE_WORD.match(w))
+            stem = " ".join(w for w in _words(product.title) if not _is_measure(w))
             by_family.setdefault((product.category, stem), []).append(pid)
-        self._family = {pid: tuple(ids) for ids in by_family.values() if len(ids) > 1 and ids[0] for pid in ids}
+        self._family = {pid: tuple(ids) for ids in by_family.values() if len(ids) > 1 for pid in ids}
 
     def _line_words(self, words: Sequence[str]) -> dict[int, str]:
         """Positions of words that are (or sound written like) a product-line name -> the line."""
@@ -111,7 +119,7 @@ class ProductNames:
         seen: set[str] = set()
         kind_words = {w for w in words if w in self.vocabulary.kinds}
         for i, word in enumerate(words):  # title words few products have: "the softshell", "the canvas jacket"
-            if _MEASURE_WORD.match(word) and "the" not in words[max(0, i - 3) : i]:
+            if _is_measure(word) and "the" not in words[max(0, i - 3) : i]:
                 continue  # "I'm six foot one" is a height; "the 10 foot one" names the strap
             if i not in naming and word in self._distinctive and self._naming(words, i):
                 naming[i] = self._distinctive[word]
