@@ -233,6 +233,7 @@ def build_dialogue(settings: Settings, catalog: Catalog, retriever: HybridRetrie
                                   words=catalog_words(vocabulary))
     if warmup:
         recognizer.warmup()
+        vocabulary.warm()  # the spelling dictionaries, so the first typed message does not wait for them
     kb = open_kb(settings.data_dir, encoder, docs=settings.kb_dir)
     orders = open_demo_orders(settings.data_dir)
     leaves = Counter(p.leaf_category.lower() for p in catalog.parents() if p.leaf_category)

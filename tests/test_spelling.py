@@ -35,3 +35,8 @@ def test_typed_repair_says_a_catalog_kind_back_and_other_slips_silently() -> Non
     assert quiet.text == "what hoodies do you have" and quiet.shown_as() is None
     # a transcript is never spell-checked: its words were heard, and Whisper spells English
     assert vocab.repair("shwo me hoodies", score=-0.3).text == "shwo me hoodies"
+
+
+def test_the_dictionaries_load_before_the_first_message() -> None:
+    fixer = TypoFixer(["hoodie"], ["hoodie"]).warm()
+    assert fixer._speller is not None and fixer.fix("bleu hoodie")[0] == "blue hoodie"

@@ -275,6 +275,11 @@ class CatalogVocabulary:
                             for w in re.findall(r"[a-z]+", text.lower())),
         )
 
+    def warm(self) -> CatalogVocabulary:
+        """Load what typed-text repair needs (the spelling dictionaries) now rather than on the first message."""
+        self._typos.warm()
+        return self
+
     # --- biasing ----------------------------------------------------------------------------------------------
     @property
     def prompt(self) -> str:
