@@ -45,6 +45,7 @@ from assistant.conversation.answers import (
     attributes_asked,
     best_evidence,
     clean_attributes,
+    clear_winner,
     comes_in,
     join,
     labels,
@@ -56,7 +57,7 @@ from assistant.conversation.answers import (
     words_of,
 )
 from assistant.conversation.coverage import Absence, CatalogCoverage
-from assistant.conversation.names import ProductNames
+from assistant.conversation.names import Named, ProductNames
 from assistant.conversation.vocabulary import CatalogVocabulary
 from assistant.grounding import ProductFact, facts_from_hits, format_price, spoken_name, without_injection
 from assistant.intent import COMPLAINT_CUES, DialogueContext, Intent
@@ -413,10 +414,14 @@ class Dialogue:
 
     def named(self, text: str, state: DialogueState) -> list[ProductHit]:
         """The products this turn names, on screen first, then anywhere in the catalog (names over positions)."""
+        return [n.hit for n in self._lookup(text, state)]
+
+    def _lookup(self, text: str, state: DialogueState) -> list[Named]:
+        """`named`, with where in the turn each name was said (for "X, no hang on, Y" and "the X and the Y")."""
         names = self.names
         if names is None or not text:
             return []
-        return [n.hit for n in names.named(text, state.shown)]
+        return names.named(text, state.shown)
 
     async def plan(self, text: str, *, image_id: str | None, state: DialogueState, search: SearchFn,
                    signals: SessionSignals | None, k: int) -> Plan:
@@ -854,18 +859,21 @@ class Dialogue:
         return not content
 
     # --- answers built from facts ---------------------------------------------------------------------------
-    def _pick(self, intent: Intent, text: str, state: DialogueState) -> ProductHit | None:
-        named = self.named(text, state)
+    def _pick(self, intent: Intent, text: str, state: DialogueState,
+              found: Sequence[Named] | None = None) -> ProductHit | None:
+        """The product the turn is about; `found`: this turn's names when the caller has looked them up."""
+        found = self._lookup(text, state) if found is None else found
+        named = [n.hit for n in found]
         on_screen = {h.product.id for h in state.shown}
         if named and state.focus is not None and re.search(r"\b(?:it|its|it's)\b", text.lower()) and \
                 all(n.product.id not in on_screen for n in named) and not self._names_a_line(text):
             named = []  # "what's its strap made of": the watch in focus, not the yoga straps the word names
         cue = _CORRECTED.search(text.lower()) or _CART_CORRECTION.search(text.lower()) or re.search(
             r"\bno,? (?:make|the)\b", text.lower())
-        if len(named) > 1 and cue is not None and self.names is not None:
+        if len(named) > 1 and cue is not None:
             # "add the Quest band. Oh wait, no, make that the Harmony kit": the first named after taking it back
             at = len(_words(words_to_numbers(text[: cue.start()])))
-            after = [n.hit for n in self.names.named(text, state.shown) if n.position >= at]
+            after = [n.hit for n in found if n.position >= at]
             named = after[:1] or named[-1:]
         if named:  # a product the shopper names wins over positions and the one in focus
             state.focus = named[0]
@@ -956,12 +964,13 @@ class Dialogue:
             if plan is not None:
                 return plan
         words = set(_words(text))
+        found = self._lookup(text, state)  # once, for the plural, the pick and "and the Juno?"
         if intent.reference is None and words & {"they", "them", "these", "those", "both"} and (
-                len(state.shown) > 1 or len(state.discussed) > 1) and not self.named(text, state):
+                len(state.shown) > 1 or len(state.discussed) > 1) and not found:
             # "what do they each cost?" after two questions (but "the Aeon capri, where's the pocket on those")
             pair = state.discussed[-2:] if len(state.discussed) > 1 else state.shown[:2]
             return self._about_several(intent, text, pair)
-        hit = self._pick(intent, text, state)
+        hit = self._pick(intent, text, state, found)
         if hit is None:
             return self._which_one(intent, text) if state.shown else \
                 self._said(intent, text, "Which product are you asking about? Tell me what you're looking for "
@@ -970,7 +979,7 @@ class Dialogue:
         family = self._family(hit)
         slots = {k: intent.slots[k] for k in ("size", "colour") if intent.slots.get(k)}
         if len(_words(text)) <= 5 and state.last_question and not _ATTRIBUTE_QUESTION.search(text.lower()) \
-                and not slots and (self.named(text, state) or _THE_OTHER.search(text.lower())):
+                and not slots and (found or _THE_OTHER.search(text.lower())):
             text, slots = state.last_question, state.last_question_slots  # "and the Juno?": the last question
         state.last_question, state.last_question_slots = text, slots
         words = set(_words(text))
@@ -1083,7 +1092,8 @@ class Dialogue:
         if question is None:
             return None
         encoder = getattr(self.recognizer, "encoder", None)
-        one = the_one_that(shown, question, encoder)
+        evidence = [best_evidence(h, question, encoder) for h in shown]  # each listing encoded once
+        one = clear_winner(evidence)
         if one is not None:
             pick = shown[one[0]]
             state.focus = pick
@@ -1092,8 +1102,8 @@ class Dialogue:
                               sources=[pick.product.title, one[1]], facts=facts_from_hits([pick]), hits=[pick])
         coverage = self.coverage
         missing = [w for w in CatalogCoverage.defining_words(question) if coverage is not None and not coverage.has(w)]
-        found = [(h, *best_evidence(h, question, encoder)) for h in shown]
-        speaking = [(h, line) for h, score, line in found if score >= EVIDENCE_COSINE] if not missing else []
+        speaking = [(h, line) for h, (score, line) in zip(shown, evidence, strict=True)
+                    if score >= EVIDENCE_COSINE] if not missing else []
         if not speaking:
             what = f"mentions {missing[0]}" if missing else "says so"
             return self._said(intent, text, f"I couldn't find that in their listings: none of these {what}.",
@@ -1176,7 +1186,8 @@ class Dialogue:
 
     def _add_to_cart(self, intent: Intent, text: str, state: DialogueState) -> Plan:
         low = text.lower()
-        named = self.named(text, state)
+        found = self._lookup(text, state)  # looked up once for the swap, the pick and a list of products
+        named = [n.hit for n in found]
         # "swap it for the Portia, same colour and size": the line just added, changed to another product
         swap = state.last_added is not None and bool(named) and bool(_SWAP.search(low))
         added = state.last_added if _CART_CORRECTION.search(low) or swap else None
@@ -1184,13 +1195,13 @@ class Dialogue:
         if added is not None and product is not None and not named:
             hit: ProductHit | None = ProductHit(product, 1.0, "in the cart")  # "actually make it a medium"
         else:
-            hit = self._pick(intent, text, state)
+            hit = self._pick(intent, text, state, found)
             added = added if swap else None
         if hit is None:
             return self._which_one(intent, text) if state.shown else \
                 self._said(intent, text, "What would you like to add? Tell me what you're looking for first.")
         if len(named) > 1 and added is None and not _CORRECTED.search(low) and not _CART_CORRECTION.search(low) \
-                and self._listed_apart(text, state):
+                and self._listed_apart(text, found):
             # "I'll have the Quest band and the pushup grips": each of them
             plans = [self._add_one(intent, text, state, h, None, swap=False) for h in named[:4]]
             return self._said(intent, text, " ".join(p.reply or "" for p in plans),
@@ -1198,10 +1209,9 @@ class Dialogue:
                               hits=[h for p in plans for h in p.hits or []])
         return self._add_one(intent, text, state, hit, added, swap=swap)
 
-    def _listed_apart(self, text: str, state: DialogueState) -> bool:
+    @staticmethod
+    def _listed_apart(text: str, found: Sequence[Named]) -> bool:
         """Whether the products a turn names are listed one after another ("the X and the Y"), not one name."""
-        names = self.names
-        found = names.named(text, state.shown) if names is not None else []
         words = _words(words_to_numbers(text))
         return len(found) > 1 and all(bool({"and", "plus", "also", "with"} & set(words[a.position + 1 : b.position]))
                                       for a, b in zip(found, found[1:], strict=False))

@@ -134,19 +134,15 @@ def what_it_says(hit: ProductHit, text: str, encoder: Any | None = None) -> str:
     name = product_name(hit)
     asked = _asked_stems(hit, text)
     said = attributes_asked(hit, text, encoder)
-    lines = [x for x in description_lines(hit) if _CARE_QUESTION.search(text) or not _CARE.search(x)]  # rain, dry
+    description = description_lines(hit)
+    lines = [x for x in description if _CARE_QUESTION.search(text) or not _CARE.search(x)]  # rain, dry
     quoted = [x for x in lines if asked & {stem(w) for w in words_of(x)}][:2]
-    if not said and not quoted:  # no shared word: the line closest in meaning ("is it warm?" -> its climate)
+    if not quoted:  # no sentence shares a word: the line closest in meaning, computed once
         score, line = best_evidence(hit, text, encoder)
-        if score >= EVIDENCE_COSINE:
-            if line in description_lines(hit):
-                quoted = [line]
-            else:
-                said = [line]
-    if said and not quoted and encoder is not None:  # an attribute said by meaning: the listing may say more
-        score, line = best_evidence(hit, text, encoder)
-        if score >= EVIDENCE_COSINE and line in description_lines(hit):
+        if score >= EVIDENCE_COSINE and line in description:
             quoted = [line]  # "swim ok?": "... the water-resistant design lets you take your workout to the lap pool"
+        elif score >= EVIDENCE_COSINE and not said:
+            said = [line]  # "is it warm?" -> its climate
     if not said and not quoted:
         return (f"I don't have that detail for the {name}. It is "
                 f"{format_price(hit.price, hit.product.currency)}.")
@@ -217,7 +213,11 @@ def the_one_that(hits: Sequence[ProductHit], question: str, encoder: Any | None)
     Clearly: its best line reaches `EVIDENCE_COSINE` and beats every other product's best by `EVIDENCE_MARGIN`.
     None when no product's text does, or two speak to it about as much ("can any of these track my sleep?").
     """
-    found = [best_evidence(h, question, encoder) for h in hits]
+    return clear_winner([best_evidence(h, question, encoder) for h in hits])
+
+
+def clear_winner(found: Sequence[tuple[float, str]]) -> tuple[int, str] | None:
+    """`the_one_that` over evidence already found (each product's `best_evidence`, in order)."""
     if len(found) < 2:
         return None
     order = sorted(range(len(found)), key=lambda i: -found[i][0])

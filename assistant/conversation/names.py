@@ -136,8 +136,9 @@ class ProductNames:
                 continue
             best = self._best(hits, kind_words, words)
             if len(hits) > MAX_CATALOG_MATCHES:  # a big line ("Sprite"): only a title the turn picks out alone
-                scores = sorted((self._overlap(h, kind_words, words)[0] for h in hits), reverse=True)
-                top = {h.product.id for h in hits if self._overlap(h, kind_words, words)[0] == scores[0]}
+                overlap = {h.product.id: self._overlap(h, kind_words, words)[0] for h in hits}
+                scores = sorted(overlap.values(), reverse=True)
+                top = {pid for pid, score in overlap.items() if score == scores[0]}
                 one_family = top <= set(self._family.get(best.product.id, ()))  # "the sprite stasis ball"
                 if scores[0] < 2 or scores[0] == scores[1] and not one_family:
                     continue
