@@ -720,6 +720,26 @@ def score_not_carried(rows: Sequence[Mapping[str, Any]], results: Sequence[TurnR
     }
 
 
+def redact(scored: Mapping[str, Any]) -> dict[str, Any]:
+    """A split's scores without what the shopper said, what the assistant replied or what a check expected.
+
+    What stays: every rate, and per turn its ids (``cid``/``nid``, turn), intent, whether it was right and the
+    names of the checks that failed, enough to count failures by kind and batch without reading a held-out text.
+    """
+    def turn_ids(failure: Mapping[str, Any]) -> dict[str, Any]:
+        ids = {k: failure[k] for k in ("cid", "nid", "turn", "intent", "right") if k in failure}
+        failed = failure.get("failed") or [c for c in failure.get("checks", []) if not c["passed"]]
+        ids["failed"] = sorted({f.get("check") or f["name"] for f in failed})
+        return ids
+
+    convs = dict(scored["conversations"])
+    convs["failures"] = [turn_ids(f) for f in convs["failures"]]
+    convs["transcript"] = [turn_ids(t) for t in convs["transcript"] if "right" in t]
+    honesty = dict(scored["not_carried"])
+    honesty["failures"] = [turn_ids(f) for f in honesty["failures"]]
+    return {**scored, "conversations": convs, "not_carried": honesty, "redacted": True}
+
+
 async def _run_all(runner: ConversationRunner, convs: Sequence[Mapping[str, Any]],
                    requests: Sequence[Mapping[str, Any]]) -> tuple[list[list[TurnResult]], list[TurnResult]]:
     runs = [await runner.run([t["user"] for t in conv["turns"]]) for conv in convs]
@@ -737,6 +757,7 @@ def run(
     condition: str = "clean",
     conversations: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     not_carried: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    heldout_texts: bool = False,
 ) -> dict[str, Any]:
     """Run the benchmark on `splits` and write the results to `out` (None: not written).
 
@@ -749,6 +770,8 @@ def run(
         condition: The acoustic condition of the spoken turns (`bench.voices.CONDITIONS`).
         conversations: Conversations per split instead of the data files (tests).
         not_carried: Not-carried requests per split instead of the data file (tests).
+        heldout_texts: Keep the held-out split's texts, replies and check details in the results (an audit after
+            the tuning is over); by default they are dropped (`redact`) so that nobody tuning reads them by accident.
 
     Returns:
         The results: per split ``conversations`` (scores) and ``not_carried`` (honesty).
@@ -782,11 +805,12 @@ def run(
             requests = list(not_carried[split]) if not_carried is not None else load_not_carried(split)
             t0 = time.perf_counter()
             runs, singles = asyncio.run(_run_all(runner, convs, requests))
-            results["splits"][split] = {
+            scored = {
                 "conversations": score_conversations(convs, runs, runner.view),
                 "not_carried": score_not_carried(requests, singles, runner.view),
                 "run_s": round(time.perf_counter() - t0, 1),
             }
+            results["splits"][split] = scored if split != "heldout" or heldout_texts else redact(scored)
     finally:
         runner.close()
     results["elapsed_s"] = round(time.perf_counter() - start, 1)
@@ -870,10 +894,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="luma-dev ingested here (cached)")
     parser.add_argument("--catalog", type=Path, default=None, help="default: luma-dev/products.jsonl")
+    parser.add_argument("--heldout-texts", action="store_true",
+                        help="keep the held-out texts and replies in the JSON (an audit once tuning is over)")
     args = parser.parse_args(argv)
     splits = SPLITS if args.split == "all" else (args.split,)
     results = run(splits, out=args.out, data_dir=args.data_dir, catalog=args.catalog, spoken=args.spoken,
-                  condition=args.condition)
+                  condition=args.condition, heldout_texts=args.heldout_texts)
     print(table(results))
     print(f"\nresults written to {args.out}")
     return results

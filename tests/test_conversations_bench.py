@@ -351,6 +351,16 @@ def test_scores_and_table_keep_heldout_failures_out_of_the_table(view: CatalogVi
     text = bc.table(results)
     assert "| dev | 1 | 2 | 0.500" in text and "| heldout |" in text and "| about | 0.500 (1/2)" in text
     assert text.count("SECRET heldout reply") == 1  # listed once: dev's failures only
+    hidden = bc.redact({"conversations": scored, "not_carried": nc, "run_s": 1.0})
+    assert "SECRET" not in json.dumps(hidden) and "hera" not in json.dumps(hidden).lower()
+    assert "dresses" not in json.dumps(hidden) and "nike" not in json.dumps(hidden)
+    assert hidden["conversations"]["failures"] == [{"cid": "x-1", "turn": 2, "intent": "search",
+                                                   "failed": ["about"]}]
+    assert [t["right"] for t in hidden["conversations"]["transcript"]] == [True, False]
+    assert hidden["not_carried"]["failures"] == [{"nid": "n2", "intent": "search",
+                                                 "failed": ["no_match_claimed", "says_not_carried"]}]
+    assert hidden["conversations"]["per_check"] == scored["per_check"] and hidden["redacted"]
+    assert "| heldout | 1 | 2 | 0.500" in bc.table({"spoken": None, "splits": {"heldout": hidden}})
 
 
 # --- a real run ------------------------------------------------------------------------------------------------------
