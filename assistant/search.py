@@ -105,6 +105,12 @@ _MAX_AFTER_RE = re.compile(
     rf"(?:\b(?:for|at|costing|priced at)\s+)?{_MARKED}{_money_re('a')}\s+"
     r"(?:or less|or under|or below|or cheaper|and under|and below|max(?:imum)?|tops|at the most)\b"
 )
+# A budget: "only want to spend like 30 max", "my budget is 40", "can afford about 25" (the verb says it is money)
+_BUDGET_RE = re.compile(
+    r"\b(?:spend|spending|budget(?:\s+is|\s+of|'s)?|afford|pay|paying)\s+(?:(?:like|about|around|only|up to|at most|"
+    rf"maybe|roughly|max(?:imum)?)\s+)*{_money_re('a')}(?:\s+(?:max(?:imum)?|tops|at (?:the )?most|or (?:less|so)))?"
+    r"(?![\d.%])(?!\s*(?:minutes?|hours?|days?|weeks?|months?|years?|%|percent))"
+)
 _MIN_AFTER_RE = re.compile(
     rf"(?:\b(?:for|at|costing|priced at)\s+)?{_MARKED}{_money_re('a')}\s+"
     r"(?:or more|or over|or above|and up|and over|and above|minimum)\b"
@@ -112,15 +118,20 @@ _MIN_AFTER_RE = re.compile(
 _MIN_RE = re.compile(
     rf"\b(?:over|above|more than|at least|greater than|higher than|starting at|no less than|minimum(?: of)?)\s+{_money_re('a')}"
 )
-_SIZE_NUMBER_RE = re.compile(r"\bsize\s+(\d{1,2}(?:\.5)?)(\s+and a half)?\b|\b(?:a\s+)?(\d{2})()(?:\s*(?:inch|in|\"))?"
+_SIZE_NUMBER_RE = re.compile(r"\bsize\s+(\d{1,2}(?:\.5)?)(\s+and a half)?\b|"
+                             # "im a 29", "she's a 31", "he wears a 32" (not "a 29 year old")
+                             r"\b(?:i'?m|i am|im|she'?s|he'?s|she is|he is|wears?|wearing)\s+(?:a|an)\s+(?:size\s+)?"
+                             r"(\d{2})()\b(?!\s*(?:-|\s)?(?:years?|yrs?|yo|dollars?|bucks|%|percent|minutes?|hours?))|\b(?:a\s+)?(\d{2})()(?:\s*(?:inch|in|\"))?"
                              r"\s+(?:waist|size)\b|\bwaist\s+(?:size\s+)?(?:is\s+)?(\d{2})()\b")  # "she's a 31 waist"
 _SIZE_WORD_ALT = (
     "extra extra large|extra large|extra small|small|medium|large|xxs|xs|xxl|xxxl|[2-5]xl|[2-5]x|xl|s|m|l"
 )
 _SIZE_WORD_RE = re.compile(
-    rf"\b(?:in\s+(?:a\s+)?(?:size\s+)?|size\s+|(?:i\s+)?(?:wear|wears|am|i'm)\s+(?:a\s+|an\s+)?(?:size\s+)?)"
+    rf"\b(?:in\s+(?:a\s+)?(?:size\s+)?|size\s+|(?:i\s+)?(?:wear|wears|am|i'm|im|she's|he's|she is|he is)\s+"
+    r"(?:a\s+|an\s+)?(?:size\s+)?)"
     rf"({_SIZE_WORD_ALT})\b|\b({_SIZE_WORD_ALT})\s+size\b"
     r"|\b(extra extra large|extra large|extra small|xxs|xs|xxl|xxxl|[2-5]xl|[2-5]x|xl)\b"
+    r"(?!\s+(?:a|an|per|every|each)\s+(?:day|week|month|year|time))"  # "hot yoga 3x a week" says how often
 )
 # "in a 31", "in a 29 please": a bare number after "in a" is a size (never a price: those say dollars or $)
 _SIZE_IN_NUMBER_RE = re.compile(
@@ -136,7 +147,7 @@ _SIZE_TAKEN_RE = re.compile(
 # "in gray, medium": a size word right after a colour (or a comma) at the end of the request
 _TERSE_SIZE_RE = re.compile(r"(?:^|[.,;]\s*)(xxs|xs|s|m|l|xl|xxl|extra small|extra large|small|medium|large)\s*(?:[.,;!?]|$)", re.IGNORECASE)
 _SIZE_ALONE_RE = re.compile(
-    r"(?:,|\b(?:" + COLOR_ALTERNATION + r"))\s*"
+    r"(?:,|\b(?:" + COLOR_ALTERNATION + r")(?:\s+then)?)\s*"  # "in yellow then, small" (the comma gone in ASR text)
     r"(extra extra large|extra large|extra small|small|medium|large)\s*(?:please)?\s*[.!?]?\s*$"
 )
 _COLOR_RE = re.compile(r"\b(" + COLOR_ALTERNATION + r")\b")
@@ -310,6 +321,19 @@ _GENDER_WORDS: dict[str, str] = {
     "women": "women", "woman": "women", "ladie": "women", "lady": "women", "female": "women",
     "girl": "kids", "boy": "kids", "kid": "kids", "children": "kids", "youth": "kids",
 }  # fmt: skip
+
+
+# The person a product is for, which says the department: "get my dad a watch", "for my wife", "for him". The word is
+# kept in the query text (it may still say more: "a gift for my girlfriend").
+_HIS = frozenset("dad daddy father husband hubby boyfriend brother grandpa grandad granddad grandfather uncle him "
+                 "fiance".split())
+_HERS = frozenset("mom mum mommy mummy mother wife girlfriend sister grandma gran granny nan nana grandmother aunt "
+                  "her fiancee".split())
+_RECIPIENT_RE = re.compile(r"\b(?:(?:my|our|his|her)\s+(?P<who>" + "|".join(sorted(_HIS | _HERS - {"him", "her"})) +
+                           r")(?:'?s)?\b|\bfor\s+(?P<pro>him|her)\b(?!\s+(?:own|size|colou?r)))")
+
+
+_NEGATED_RE = re.compile(r"\b(?:no|without|w/o|not)\s+(?:any\s+|a\s+|an\s+)?[a-z]+(?:\s+[a-z]+)?")
 
 
 def canonical_gender(word: str) -> str | None:
@@ -487,7 +511,7 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
         low, high = sorted((_amount(m, "a"), _amount(m, "b")))
         min_price, max_price = low, high
         norm = norm[: m.start()] + " " + norm[m.end() :]
-    if max_price is None and (m := _MAX_RE.search(norm) or _MAX_AFTER_RE.search(norm)):
+    if max_price is None and (m := _MAX_RE.search(norm) or _MAX_AFTER_RE.search(norm) or _BUDGET_RE.search(norm)):
         max_price = _amount(m, "a")
         norm = norm[: m.start()] + " " + norm[m.end() :]
     if min_price is None and (m := _MIN_RE.search(norm) or _MIN_AFTER_RE.search(norm)):
@@ -495,7 +519,7 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
         norm = norm[: m.start()] + " " + norm[m.end() :]
     size = None
     if m := _SIZE_NUMBER_RE.search(norm):
-        number, half = (m[1], m[2]) if m[1] else (m[3], None) if m[3] else (m[5], None)
+        number, half = (m[1], m[2]) if m[1] else (next(g for g in (m[3], m[5], m[7]) if g), None)
         size = canonical_size(number + (".5" if half and "." not in number else ""))
         norm = norm[: m.start()] + " " + norm[m.end() :]
     elif m := _SIZE_WORD_RE.search(norm) or _SIZE_IN_NUMBER_RE.search(norm) or _SIZE_TAKEN_RE.search(norm):
@@ -515,6 +539,8 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
     if m:
         gender = canonical_gender(m["g"])
         norm = norm[: m.start()] + " " + norm[m.end() :]
+    elif r := _RECIPIENT_RE.search(norm):  # "a watch for my dad": for whom says which department
+        gender = "men" if (r["who"] or r["pro"]) in _HIS else "women"
     brand = category = None
     if vocab is not None:
         if found := vocab.brand_in(norm):
@@ -522,7 +548,8 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
             norm = norm[: m.start()] + " " + norm[m.end() :]
         # The kind asked for comes before any purpose: "a sports watch for marathon training" is a watch
         asked = re.split(r"\b(?:for|to|when|while)\b", norm, maxsplit=1)[0]
-        category = vocab.category_term(asked) or vocab.category_term(norm)
+        wanted = _NEGATED_RE.sub(" ", norm)  # "videos I can do with no equipment" asks for no equipment
+        category = vocab.category_term(_NEGATED_RE.sub(" ", asked)) or vocab.category_term(wanted)
     color = canonical_color(m[1]) if (m := _COLOR_RE.search(norm)) else None
     cleaned = _FILLER_RE.sub("", " ".join(norm.split()))
     cleaned = re.sub(r"\s+(?:please|thanks|thank you)$", "", cleaned).strip()
