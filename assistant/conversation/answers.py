@@ -144,11 +144,20 @@ def what_it_says(hit: ProductHit, text: str, encoder: Any | None = None) -> str:
         elif score >= EVIDENCE_COSINE and not said:
             said = [line]  # "is it warm?" -> its climate
     if not said and not quoted:
+        kind = _IS_IT_A.search(text.lower())
+        if kind is not None and kind.group(1) not in words_of(" ".join([hit.product.title, hit.product.description])):
+            # "is it a dvd?" of a download: what it is listed as, and that the listing never says what was asked
+            leaf = hit.product.category.rsplit("/", 1)[-1]
+            return f"The {name} is listed under {leaf}; nothing in its listing says {kind.group(1)}."
         return (f"I don't have that detail for the {name}. It is "
                 f"{format_price(hit.price, hit.product.currency)}.")
     parts = [f"The {name}: " + "; ".join(said[:3]) + "."] if said else [f"About the {name}:"]
     parts += [f'"{q.rstrip(".")}."' for q in quoted]
     return " ".join(parts)
+
+
+_IS_IT_A = re.compile(r"^(?:\w+[,.]?\s+)?(?:is|isn't) (?:it|this|that|this one|that one) (?:a|an|like a|some kind of a?)\s*"
+                      r"([a-z][a-z-]+)\b")
 
 
 def _asked_stems(hit: ProductHit, text: str) -> set[str]:

@@ -53,6 +53,22 @@ _IDIOMS = re.compile(r"\b(?:ideally|preferably|possibly)\b|\b(?:a )?(?:little )?
                      r"\b(?:that|this|it|\d+) (?:works|would work|is fine|will do)\b")
 # English words that never define a product on their own (function words, shopping talk, vague praise).
 _NOT_DEFINING = COMMON_WORDS
+# Verbs a shopper says of someone ("she wants", "he likes", "my physio says"), in their third-person form.
+_SHOPPER_VERBS = frozenset("want need like love say get take use look see make keep try think hope wish prefer seem "
+                           "wear run ride".split())
+# Where one clause ends and another begins: sentence ends, a dash, or a comma before a question or request ("hiking in
+# the highlands in October, what have you got ...").
+_CLAUSE_BREAK = re.compile(r"(?<=[.!?;])\s+|\s+[-–—]+\s+|,\s*(?=(?:so |but |and |then |um |uh )?(?:what|which|do|does|"
+                           r"did|have|has|got|any|anything|is|are|can|could|would|will|i need|i want|i'?m after|"
+                           r"i'?m looking|looking for|need|show me|find me)\b)")
+_REQUEST_CUE = re.compile(r"\b(?:wants?|needs?|have|got|sell|carry|stock|find|show|looking|get|after|buy|any|anything|"
+                          r"something|what|which|recommend|suggest)\b|\?")
+# "my dad a watch", "my old leggings are see-through", "my sister's": people and things of the shopper's own, never
+# what is asked for. Only before an article or a verb: "find her a jacket" (a pronoun before an article) and "a watch
+# to track my sleep" (what it must do) keep their words.
+_POSSESSION = re.compile(r"\b(?:my|his|her|our|their)\s+(?!(?:a|an|the|some|any|one|own)\b)(?:[a-z-]+\s+)?[a-z-]+(?='s\b|"
+                         r"\s+(?:is|are|was|were|has|had|does|did|wants?|needs?|likes?|loves?|says?|said|just|keeps?|"
+                         r"got|gets|used|a|an|some)\b)")
 
 
 def _counted(word: str, said: Sequence[str], window: int = 5) -> bool:
@@ -176,7 +192,11 @@ class CatalogCoverage:
         aside = re.match(r"^\s*((?:[A-Za-z']+\s*){1,2})[.!]\s+(?:what|which|any|anything|got|do|does|have|show|can|"
                          r"could|is|are|how|where|i|we)\b", text, re.IGNORECASE)
         said_aside = set(_WORD_RE.findall(aside.group(1).lower())) if aside else set()
-        defining = [w for w in self.defining_words(query.text) if w not in said_aside]
+        # Only the request's own clause can ask for what we lack: "off to Cancun next month!! need some shorts",
+        # "my nan is 78 - have you got any exercise videos", "my dad ... a watch".
+        request = self.request_clause(text)
+        asked = set(_WORD_RE.findall(_POSSESSION.sub(" ", request).replace("-", " ")))
+        defining = [w for w in self.defining_words(query.text) if w not in said_aside and w in asked]
         named_kind = any(self.vocabulary.kinds.get(t) for t in self.vocabulary.terms_in(text)) or \
             query.category is not None
         among = self._of_kind(query)  # "leather jackets": is any *jacket* described as leather?
@@ -190,17 +210,31 @@ class CatalogCoverage:
                             # "Backpack" style still say what a product is)
                             or w not in self.structured and _looks_like_a_noun(w, whole))]
         # "a watch I can get engraved": what the shopper will do with it counts only when the catalog never says it
-        missing += [w for w in self.clause_words(query.text) if w not in missing and not self.has(w)]
+        missing += [w for w in self.clause_words(query.text) if w not in missing and not self.has(w) and w in asked]
         missing = [w for w in missing if not self._sounds_like_a_catalog_word(w) and w not in self.vocabulary.kinds]
         gender = self._missing_department(query)
         if not missing and gender is None:
             return None
-        phrase = self._phrase(query.text, defining, _WORD_RE.findall(text.lower()))
+        # said back from the clause that asks for it: "do you have any scarves? ideally something warm" -> scarves
+        asking = next((c for c in request.split(". ") if set(missing) & set(_WORD_RE.findall(c))), request)
+        phrase = self._phrase(asking if asking != request else query.text, defining, _WORD_RE.findall(asking))
         if gender is not None:
             possessive = gender + ("'" if gender.endswith("s") else "'s")  # men's, kids'
             phrase = f"{possessive} {phrase}".strip()
         close = bool(missing) and all(self._synonym_of_a_kind(w) for w in missing)
         return Absence(tuple(missing) or (gender or "",), phrase, kind=not named_kind, close=close)
+
+    @staticmethod
+    def request_clause(text: str) -> str:
+        """The clauses that ask (lower case): those with a request word or a question in them.
+
+        "I do hot yoga 3x a week and my old leggings are see-through now lol. anything under $60?" -> "anything under
+        $60"; "off to Cancun next month!! need some shorts" -> "need some shorts". The whole text when none asks.
+        """
+        low = text.lower().replace("’", "'")
+        clauses = [c.strip() for c in _CLAUSE_BREAK.split(low) if c and c.strip()]
+        asking = [c for c in clauses if _REQUEST_CUE.search(c)]
+        return ". ".join(asking) if asking and len(clauses) > 1 else low
 
     def head_kind(self, query: SearchQuery) -> str | None:
         """The kind the request asks for, when it names one the catalog's titles or categories use.
@@ -288,6 +322,7 @@ class CatalogCoverage:
             rest = rest[: cut.start()]
         words = _WORD_RE.findall(rest.replace("-", " "))
         return [w for w in words if len(w) > 2 and w not in _NOT_DEFINING and w not in COLOR_SYNONYMS
+                and not (w.endswith("s") and w[:-1] in _SHOPPER_VERBS)  # "wants", "likes" ("warmers" stays)
                 and w not in NUMBER_WORDS]
 
     @staticmethod
@@ -306,6 +341,7 @@ class CatalogCoverage:
         if words and re.fullmatch(r"[a-z]+(?:ing|ed)", words[0]) and len(words) > 2:
             verbs.add(words[0])
         return [w for w in words if len(w) > 2 and w not in _NOT_DEFINING and w not in COLOR_SYNONYMS
+                and not (w.endswith("s") and w[:-1] in _SHOPPER_VERBS)  # "wants", "likes" ("warmers" stays)
                 and not w.isdigit() and w not in NUMBER_WORDS and w not in verbs
                 and not re.fullmatch(r"[a-z]{4,}ly", w)]  # "properly warm": an adverb defines nothing
 

@@ -107,6 +107,8 @@ class TypoFixer:
             low = word.lower()
             if spellers is None or len(low) < MIN_LENGTH or "'" in low or self.known(low):
                 continue
+            if not re.search(r"[aeiouy]", low):  # "dvd", "gps", "usb": an abbreviation, no slip ("mde" has a vowel)
+                continue
             meant = None
             for speller in (spellers[1], spellers[0]):  # the catalog's terms first
                 # A slip drops a letter more often than it adds one: "mde" is made, not me.
