@@ -58,7 +58,8 @@ from assistant.conversation.answers import (
 )
 from assistant.conversation.coverage import Absence, CatalogCoverage
 from assistant.conversation.names import Named, ProductNames
-from assistant.conversation.vocabulary import CatalogVocabulary
+from assistant.conversation.several import Item, ListedItems
+from assistant.conversation.vocabulary import CatalogVocabulary, plural
 from assistant.grounding import ProductFact, facts_from_hits, format_price, spoken_name, without_injection
 from assistant.intent import COMPLAINT_CUES, DialogueContext, Intent
 from assistant.memory import SessionMemory
@@ -69,6 +70,7 @@ from assistant.search import (
     SearchQuery,
     canonical_color,
     canonical_size,
+    parse_query,
     words_to_numbers,
 )
 
@@ -100,7 +102,9 @@ _WHAT_DO_YOU_SELL = re.compile(r"\bwhat (?:kinds? of |sorts? of |types? of )?(?:
                                r"(?:do|does) (?:you|y'?all|the store|this store) (?:guys )?(?:sell|carry|have|stock)\b")
 _POINTING = re.compile(r"^(?:(?:ok|okay|so|and|um|uh|hmm|yeah|yes|what about|how about|i like|i'll take|show me)\s+)*"
                        r"(?:the|that|this)\b")
-_ONE_ANAPHORA = re.compile(r"\b(?:a|an|the|any)\s+(?:[a-z]+\s+){1,2}ones?\b(?!\s+(?:of|more))")
+_ONE_ANAPHORA = re.compile(r"\b(?:a|an|the|any)\s+(?:[a-z]+\s+){1,2}ones?\b(?!\s+(?:of|more))|"
+                           r"\b(?:is there|are there|got|do you have|have you got|anything|any)\s+(?:one|ones|any)\s+"
+                           r"(?:without|with|in|that|under|below|over|not|but|less|cheaper|made)\b")  # "is there one without wool"
 # A turn that puts something in the cart: "add a small", "I'll take two", "one Sybil in a 31 please", "two of those"
 _CART_START = re.compile(
     r"^(?:(?:ok|okay|great|nice|cool|perfect|alright|all right|yes|yeah|so|and|then|please|good)[,!.]?\s+)*"
@@ -145,6 +149,17 @@ _DECISION = re.compile(r"\b(?:i'?ll go with|(?<!to )go with|i'?ll take|i take|i'
 # ... or said with "then": "the Diva then, XS", "perfect, the Fiona for her then" (not "ok a fleece one then")
 _DECISION_THEN = re.compile(r"\b(?:the|this|that|just the) [\w' -]{1,40}? (?:then|for (?:her|him|me|them) then)\b|"
                             r"(?:then|please)\s*[,.]?\s*$")
+# "put all three in my basket", "add them both", "I'll take all of them": every product on screen (or talked about)
+_ALL_OF_THEM = re.compile(r"\b(?:all (?:(?:the |of the |of those |of these )?(?P<n>two|three|four|2|3|4)|of them|of those|of "
+                          r"these)|them all|(?:them |these |those )?both|each of them|the lot)\b")
+_CART_VIEW = re.compile(r"\b(?:what'?s|what is|what do i have|what have i (?:got|added)|show(?: me)?|check|view|see|"
+                        r"read (?:me )?(?:back )?)\s+(?:in\s+)?(?:my|the) (?:cart|basket)\b|\bhow much is my (?:cart|basket|"
+                        r"total)\b")
+_PUT_IN = re.compile(r"\b(?:add|adding|cart|basket|buy|take|put|order|purchase|grab|checkout|check out)\b")
+_IN_THE_CART = re.compile(r"\b(?:in|into|to) (?:the|my|your) (?:cart|basket|trolley)\b")
+_SAME_SPEC = re.compile(r"\bsame (?:size|colou?r)s?\b")
+_WITHOUT = re.compile(r"\b(?:without|w/o|minus|non|not|no)[- ](?:any |a |an |the )?([a-z]+)")
+_ADDED = re.compile(r"Added (.+?) to your cart\.")
 _SWAP = re.compile(r"\b(?:swap (?:it|that|them) for|instead|after all|same (?:colou?r|size))\b")
 _SPEC_WORDS = frozenset("""size small medium large extra x xs s m l xl xxl two three one of them those please thanks thank
 you ok okay and in a the both each pair pairs""".split())
@@ -177,6 +192,8 @@ class DialogueState:
     # The last line put in the cart (product id, variant id, size, colour, quantity): "actually make it a medium"
     # changes it instead of adding another.
     last_added: tuple[str, str, str | None, str | None, int] | None = None
+    # The lines put in the cart in this conversation, most recent last: "make it two ropes" changes the rope's line.
+    added_lines: list[tuple[str, str, str | None, str | None, int]] = field(default_factory=list)
     last_question: str | None = None  # the last product question, for "and the Juno?"
     last_question_slots: dict[str, Any] = field(default_factory=dict)  # its size and colour ("in yellow XL?")
     # The products talked about since the last search, most recent last: "the other one", "which of the two".
@@ -395,7 +412,7 @@ class Dialogue:
         self.catalog = catalog
         self._vocabulary = (catalog, vocabulary) if vocabulary is not None else None  # (its catalog, the vocabulary)
         self._names: tuple[Any, ProductNames] | None = None  # (the catalog it was built from, the names)
-        self._coverage: tuple[Any, CatalogCoverage] | None = None
+        self._built: dict[str, tuple[Any, Any]] = {}  # per served catalog: its coverage, its list finder
 
     def set_catalog(self, catalog: Any, vocabulary: CatalogVocabulary | None = None) -> None:
         """Serve another catalog (a reload); `vocabulary`: its spoken vocabulary, when the caller has built it."""
@@ -471,6 +488,12 @@ class Dialogue:
         if intent.name == "add_to_cart" and not _CART_WORDS.search(low) and not puts_in_cart:
             # "ok what about capris" adds nothing; "actually make it two" after adding changes the cart
             intent = replace(intent, name="search", source=f"{intent.source}+no-cart-word")
+        elif intent.name == "add_to_cart" and not puts_in_cart and not named and not _PUT_IN.search(low) and \
+                self.coverage is not None:
+            budget = intent.query or parse_query(text, self.coverage.query_vocab)
+            if budget.max_price or budget.min_price:  # "only want to spend like 30 max": a budget, not the cart
+                intent = replace(intent, name="refine" if state.last_query is not None else "search", query=budget,
+                                 source=f"{intent.source}+budget")
         if intent.name == "complaint" and not _COMPLAINT.search(low) and self.coverage is not None \
                 and self.coverage.defining_words(intent.query.text if intent.query is not None else text):
             # "a denim skirt in blue" is a request, whatever the classifier made of it: no complaint word in it
@@ -554,17 +577,26 @@ class Dialogue:
             return True  # "oh and the jump rope as well", right after adding something
         decided = _DECISION.search(low) or _DECISION_THEN.search(low) and not re.search(
             r"\b(?:a|an|any|some|another)\b", low)
-        if not _asks_about(text) and (named or state.focus is not None) and decided and (
+        matches = [h for h in state.shown if not h.near_miss]
+        pointed = state.focus is not None or len(matches) == 1  # "ok that one please" when one match was shown
+        if not _asks_about(text) and (named or pointed) and decided and (
                 named or _CHOSEN.match(low) or re.search(r"\b(?:it|this|that|one)\b", low)) and (
                 named or state.last_intent in ("product_question", "compare", "add_to_cart", "search", "refine")):
             return True  # "I'll go with the Sylvia, green, 28"; "perfect, the Fiona for her then"
         if state.focus is not None and state.last_intent in ("product_question", "compare", "add_to_cart") \
                 and not _asks_about(text) and self._only_spec(text):
             return True  # "purple. small. two of them" right after asking about the Antonia tank
-        if _CHOSEN.match(low) and not _asks_about(text) and not self._names_a_kind(text):
+        asks = "?" in text or bool(_QUESTION_START.match(low))  # a question, not "the inez is fine"
+        if _IN_THE_CART.search(low) and not asks:
+            return True  # "whichever's cheapest, in the cart"
+        if named and _SAME_SPEC.search(low) and not asks:
+            return True  # "bit over budget. the inez is fine, same size and colour"
+        # the last sentence, without an interjection before it ("hmm bit over budget. grand, the juno ...")
+        last = re.sub(r"^[a-z']+,\s+(?=(?:the|that|this|one)\b)", "", re.split(r"(?<=[.!?])\s+", low)[-1])
+        if _CHOSEN.match(last) and not _asks_about(text) and not self._names_a_kind(text):
             # the product chosen with its colour and size: "ok just the Aeon then, black, size 28"
-            colour = any(w in COLOR_SYNONYMS for w in _words(low))
-            if colour and re.search(r"\b(?:size|small|medium|large|x-?small|x-?large|xs|xl|\d{2})\b", low):
+            colour = any(w in COLOR_SYNONYMS for w in _words(last))
+            if colour and re.search(r"\b(?:size|small|medium|large|x-?small|x-?large|xs|xl|\d{2})\b", last):
                 return True
         return bool(_QUANTITY_START.match(low) and named) and not _asks_about(text)  # "one Sybil in a 31 please"
 
@@ -671,7 +703,7 @@ class Dialogue:
                 name in ("refine", "search") or name == "product_question" and not _asks_about(text)):
             return self._select(intent, text, state)
         if state.last_query is not None and name in ("search", "refine") and _ONE_ANAPHORA.search(text.lower()) \
-                and (intent.query is None or intent.query.category is None):
+                and (intent.query is None or intent.query.category in (None, state.last_query.category)):
             name = "refine"  # "a wool one then": the same kind as before, with the new words
             intent = replace(intent, name="refine")
         if name == "refine" and state.last_query is not None and not _new_kind(intent, state.last_query) \
@@ -708,16 +740,28 @@ class Dialogue:
             plan = self._named_lacks(intent, text, state)
             if plan is not None:  # "the Daphne hoodie in green" when it only comes in purple: say so, show it
                 return plan
+        if fresh and image_id is None:
+            plan = await self._several(intent, text, state, search, signals, k)
+            if plan is not None:  # "a water bottle, a jump rope and a foam roller": each of them
+                return plan
         if not fresh and state.last_query is not None:
             said = intent.query or SearchQuery(text=text, color=intent.slots.get("colour"), size=intent.slots.get("size"))
             anchor = [state.focus] if state.focus is not None else state.shown[:1]
             merged = merge_refinement(state.last_query, said, intent, anchor, text)
             merged = self._with_new_words(state.last_query, merged, text)
+            cleaned, unwanted = self._unwanted(merged, text)
+            merged = cleaned if cleaned is not None else merged
             query, hits = await search(merged.text, k=k, signals=signals, query=merged)
         else:
             # Parse once: the query intent recognition built (with its ASR repairs, "for tea dollars" -> $40) is
             # the query that searches.
-            query, hits = await search(text, k=k, image_id=image_id, signals=signals, query=intent.query)
+            asked, unwanted = self._unwanted(intent.query, text)
+            query, hits = await search(asked.text if unwanted and asked is not None else text, k=k, image_id=image_id,
+                                       signals=signals, query=asked)
+        if unwanted and self.coverage is not None:  # "is there one without wool": none that says wool
+            coverage = self.coverage
+            hits = [h for h in hits if not any(coverage.has(w, frozenset({h.product.parent_id or h.product.id}))
+                                               for w in unwanted)]
         state.last_query = query
         absence = self._absence(query, text) if image_id is None else None
         if absence is not None:
@@ -734,6 +778,87 @@ class Dialogue:
         if absence is not None:
             return self._not_carried(intent, query, absence, hits)
         return Plan(intent, query, hits=hits, facts=facts_from_hits(hits))
+
+    def _unwanted(self, query: SearchQuery | None, text: str) -> tuple[SearchQuery | None, list[str]]:
+        """What the shopper does not want ("without wool", "no hood", "not cotton").
+
+        Attribute words of the catalog only, taken out of the query so that retrieval does not look for them.
+        """
+        coverage = self.coverage
+        if coverage is None:
+            return query, []
+        # (a word of attributes: "no idea" excludes nothing, though a description says "idea")
+        unwanted = [w for w in _WITHOUT.findall(text.lower()) if len(w) > 2 and w in coverage.structured
+                    and w not in coverage.kind_words]  # a quality, not a kind: "with no equipment" is how it is used
+        if not unwanted or query is None:
+            return query, unwanted
+        kept = [w for w in query.text.split() if w.lower().strip(".,!?") not in unwanted]
+        return replace(query, text=" ".join(kept)), unwanted
+
+    @property
+    def listed(self) -> ListedItems | None:
+        """What the served catalog calls a kind, to split a list request (rebuilt when a reload swaps the catalog)."""
+        return self._of_catalog("listed", lambda catalog, names: ListedItems(catalog, names.vocabulary))
+
+    async def _several(self, intent: Intent, text: str, state: DialogueState, search: SearchFn,
+                       signals: SessionSignals | None, k: int) -> Plan | None:
+        """A list of kinds in one request, each searched on its own: the best of each, and what we lack said first.
+
+        A budget said for the list holds for every item; a colour or size said after the last item holds for all
+        of them unless an item has its own ("a black hoodie and some leggings": black is the hoodie's).
+        """
+        finder, coverage = self.listed, self.coverage
+        items = finder.items(text) if finder is not None else []
+        if not items or coverage is None:
+            return None
+        whole = intent.query or parse_query(text, coverage.query_vocab)
+        own = [parse_query(item.phrase, coverage.query_vocab) for item in items]
+        shared_look = not any(q.color or q.size for q in own)
+        per_kind = max(1, k // len(items))
+        found: list[tuple[Item, list[ProductHit]]] = []
+        lacking: list[Item] = []
+        for item, query in zip(items, own, strict=True):
+            query = replace(query, max_price=query.max_price or whole.max_price,
+                            min_price=query.min_price or whole.min_price, gender=query.gender or whole.gender,
+                            color=query.color or (whole.color if shared_look else None),
+                            size=query.size or (whole.size if shared_look else None))
+            hits: list[ProductHit] = []
+            if item.known:
+                _, hits = await search(item.phrase, k=k, signals=signals, query=query)
+                hits = [h for h in hits if not h.near_miss and self._of_item(h, item)][: 1 if item.one else per_kind]
+            (found.append((item, hits)) if hits else lacking.append(item))
+        if not found:
+            return None  # nothing of any of them: the ordinary search says what it can
+        shown = [h for _, hits in found for h in hits]
+        parts: list[str] = []
+        def kinds(of: list[Item]) -> str:  # "yoga mats"
+            return join([" ".join([*it.phrase.split()[:-1], plural(it.head)]) for it in of])
+
+        if absent := [it for it in lacking if not it.known]:
+            parts.append(f"We don't carry {kinds(absent)}.")
+        if unfound := [it for it in lacking if it.known]:
+            parts.append(f"I couldn't find {kinds(unfound)} that fit what you asked.")
+        said = [f"the {label} at {format_price(h.price, h.product.currency)}" for h, label in
+                zip(shown, labels(shown), strict=True)]
+        if all(it.one and len(hits) == 1 for it, hits in found):
+            lead = "Here's one of each: " if len(found) > 1 else "Here's what I have: "
+            parts.append(lead + join(said) + ".")
+        else:
+            at = 0
+            for item, hits in found:
+                group = said[at : at + len(hits)]
+                at += len(hits)
+                parts.append(f"For {plural(item.head) if not item.one else item.phrase}, {join(group)}.")
+        state.last_query = whole
+        state.shown, state.focus, state.discussed = list(shown), None, list(shown)
+        sources = [*(it.phrase for it in items), *(h.product.title for h in shown)]
+        return Plan(intent, whole, hits=shown, reply=" ".join(p for p in parts if p), sources=sources,
+                    facts=facts_from_hits(shown))
+
+    def _of_item(self, hit: ProductHit, item: Item) -> bool:
+        """Whether a product is the kind of thing the item names (its title, style or category says so)."""
+        coverage = self.coverage
+        return coverage is not None and coverage.is_kind(hit.product, item.head)
 
     def _with_new_words(self, last: SearchQuery, merged: SearchQuery, text: str) -> SearchQuery:
         """The refinement's own defining words join the search ("a wool one then").
@@ -819,13 +944,18 @@ class Dialogue:
     @property
     def coverage(self) -> CatalogCoverage | None:
         """What the served catalog has words for (rebuilt when a reload swaps the catalog)."""
+        encoder = getattr(self.recognizer, "encoder", None)
+        return self._of_catalog("coverage", lambda catalog, names: CatalogCoverage(catalog, names.vocabulary, encoder))
+
+    def _of_catalog(self, key: str, build: Callable[[Any, ProductNames], Any]) -> Any | None:
+        """What is built once per served catalog from its names (rebuilt when a reload swaps the catalog)."""
         names = self.names
         if names is None or self.catalog is None:
             return None
-        if self._coverage is None or self._coverage[0] is not self.catalog:
-            encoder = getattr(self.recognizer, "encoder", None)
-            self._coverage = (self.catalog, CatalogCoverage(self.catalog, names.vocabulary, encoder))
-        return self._coverage[1]
+        built = self._built.get(key)
+        if built is None or built[0] is not self.catalog:
+            built = self._built[key] = (self.catalog, build(self.catalog, names))
+        return built[1]
 
     def _select(self, intent: Intent, text: str, state: DialogueState) -> Plan:
         """"The second one, in medium": show that product (the variant in the asked size/colour, if any)."""
@@ -1186,28 +1316,126 @@ class Dialogue:
 
     def _add_to_cart(self, intent: Intent, text: str, state: DialogueState) -> Plan:
         low = text.lower()
+        if _CART_VIEW.search(low):  # "what's in my cart?"
+            return self._cart_view(intent, text, state)
         found = self._lookup(text, state)  # looked up once for the swap, the pick and a list of products
         named = [n.hit for n in found]
         # "swap it for the Portia, same colour and size": the line just added, changed to another product
         swap = state.last_added is not None and bool(named) and bool(_SWAP.search(low))
         added = state.last_added if _CART_CORRECTION.search(low) or swap else None
+        if added is not None and not swap:  # "actually make it two ropes": the line of the kind said, if not the last
+            added = self._line_of_kind(low, state) or added
         product = self.catalog.get(added[0]) if added is not None and self.catalog is not None else None
         if added is not None and product is not None and not named:
             hit: ProductHit | None = ProductHit(product, 1.0, "in the cart")  # "actually make it a medium"
         else:
             hit = self._pick(intent, text, state, found)
             added = added if swap else None
+        group = self._all_of_them(low, state) if not named and added is None else []
+        if not group and added is None and self.listed is not None:
+            group = self._items_meant(self.listed.items(text), state)  # "the harmony kit, the jump rope and ..."
+        if group:  # "great, put all three in my basket": each of them, one of each
+            one = replace(intent, slots={k: v for k, v in intent.slots.items() if k != "quantity"})
+            return self._add_several(one, text, state, group)
         if hit is None:
             return self._which_one(intent, text) if state.shown else \
                 self._said(intent, text, "What would you like to add? Tell me what you're looking for first.")
         if len(named) > 1 and added is None and not _CORRECTED.search(low) and not _CART_CORRECTION.search(low) \
                 and self._listed_apart(text, found):
             # "I'll have the Quest band and the pushup grips": each of them
-            plans = [self._add_one(intent, text, state, h, None, swap=False) for h in named[:4]]
-            return self._said(intent, text, " ".join(p.reply or "" for p in plans),
-                              sources=[x for p in plans for x in p.sources], facts=[f for p in plans for f in p.facts],
-                              hits=[h for p in plans for h in p.hits or []])
+            return self._add_several(intent, text, state, named[:4])
         return self._add_one(intent, text, state, hit, added, swap=swap)
+
+    def _cart_view(self, intent: Intent, text: str, state: DialogueState) -> Plan:
+        """What the cart holds, each line with its colour, size and price, and the total, from the catalog."""
+        lines = state.memory.cart() if state.memory is not None else []
+        said: list[str] = []
+        hits: list[ProductHit] = []
+        total = 0.0
+        for line in lines:
+            product = self.catalog.get(line.product_id) if self.catalog is not None else None
+            if product is None:
+                continue
+            variant = self.catalog.get(line.variant_id) if line.variant_id and self.catalog is not None else None
+            price = variant.price if variant is not None else product.price
+            detail = ", ".join([*(c.lower() for c in (variant.colors() if variant else [])[:1]),
+                                *(f"size {z}" for z in (variant.sizes() if variant else [])[:1])])
+            count = f"{line.quantity} of " if line.quantity > 1 else ""
+            said.append(f"{count}the {spoken_name(product.title)}{' in ' + detail if detail else ''} at "
+                        f"{format_price(price, product.currency)}")
+            hits.append(ProductHit(product, 0.0, "in the cart", variant=variant))
+            total += price * line.quantity
+        if not said:
+            return self._said(intent, text, "Your cart is empty.")
+        currency = hits[0].product.currency
+        reply = f"Your cart has {join(said)}. That's {format_price(total, currency)} in all."
+        sources = [*(h.product.title for h in hits), *(str(x.quantity) for x in lines), format_price(total, currency)]
+        return self._said(intent, text, reply, sources=sources,
+                          facts=facts_from_hits(hits), hits=hits)
+
+    def _add_several(self, intent: Intent, text: str, state: DialogueState, hits: Sequence[ProductHit]) -> Plan:
+        """Each product into the cart: "Added the A, the B and the C to your cart." when all went in plainly."""
+        plans = [self._add_one(intent, text, state, h, None, swap=False) for h in hits]
+        replies = [p.reply or "" for p in plans]
+        plain = [m.group(1) for r in replies if (m := _ADDED.fullmatch(r))]
+        reply = f"Added {join(plain)} to your cart." if len(plain) == len(replies) else " ".join(replies)
+        return self._said(intent, text, reply, sources=[x for p in plans for x in p.sources],
+                          facts=[f for p in plans for f in p.facts], hits=[h for p in plans for h in p.hits or []])
+
+    def _line_of_kind(self, low: str, state: DialogueState) -> tuple[str, str, str | None, str | None, int] | None:
+        """The cart line (of this conversation) whose product is of a kind the turn says, the latest if several."""
+        coverage = self.coverage
+        if coverage is None or self.catalog is None:
+            return None
+        for line in reversed(state.added_lines):
+            product = self.catalog.get(line[0])
+            if product is not None and any(coverage.is_kind(product, w) for w in _words(low) if len(w) > 2
+                                           and w not in _SPEC_WORDS and w not in COLOR_SYNONYMS):
+                return line
+        return None
+
+    def _items_meant(self, items: Sequence[Item], state: DialogueState) -> list[ProductHit]:
+        """The product each listed item means ("the harmony kit, the jump rope and the foam roller").
+
+        One talked about or on screen whose title has the item's words, else the one the item names in the catalog;
+        [] unless every item is found (each once).
+        """
+        if len(items) < 2:
+            return []
+        seen = [*reversed(state.discussed), *state.shown]
+        everything = [ProductHit(p, 0.0, "named") for p in self.catalog.parents()] if self.catalog is not None else []
+        out: list[ProductHit] = []
+        for item in items:
+            words = _words(item.phrase)
+
+            def fits(hit: ProductHit, words: list[str] = words) -> bool:
+                return all(any(t.startswith(w[:4]) for t in _words(hit.product.title)) for w in words)
+
+            hit = next((h for h in seen if fits(h)), None)
+            if hit is None:
+                named = self.names.named(item.phrase, state.shown) if self.names is not None else []
+                titled = [h for h in everything if fits(h)]
+                hit = named[0].hit if len(named) == 1 else titled[0] if len(titled) == 1 else None
+            if hit is None or any(h.product.id == hit.product.id for h in out):
+                return []
+            out.append(hit)
+        return out
+
+    @staticmethod
+    def _all_of_them(low: str, state: DialogueState) -> list[ProductHit]:
+        """The products "all three", "both" or "all of them" mean: those talked about, else those on screen.
+
+        [] when the count said is not what is there ("all three" with two on screen) or more than four are meant.
+        """
+        m = _ALL_OF_THEM.search(low)
+        if m is None:
+            return []
+        said = m.group("n")
+        n = 2 if "both" in m.group(0) else (int(said) if said and said.isdigit() else _ORDINALS.get(said or "", 0))
+        for group in (state.discussed, [h for h in state.shown if not h.near_miss], state.shown):
+            if len(group) >= 2 and (len(group) == n or (not n and len(group) <= 4)):
+                return list(group)
+        return []
 
     @staticmethod
     def _listed_apart(text: str, found: Sequence[Named]) -> bool:
@@ -1278,7 +1506,9 @@ class Dialogue:
         count = f"{quantity} of " if quantity > 1 else ""
         state.focus = hit
         if not wishlist:
-            state.last_added = (hit.product.id, variant.id if variant is not None else "", size, shade, quantity)
+            line = (hit.product.id, variant.id if variant is not None else "", size, shade, quantity)
+            state.added_lines = [x for x in state.added_lines if added is None or x[:2] != added[:2]][-7:] + [line]
+            state.last_added = line
         said = f"Changed it: {count}the {name}{detail} in {where}." if added is not None else \
             f"Added {count}the {name}{detail} to {where}."
         return self._said(intent, text, said, sources=[*sources, str(quantity), str(size), str(shade)], facts=facts,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+from typing import Any
+
 from assistant.catalog import Catalog, Product
 from assistant.conversation.coverage import CatalogCoverage
 from assistant.conversation.names import ProductNames
@@ -231,3 +235,113 @@ def test_asides_participles_and_occasions_define_nothing() -> None:
     assert COVERAGE.absence(parse_query(aside, QUERIES), aside) is None  # "shame" said on its own is no request
     terse = "cashmere. size S."
     assert COVERAGE.absence(parse_query(terse, QUERIES), terse) is not None  # a terse request is one
+
+
+def test_only_the_clauses_that_ask_can_ask_for_what_we_lack() -> None:
+    # what the shopper is doing, said before the request, is no product asked for
+    for text in ("off to cancun next month!! need some fleece hoodies", "my nan is 78 and wants to keep active - "
+                 "have you got an exercise ball", "hiking in the scottish highlands in october, what have you got in "
+                 "jackets", "i want to get my dad a watch for fathers day", "I do hot yoga 3x a week and my old "
+                 "leggings are see-through now lol. anything under $60?", "she wants a hoodie"):
+        assert _absence(text) is None, text
+    # a request is still heard in any of its clauses, with or without its question mark
+    assert _absence("do you have any scarves? ideally something warm") == ("scarves", True)
+    assert _absence("do u have a jogging stroller? want to run with the baby") == ("jogging strollers", True)
+    assert _absence("knee brace for running, my left knee hurts") is not None  # "my knee" is not what is asked
+    assert _absence("got any leg warmers") == ("leg warmers", True)  # "warmers" is no verb of the shopper's
+    assert CatalogCoverage.request_clause("off to cancun!! need some shorts") == "need some shorts"
+
+
+def test_several_kinds_in_one_request_are_each_an_item() -> None:
+    from assistant.conversation.several import ListedItems
+
+    items = ListedItems(CATALOG, VOCAB)
+    found = items.items("I need a duffle, a strap and an exercise ball - what do the three cost?")
+    assert [(i.phrase, i.known, i.one) for i in found] == [("duffle", True, True), ("strap", True, True),
+                                                          ("exercise ball", True, True)]
+    assert [(i.phrase, i.known) for i in items.items("hoodies and a yoga mat")] == [("hoodies", True),
+                                                                                  ("yoga mat", False)]
+    for text in ("black and white hoodies", "compare the quillon and the ferro", "the quillon hoodie and the ferro "
+                 "hoodie", "a medium and a large", "do you do hoodies in tall sizes? I'm six foot one and everything "
+                 "is too short", "duffle or day pack"):
+        assert items.items(text) == [], text
+
+
+async def _talk(*turns: str) -> list[Any]:
+    """Turns through the dialogue over the test catalog: intents by first words, a search by title words."""
+    from assistant.dialogue import Dialogue, DialogueState
+    from assistant.intent import Intent
+    from assistant.memory import SQLiteMemory
+
+    class Rules:
+        def recognize(self, text: str, context: object) -> Intent:
+            low = text.lower()
+            name = "add_to_cart" if low.startswith(("put", "add", "make", "actually", "what's in")) else "search"
+            slots = {"quantity": 2} if " two " in f" {low} " else {}
+            return Intent(name, slots, 0.9, query=parse_query(text, QUERIES), text=text)
+
+    async def search(text: str, **kw: Any) -> tuple[Any, list[ProductHit]]:
+        said = {w.rstrip("s") for w in text.lower().split()}
+        hits = [h for h in _hits(*(p.id for p in CATALOG.parents()))
+                if said & {w.rstrip("s") for w in h.product.title.lower().split()}]
+        return kw.get("query") or parse_query(text, QUERIES), hits
+
+    with tempfile.TemporaryDirectory() as tmp:
+        memory = SQLiteMemory(Path(tmp) / "memory.sqlite")
+        state = DialogueState(memory=memory.open_session())
+        dialogue = Dialogue(Rules(), catalog=CATALOG, vocabulary=VOCAB)
+        plans = [await dialogue.plan(t, image_id=None, state=state, search=search, signals=None, k=5) for t in turns]
+        memory.close()
+    return plans
+
+
+async def test_one_of_each_kind_then_all_of_them_in_the_cart_and_a_line_changed_by_its_kind() -> None:
+    listed, added, changed, cart = await _talk("I need a harbor duffle, a strap and an exercise ball",
+                                               "put all three in my basket in medium", "actually make it two straps",
+                                               "what's in my basket?")
+    assert listed.reply.startswith("Here's one of each: the Harbor Duffle at $50, the Sprocket Strap")
+    assert [h.product.id for h in listed.hits][0] == "d1" and len(listed.hits) == 3
+    assert added.reply.startswith("Added the Harbor Duffle in size M, the Sprocket Strap") and added.reply.endswith(
+        "to your cart.") and len(added.hits) == 3
+    assert changed.reply.startswith("Changed it: 2 of the Sprocket Strap")  # the strap's line, not the last one
+    assert cart.reply.startswith("Your cart has ") and "2 of the Sprocket Strap" in cart.reply
+    assert cart.reply.endswith("That's $200 in all.")
+
+
+async def test_a_kind_we_lack_in_a_list_is_said_first_and_the_rest_is_shown() -> None:
+    (plan,) = await _talk("a yoga mat and a duffle")
+    assert plan.reply.startswith("We don't carry yoga mats. Here's what I have: the ")
+    assert all(h.product.category == "Gear/Bags" for h in plan.hits)
+
+
+async def test_the_unwanted_quality_is_left_out() -> None:
+    (plan,) = await _talk("hoodies without cotton")
+    assert [h.product.id for h in plan.hits] == ["h1"]  # the Ferro hoodie says cotton
+
+
+def test_who_it_is_for_says_the_department_and_a_budget_is_a_price() -> None:
+    assert parse_query("i want to get my dad a watch").gender == "men"
+    assert parse_query("a running jacket for her").gender == "women"
+    assert parse_query("a hoodie in her size").gender is None
+    assert parse_query("only want to spend like 30 max").max_price == 30.0
+    assert parse_query("i can spend 20 minutes a day").max_price is None
+    assert parse_query("need some shorts, im a 29").size == "29"
+    assert parse_query("i'm a 29 year old runner").size is None
+    assert parse_query("I do hot yoga 3x a week").size is None
+    assert parse_query("videos with no equipment", QUERIES).category is None
+
+
+def test_is_it_a_kind_the_listing_never_says_is_answered_with_what_it_is_listed_as() -> None:
+    from assistant.conversation.answers import what_it_says
+
+    (ball,) = _hits("g1")
+    assert what_it_says(ball, "is it a dvd?") == "The Orla Ball 55 cm is listed under Fitness; nothing in its " \
+        "listing says dvd."
+    assert what_it_says(ball, "is it an exercise ball?").startswith("About the Orla Ball 55 cm")  # it says so
+
+
+async def test_a_choice_said_as_a_statement_goes_in_the_cart() -> None:
+    _, chosen = await _talk("hoodies in medium", "hmm bit over budget. the ferro is fine, same size and colour")
+    assert chosen.intent.name == "add_to_cart" and chosen.reply.startswith("Added the Ferro Zip Hoodie in size M")
+    _, put = await _talk("hoodies in medium", "whichever's cheapest, in the cart")
+    assert put.intent.name == "add_to_cart"
