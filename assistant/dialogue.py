@@ -109,7 +109,7 @@ _ONE_ANAPHORA = re.compile(r"\b(?:a|an|the|any)\s+(?:[a-z]+\s+){1,2}ones?\b(?!\s
 _CART_START = re.compile(
     r"^(?:(?:ok|okay|great|nice|cool|perfect|alright|all right|yes|yeah|so|and|then|please|good)[,!.]?\s+)*"
     r"(?:add|put|i'?ll take|i'?ll get|i'?ll have|i will take|take|(?:one|two|three|four|five|\d+)\s+(?:of\s+(?:those|"
-    r"these|them|it)\b|more\b))"
+    r"these|them|it)\b|more\b(?!\s+(?:thing|question|quick|q\b|idea|point))))"  # not "one more thing, ..."
 )
 _QUANTITY_START = re.compile(r"^(?:(?:ok|okay|great|so|and|then)[,!.]?\s+)*(?:one|two|three|four|five|\d+)\s+\w+")
 _CART_CORRECTION = re.compile(r"\b(?:make (?:it|that|them)|change (?:it|that) to|instead)\b")
@@ -156,6 +156,9 @@ _CART_VIEW = re.compile(r"\b(?:what'?s|what is|what do i have|what have i (?:got
                         r"read (?:me )?(?:back )?)\s+(?:in\s+)?(?:my|the) (?:cart|basket)\b|\bhow much is my (?:cart|basket|"
                         r"total)\b")
 _PUT_IN = re.compile(r"\b(?:add|adding|cart|basket|buy|take|put|order|purchase|grab|checkout|check out)\b")
+# (a verb: "something to carry my gym clothes in" is a bag)
+_WEAR = re.compile(r"\b(?:wear|wearing|outfit|outfits|dress(?:ed)? (?:in|for)|put on)\b")
+_BODY_SIZE = re.compile(r"(?:x{0,3}[sml]|x{1,3}l|xs|xxs|\d{1,2}(?:\.5)?|one size)", re.IGNORECASE)
 _IN_THE_CART = re.compile(r"\b(?:in|into|to) (?:the|my|your) (?:cart|basket|trolley)\b")
 _SAME_SPEC = re.compile(r"\bsame (?:size|colou?r)s?\b")
 _WITHOUT = re.compile(r"\b(?:without|w/o|minus|non|not|no)[- ](?:any |a |an |the )?([a-z]+)")
@@ -292,6 +295,11 @@ def check_quoted(reply: str, sources: Sequence[str], facts: Sequence[ProductFact
 _QUESTION_WORDS = frozenset({"what", "what's", "where", "where's", "which", "how", "does", "is", "are", "made",
                              "material", "fabric", "wash",
                              "care", "fit", "sizes", "colours", "colors", "come", "much", "cost", "price", "?"})
+
+
+def _body_sized(product: Any) -> bool:
+    """Whether a product comes in body sizes (S, XL, a waist 30): something to wear, not a "55 cm" ball."""
+    return any(_BODY_SIZE.fullmatch(str(size).strip()) for size in product.sizes())
 
 
 def _asks_about(text: str) -> bool:
@@ -509,7 +517,8 @@ class Dialogue:
                              else "search", source=f"{intent.source}+no-order-word")
         if intent.name == "out_of_scope" and (self._names_a_kind(text) or _STOCK_QUESTION.search(low) and
                                               self.coverage is not None and self.coverage.defining_words(text)):
-            return replace(intent, name="search", source=f"{intent.source}+kind")  # "a watch with bluetooth"
+            # "a watch with bluetooth" asks for products; "does the summit watch light up?" about the one it names
+            return self._about_named(replace(intent, name="search", source=f"{intent.source}+kind"), text, bool(named))
         if intent.name in ("out_of_scope", "search", "refine", "recommendation") and _TELL_ME_ABOUT.search(low) \
                 and named:
             return replace(intent, name="product_question", source=f"{intent.source}+named")
@@ -687,6 +696,12 @@ class Dialogue:
                 # "do you sell laptops?" asks about products, not a policy the knowledge base lacks
                 return await self._search(replace(intent, name="search"), text, None, state, search, signals, k,
                                           fresh=True)
+            if plan.handoff and not _SERVICE_WORDS.search(low) and (
+                    state.focus is not None or state.discussed or self.named(text, state)):
+                # "can the sleeves be rolled up?": no policy the knowledge base knows, so a question about the
+                # product the conversation is about
+                return self._product_question(replace(intent, name="product_question", source=f"{intent.source}"
+                                                      "+no-policy"), text, state)
             return plan
         if name == "order_status":
             return self._order(intent, text, state)
@@ -756,8 +771,12 @@ class Dialogue:
             # Parse once: the query intent recognition built (with its ASR repairs, "for tea dollars" -> $40) is
             # the query that searches.
             asked, unwanted = self._unwanted(intent.query, text)
-            query, hits = await search(asked.text if unwanted and asked is not None else text, k=k, image_id=image_id,
-                                       signals=signals, query=asked)
+            wanted = asked.text if unwanted and asked is not None else text
+            query, hits = await search(wanted, k=k, image_id=image_id, signals=signals, query=asked)
+            if image_id is None and query.category is None and _WEAR.search(text.lower()):
+                # "what should I wear for hot yoga": clothes, those that come in body sizes, not a yoga strap
+                _, more = await search(wanted, k=4 * k, signals=signals, query=asked)
+                hits = [h for h in more if _body_sized(h.product)][:k] or hits
         if unwanted and self.coverage is not None:  # "is there one without wool": none that says wool
             coverage = self.coverage
             hits = [h for h in hits if not any(coverage.has(w, frozenset({h.product.parent_id or h.product.id}))

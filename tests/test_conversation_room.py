@@ -267,8 +267,22 @@ def test_several_kinds_in_one_request_are_each_an_item() -> None:
         assert items.items(text) == [], text
 
 
-async def _talk(*turns: str) -> list[Any]:
-    """Turns through the dialogue over the test catalog: intents by first words, a search by title words."""
+class _NoPolicies:
+    def answer_policy(self, question: str) -> Any:
+        from assistant.kb import UNSUPPORTED_TEXT, PolicyAnswer
+
+        return PolicyAnswer(UNSUPPORTED_TEXT, (), supported=False, score=0.0)
+
+    def passages(self) -> list[Any]:
+        return []
+
+    def published_contacts(self) -> tuple[str, ...]:
+        return ()
+
+
+async def _talk(*turns: str, labels: dict[str, str] | None = None) -> list[Any]:
+    """Turns through the dialogue over the test catalog: intents by first words (or `labels`, the classifier's
+    mistakes), a search by title words, a knowledge base that knows no policy."""
     from assistant.dialogue import Dialogue, DialogueState
     from assistant.intent import Intent
     from assistant.memory import SQLiteMemory
@@ -277,6 +291,7 @@ async def _talk(*turns: str) -> list[Any]:
         def recognize(self, text: str, context: object) -> Intent:
             low = text.lower()
             name = "add_to_cart" if low.startswith(("put", "add", "make", "actually", "what's in")) else "search"
+            name = (labels or {}).get(text, name)
             slots = {"quantity": 2} if " two " in f" {low} " else {}
             return Intent(name, slots, 0.9, query=parse_query(text, QUERIES), text=text)
 
@@ -289,7 +304,7 @@ async def _talk(*turns: str) -> list[Any]:
     with tempfile.TemporaryDirectory() as tmp:
         memory = SQLiteMemory(Path(tmp) / "memory.sqlite")
         state = DialogueState(memory=memory.open_session())
-        dialogue = Dialogue(Rules(), catalog=CATALOG, vocabulary=VOCAB)
+        dialogue = Dialogue(Rules(), catalog=CATALOG, vocabulary=VOCAB, kb=_NoPolicies())
         plans = [await dialogue.plan(t, image_id=None, state=state, search=search, signals=None, k=5) for t in turns]
         memory.close()
     return plans
@@ -345,3 +360,30 @@ async def test_a_choice_said_as_a_statement_goes_in_the_cart() -> None:
     assert chosen.intent.name == "add_to_cart" and chosen.reply.startswith("Added the Ferro Zip Hoodie in size M")
     _, put = await _talk("hoodies in medium", "whichever's cheapest, in the cart")
     assert put.intent.name == "add_to_cart"
+
+
+async def test_a_question_the_policies_do_not_answer_is_about_the_product_in_focus() -> None:
+    question = "can the sleeves be rolled up"
+    _, plan = await _talk("tell me about the ferro hoodie", question, labels={question: "policy",
+                                                                             "tell me about the ferro hoodie":
+                                                                             "product_question"})
+    assert plan.intent.name == "product_question" and "Ferro" in plan.reply and not plan.handoff
+    (alone,) = await _talk(question, labels={question: "policy"})  # nothing to be about: a person can help
+    assert alone.handoff
+
+
+async def test_a_question_naming_a_product_is_about_it_whatever_the_classifier_said() -> None:
+    question = "does the pellam sport watch have an alarm"
+    (plan,) = await _talk(question, labels={question: "out_of_scope"})
+    assert plan.intent.name == "product_question" and "Pellam" in plan.reply and "alarm" in plan.reply
+
+
+def test_things_to_wear_come_in_body_sizes() -> None:
+    from assistant.dialogue import _body_sized
+
+    def sized(*sizes: str) -> Product:
+        return Product.from_dict({"id": "x", "title": "X", "category": "Gear", "price": 1.0,
+                                  "attributes": {"size": list(sizes)}})
+
+    assert _body_sized(sized("XS", "M", "XL")) and _body_sized(sized("28", "29")) and _body_sized(sized("one size"))
+    assert not _body_sized(sized("55 cm")) and not _body_sized(sized("6 foot")) and not _body_sized(sized())
