@@ -57,6 +57,7 @@ from assistant.conversation.answers import (
     words_of,
 )
 from assistant.conversation.coverage import Absence, CatalogCoverage
+from assistant.conversation.measures import asked_measure, compare_on_measure
 from assistant.conversation.names import Named, ProductNames
 from assistant.conversation.several import Item, ListedItems
 from assistant.conversation.vocabulary import CatalogVocabulary, plural
@@ -159,6 +160,8 @@ _PUT_IN = re.compile(r"\b(?:add|adding|cart|basket|buy|take|put|order|purchase|g
 # (a verb: "something to carry my gym clothes in" is a bag)
 _WEAR = re.compile(r"\b(?:wear|wearing|outfit|outfits|dress(?:ed)? (?:in|for)|put on)\b")
 _BODY_SIZE = re.compile(r"(?:x{0,3}[sml]|x{1,3}l|xs|xxs|\d{1,2}(?:\.5)?|one size)", re.IGNORECASE)
+_MEASURE_WORDS = {("volume", True): "bigger", ("volume", False): "smaller", ("length", True): "longer",
+                  ("length", False): "shorter", ("weight", True): "heavier", ("weight", False): "lighter"}
 _IN_THE_CART = re.compile(r"\b(?:in|into|to) (?:the|my|your) (?:cart|basket|trolley)\b")
 _SAME_SPEC = re.compile(r"\bsame (?:size|colou?r)s?\b")
 _WITHOUT = re.compile(r"\b(?:without|w/o|minus|non|not|no)[- ](?:any |a |an |the )?([a-z]+)")
@@ -867,7 +870,8 @@ class Dialogue:
             for item, hits in found:
                 group = said[at : at + len(hits)]
                 at += len(hits)
-                parts.append(f"For {plural(item.head) if not item.one else item.phrase}, {join(group)}.")
+                article = ("an " if item.phrase[:1] in "aeiou" else "a ") if item.one else ""
+                parts.append(f"For {article}{item.phrase}, {join(group)}.")  # as said: "a rain jacket", "cardio balls"
         state.last_query = whole
         state.shown, state.focus, state.discussed = list(shown), None, list(shown)
         sources = [*(it.phrase for it in items), *(h.product.title for h in shown)]
@@ -1237,6 +1241,9 @@ class Dialogue:
             return self._said(intent, text, f"The {which} of these is the {product_name(pick)} at "
                               f"{format_price(pick.price, pick.product.currency)}.", facts=facts_from_hits([pick]),
                               sources=[pick.product.title], hits=[pick])
+        measured = self._on_measure(intent, text, state, shown, partial=True)  # "which of these holds the most?"
+        if measured is not None:
+            return measured
         question = self._property_asked(text, shown)
         if question is None:
             return None
@@ -1260,6 +1267,29 @@ class Dialogue:
         reply = " ".join(f"The {product_name(h)}: {self._quote(h, line)}" for h, line in speaking[:3])
         return self._said(intent, text, reply, sources=[line for _, line in speaking],
                           facts=facts_from_hits([h for h, _ in speaking]), hits=[h for h, _ in speaking[:3]])
+
+    def _on_measure(self, intent: Intent, text: str, state: DialogueState, hits: Sequence[ProductHit], *,
+                    partial: bool = False) -> Plan | None:
+        """Which product wins a comparative on a measure the listings give ("roomier", "longer in the leg").
+
+        Each listing's line is quoted. None when the question asks no measure or a listing does not give it (with
+        `partial`, for the list on screen: fewer than two do, and the reply says it compared those that do).
+        """
+        measured = compare_on_measure(text, list(hits), partial=partial)
+        if measured is None:
+            return None
+        winner, read = measured
+        dimension, more = asked_measure(text) or ("", True)
+        word = _MEASURE_WORDS.get((dimension, more), "one")
+        compared = [h for h, _ in read]
+        names = dict(zip((id(h) for h in compared), labels(compared), strict=True))
+        quoted = [f"the {names[id(h)]}'s listing says \"{m.line.rstrip('.')}\"" for h, m in read]
+        of = "" if len(read) == len(hits) else " of those whose listings give it"
+        reply = f"The {names[id(winner)]} is the {word} one{of}: " + "; ".join(quoted) + "."
+        state.focus = winner
+        state.talked_about(*[h for h in compared if h is not winner], winner)
+        return self._said(intent, text, reply, sources=[m.line for _, m in read] + [h.product.title for h in compared],
+                          facts=facts_from_hits(compared), hits=compared)
 
     def _about_several(self, intent: Intent, text: str, hits: Sequence[ProductHit]) -> Plan:
         """"What are they made of?" about the products just compared or listed: one sentence each."""
@@ -1292,9 +1322,11 @@ class Dialogue:
         for w in _words(text):
             if w in _ORDINALS and _ORDINALS[w] <= len(shown) and w not in ("one", "two", "three"):
                 picks.append(shown[_ORDINALS[w] - 1])
-        if len(picks) == 1:  # "compare it with the Hera one": the other is the one in focus, else the first shown
+        if len(picks) == 1:  # "compare it with the Hera one": the other is the one in focus (or last talked about),
+            # else the first shown
+            talked = [h for h in reversed(state.discussed) if h.product.id != picks[0].product.id]
             other = state.focus if state.focus is not None and state.focus.product.id != picks[0].product.id \
-                else next((h for h in shown if h.product.id != picks[0].product.id), None)
+                else talked[0] if talked else next((h for h in shown if h.product.id != picks[0].product.id), None)
             picks = [*picks, other] if other is not None else picks
         low = text.lower()
         explicit = bool(_AMONG_SHOWN.search(low)) and not re.search(r"\b(?:two|both)\b", low)
@@ -1309,6 +1341,9 @@ class Dialogue:
         if len(picks) < 2:
             return self._said(intent, text, "Show me two products first, then I can compare them.")
         a, b = picks[0], picks[1]
+        measured = self._on_measure(intent, text, state, [a, b])  # "is the fusion backpack roomier than it?"
+        if measured is not None:
+            return measured
         label = dict(zip((id(a), id(b)), labels([a, b]), strict=True))
         cheaper, dearer = sorted((a, b), key=lambda h: h.price)
         parts = [f"The {label[id(a)]} is {format_price(a.price, a.product.currency)} and the {label[id(b)]} is "

@@ -387,3 +387,24 @@ def test_things_to_wear_come_in_body_sizes() -> None:
 
     assert _body_sized(sized("XS", "M", "XL")) and _body_sized(sized("28", "29")) and _body_sized(sized("one size"))
     assert not _body_sized(sized("55 cm")) and not _body_sized(sized("6 foot")) and not _body_sized(sized())
+
+
+def test_measures_are_read_from_descriptions_and_compared() -> None:
+    from assistant.conversation.measures import asked_measure, compare_on_measure, measures
+
+    def bag(pid: str, description: str) -> ProductHit:
+        return ProductHit(_p(pid, f"Bag {pid}", "Gear/Bags", description), 1.0, "test")
+
+    box, said, none = bag("a", "Roomy.\n- Dimensions: 18\" x 10\" x 6\"."), bag("b", "- H 20\" x W 14\" x D 12\".\n"
+                                                                                 "- Volume: 29 L."), bag("c", "Nice.")
+    assert round(measures(box)["volume"].value, 1) == 17.7 and measures(said)["volume"].value == 29.0  # said wins
+    assert measures(bag("w", "- Weight: 2 lbs, 8 oz."))["weight"].value == 1.13
+    assert measures(ProductHit(_p("s", "Short S", "Women/Bottoms/Shorts", "- 5” inseam."), 1.0, "t"))[
+        "length"].value == 5.0
+    assert asked_measure("which one holds the most") == ("volume", True)
+    assert asked_measure("which is lighter") == ("weight", False) and asked_measure("is it light blue") is None
+    winner, read = compare_on_measure("is the first one roomier", [box, said])  # type: ignore[misc]
+    assert winner is said and [m.dimension for _, m in read] == ["volume", "volume"]
+    assert compare_on_measure("which is bigger", [box, none]) is None  # a listing that does not say: no verdict
+    assert compare_on_measure("which is bigger", [box, said, none], partial=True)[0] is said  # type: ignore[index]
+    assert compare_on_measure("which is cheaper", [box, said]) is None

@@ -127,7 +127,8 @@ class ListedItems:
             return None
         one = at > 0 and words[at - 1] in ("a", "an", "one") or (at > 1 and words[at - 2] in ("a", "an", "one"))
         rest = [w for w in words if w not in run and w not in _OPENERS and w not in COMMON_WORDS]
-        if not known and (rest or not (at > 0 and words[at - 1] in _OPENERS)):  # "..., my son wants to race"
+        opens = at == 0 and part.strip().startswith(run[0])  # "dumbbells and ...", not "29 waist"
+        if not known and (rest or not (opens or at > 0 and words[at - 1] in _OPENERS)):  # "..., my son wants to race"
             return None
         return Item(" ".join(run), head, known, one)
 
