@@ -782,8 +782,10 @@ class Dialogue:
                 hits = [h for h in more if _body_sized(h.product)][:k] or hits
         if unwanted and self.coverage is not None:  # "is there one without wool": none that says wool
             coverage = self.coverage
-            hits = [h for h in hits if not any(coverage.has(w, frozenset({h.product.parent_id or h.product.id}))
-                                               for w in unwanted)]
+            # a kind by what the product is ("videos with no equipment"), a quality by anything its listing says
+            hits = [h for h in hits if not any(
+                coverage.is_kind(h.product, w) if w in coverage.kind_words else
+                coverage.has(w, frozenset({h.product.parent_id or h.product.id})) for w in unwanted)]
         state.last_query = query
         absence = self._absence(query, text) if image_id is None else None
         if absence is not None:
@@ -802,20 +804,21 @@ class Dialogue:
         return Plan(intent, query, hits=hits, facts=facts_from_hits(hits))
 
     def _unwanted(self, query: SearchQuery | None, text: str) -> tuple[SearchQuery | None, list[str]]:
-        """What the shopper does not want ("without wool", "no hood", "not cotton").
+        """What the shopper does not want ("without wool", "no hood", "with no equipment").
 
-        Attribute words of the catalog only, taken out of the query so that retrieval does not look for them.
+        Words of the catalog's titles, categories and attributes only, taken out of the query so that retrieval does
+        not look for them.
         """
         coverage = self.coverage
         if coverage is None:
             return query, []
-        # (a word of attributes: "no idea" excludes nothing, though a description says "idea")
-        unwanted = [w for w in _WITHOUT.findall(text.lower()) if len(w) > 2 and w in coverage.structured
-                    and w not in coverage.kind_words]  # a quality, not a kind: "with no equipment" is how it is used
+        # (a word of titles, categories or attributes: "no idea" excludes nothing, though a description says "idea")
+        unwanted = [w for w in _WITHOUT.findall(text.lower()) if len(w) > 2 and w in coverage.structured]
         if not unwanted or query is None:
             return query, unwanted
-        kept = [w for w in query.text.split() if w.lower().strip(".,!?") not in unwanted]
-        return replace(query, text=" ".join(kept)), unwanted
+        kept = _WITHOUT.sub(lambda m: " " if m.group(1) in unwanted else m.group(0), query.text.lower())
+        kept = " ".join(w for w in kept.split() if w.strip(".,!?") not in unwanted)
+        return replace(query, text=kept), unwanted
 
     @property
     def listed(self) -> ListedItems | None:

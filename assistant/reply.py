@@ -52,7 +52,10 @@ def _noun(hits: Sequence[ProductHit]) -> str | None:
     if len(leaves) != 1:
         return None
     leaf = next(iter(leaves)).strip()
-    return leaf.replace("&", "and").lower() if leaf else None
+    last = leaf.split()[-1].lower() if leaf else ""
+    if not (last.endswith("s") and not last.endswith("ss")):
+        return None  # "Fitness Equipment", "Video Download": no plural to count ("five fitness equipment")
+    return leaf.replace("&", "and").lower()
 
 
 def reply_facts(hits: Sequence[ProductHit]) -> list[ProductFact]:

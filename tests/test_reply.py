@@ -71,6 +71,12 @@ def test_compose_reply_names_at_most_three_with_their_prices():
     assert check_grounding(reply, reply_facts(HOODIES), query=QUERY) == []
 
 
+def test_a_category_with_no_plural_is_not_counted_as_one():
+    gear = [ProductHit(product(p, f"Gym Thing {p}", 10.0, category="Gear/Fitness Equipment"), 0.5, "") for p in "XY"]
+    reply = compose_reply(parse_query("gym stuff"), gear)
+    assert "two fitness equipment" not in reply.lower() and "two options" in reply.lower(), reply
+
+
 def test_compose_reply_single_and_none():
     one = compose_reply(QUERY, HOODIES[:1])
     assert one.startswith("I found one match") and "Harbor Fleece Hoodie is $39.99" in one

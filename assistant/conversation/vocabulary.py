@@ -75,7 +75,7 @@ wearing haha hah lol wow huh ooh yay ugh then instead meant mean means anyway th
 comparable alike lookalike pricier bigger smaller longer shorter lighter warmer gift gifts present presents
 offer offers someone somebody idea ideas perhaps probably kinda sorta alright fine great cool nice please love
 i'm i've i'll i'd you're you've it's that's what's there's here's let's don't doesn't can't won't isn't aren't
-spend spending afford money max tops pricey
+spend spending afford money max tops pricey without
 """.split())
 COMMON_WORDS = _COMMON  # everyday English of shopping talk: never a product's name on its own
 _SHOPPING_CUES = re.compile(
