@@ -838,6 +838,13 @@ class Dialogue:
             return None
         whole = intent.query or parse_query(text, coverage.query_vocab)
         own = [parse_query(item.phrase, coverage.query_vocab) for item in items]
+        said_of_items = {w for item in items for w in _words(item.phrase)}
+        absence = coverage.absence(whole, text)
+        if any(item.known and coverage.absence(q, item.phrase) is not None for item, q in zip(items, own, strict=True)) \
+                or absence is not None and any(w not in said_of_items for w in absence.words):
+            # "a heated jacket and gloves", "tanks and shorts with built-in UV protection": a kind we have in a way we
+            # lack, said first by the ordinary search
+            return None
         shared_look = not any(q.color or q.size for q in own)
         per_kind = max(1, k // len(items))
         found: list[tuple[Item, list[ProductHit]]] = []

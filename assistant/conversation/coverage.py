@@ -40,7 +40,9 @@ _WORD_RE = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
 # "that"/"which" open a purpose ("a bag that I can take to the gym"), unless a verb of having follows: "a backpack
 # that comes with a rain cover" and "a watch that can track sleep" say what the product must have.
 _PURPOSE_RE = re.compile(r"\b(?:for|to|when|while|so|because|who|during|on|at|like)\b|\b(?:that|which)\b(?!\s+(?:comes?|"
-                         r"has|have|includes?|features?|packs?|tracks?|shows?|can|will|does|do|is|are)\b)")
+                         r"has|have|includes?|features?|packs?|tracks?|shows?|can|will|does|do|is|are|says?|tells?|"
+                         r"talks?|speaks?|reads?|lights?|glows?|vibrates?|beeps?|counts?|measures?|monitors?|"
+                         r"connects?|charges?|plays?)\b)")  # "a watch that says the time": what it must do
 _REQUEST_VERB = re.compile(r"(?<!\bto )\b(?:want|need|have|got|sell|carry|stock|find|show me|looking for|get)\b")
 _PHRASE_BREAKS = frozenset("not but you do does is are can could would".split())
 _SUBJECT_CLAUSE = re.compile(r"\b(?:i|we|you|she|he|they)\s+(?:can|could|will|would|might|'ll|need to|want to|"
@@ -63,12 +65,17 @@ _CLAUSE_BREAK = re.compile(r"(?<=[.!?;])\s+|\s+[-–—]+\s+|,\s*(?=(?:so |but |
                            r"i'?m looking|looking for|need|show me|find me)\b)")
 _REQUEST_CUE = re.compile(r"\b(?:wants?|needs?|have|got|sell|carry|stock|find|show|looking|get|after|buy|any|anything|"
                           r"something|what|which|recommend|suggest)\b|\?")
-# "my dad a watch", "my old leggings are see-through", "my sister's": people and things of the shopper's own, never
-# what is asked for. Only before an article or a verb: "find her a jacket" (a pronoun before an article) and "a watch
-# to track my sleep" (what it must do) keep their words.
-_POSSESSION = re.compile(r"\b(?:my|his|her|our|their)\s+(?!(?:a|an|the|some|any|one|own)\b)(?:[a-z-]+\s+)?[a-z-]+(?='s\b|"
-                         r"\s+(?:is|are|was|were|has|had|does|did|wants?|needs?|likes?|loves?|says?|said|just|keeps?|"
-                         r"got|gets|used|a|an|some)\b)")
+# "my dad a watch", "my nan is 78", "my sister's just ...": the people in the shopper's life are never what is asked
+# for (a thing of theirs may be: "my Fitbit broke, do you sell them?").
+_PEOPLE = ("dad|daddy|father|husband|hubby|boyfriend|brother|grandpa|grandad|granddad|grandfather|uncle|son|mom|mum|"
+           "mommy|mummy|mother|wife|girlfriend|sister|grandma|gran|granny|nan|nana|grandmother|aunt|daughter|kids?|"
+           "children|friends?|buddy|mate|partner|fianc[eé]e?|physio|physiotherapist|doctor|coach|trainer|boss|"
+           "colleague|coworker|teacher|niece|nephew|cousin|baby|toddler|family|parents?|in-laws?")
+_POSSESSION = re.compile(rf"\b(?:my|his|her|our|their)\s+(?:(?:little|older|younger|big|best|new|old)\s+)?(?:{_PEOPLE})"
+                         r"(?:'s)?\b")
+
+
+_PHRASE_ENDS = frozenset("for in with that under please and to not but or you which do does is".split())
 
 
 def _counted(word: str, said: Sequence[str], window: int = 5) -> bool:
@@ -76,8 +83,7 @@ def _counted(word: str, said: Sequence[str], window: int = 5) -> bool:
     if word not in said:
         return False
     i = len(said) - 1 - list(reversed(said)).index(word)
-    ends_phrase = i + 1 == len(said) or said[i + 1] in ("for", "in", "with", "that", "under", "please", "and", "to",
-                                                        "not", "but", "or", "you", "which", "do", "does", "is")
+    ends_phrase = i + 1 == len(said) or said[i + 1] in _PHRASE_ENDS
     return ends_phrase and any(w in ("a", "an") for w in said[max(0, i - window) : i])
 
 
@@ -88,7 +94,9 @@ def _looks_like_a_noun(word: str, said: Sequence[str]) -> bool:
     """
     if word.endswith("s") and not word.endswith("ss"):
         return True
-    if any(a in ("a", "an") and b == word for a, b in zip(said, said[1:], strict=False)):
+    # "a laptop", not "a warm layer": the word after "a" is the thing when nothing but a phrase end follows it
+    if any(a in ("a", "an") and b == word and (i + 2 == len(said) or said[i + 2] in _PHRASE_ENDS)
+           for i, (a, b) in enumerate(zip(said, said[1:], strict=False))):
         return True
     return _counted(word, said)
 
@@ -196,7 +204,11 @@ class CatalogCoverage:
         # "my nan is 78 - have you got any exercise videos", "my dad ... a watch".
         request = self.request_clause(text)
         asked = set(_WORD_RE.findall(_POSSESSION.sub(" ", request).replace("-", " ")))
-        defining = [w for w in self.defining_words(query.text) if w not in said_aside and w in asked]
+        # each asking clause on its own: a purpose word in one ("... for my runs.") does not cut the next one off
+        parsed = set(_WORD_RE.findall(query.text.lower().replace("-", " ")))
+        clauses = request.split(". ") if request != text.lower().replace("’", "'") else [query.text.lower()]
+        defining = list(dict.fromkeys(w for c in clauses for w in self.defining_words(c)
+                                      if w not in said_aside and w in asked and w in parsed))
         named_kind = any(self.vocabulary.kinds.get(t) for t in self.vocabulary.terms_in(text)) or \
             query.category is not None
         among = self._of_kind(query)  # "leather jackets": is any *jacket* described as leather?
@@ -224,17 +236,34 @@ class CatalogCoverage:
         close = bool(missing) and all(self._synonym_of_a_kind(w) for w in missing)
         return Absence(tuple(missing) or (gender or "",), phrase, kind=not named_kind, close=close)
 
-    @staticmethod
-    def request_clause(text: str) -> str:
+    def request_clause(self, text: str) -> str:
         """The clauses that ask (lower case): those with a request word or a question in them.
 
-        "I do hot yoga 3x a week and my old leggings are see-through now lol. anything under $60?" -> "anything under
-        $60"; "off to Cancun next month!! need some shorts" -> "need some shorts". The whole text when none asks.
+        "off to Cancun next month!! need some shorts" -> "need some shorts". When the asking clauses name nothing
+        ("anything under $60?", "got any?"), what another clause refers to: the kind it names with the words right
+        before it ("I do hot yoga 3x a week and my old leggings are see-through now lol" -> "old leggings"), or, when
+        it names no kind of ours, all of it ("waterproof trail shoes, do you have any?"). The whole text when it is
+        one clause.
         """
         low = text.lower().replace("’", "'")
         clauses = [c.strip() for c in _CLAUSE_BREAK.split(low) if c and c.strip()]
+        if len(clauses) < 2:
+            return low
         asking = [c for c in clauses if _REQUEST_CUE.search(c)]
-        return ". ".join(asking) if asking and len(clauses) > 1 else low
+        if any(CatalogCoverage.defining_words(c) for c in asking):
+            return ". ".join(asking)
+        return ". ".join(c if c in asking else self._kind_phrase(c) for c in clauses)
+
+    def _kind_phrase(self, clause: str) -> str:
+        """The kind of ours a clause names with the content words right before it ("old leggings"), else the clause."""
+        words = _WORD_RE.findall(clause.replace("-", " "))
+        at = next((i for i in range(len(words) - 1, -1, -1) if words[i] in self.vocabulary.kinds), None)
+        if at is None:
+            return clause
+        start = at
+        while start > 0 and words[start - 1] not in _NOT_DEFINING and words[start - 1] not in _SUBJECTS:
+            start -= 1
+        return " ".join(words[start : at + 1])
 
     def head_kind(self, query: SearchQuery) -> str | None:
         """The kind the request asks for, when it names one the catalog's titles or categories use.
@@ -353,7 +382,7 @@ class CatalogCoverage:
         ("a hat" -> hats, "a watch with a touch screen" -> watches with a touch screen; "nike" stays nike).
         """
         low = text.lower()
-        if m := _PURPOSE_RE.search(low):
+        if m := next((m for m in _PURPOSE_RE.finditer(low) if m.start() > 0), None):  # not "for my gran, ..."
             low = low[: m.start()]
         words = _WORD_RE.findall(low)
         first = next((i for i, w in enumerate(words) if w in defining or w in COLOR_SYNONYMS), 0)
@@ -363,7 +392,7 @@ class CatalogCoverage:
         if not marks:
             return " ".join(defining)
         span = words[marks[0] : marks[-1] + 1]
-        joint = next((j for j, w in enumerate(span) if j > 0 and w in ("with", "without")), None)
+        joint = next((j for j, w in enumerate(span) if j > 0 and w in ("with", "without", "that", "which")), None)
         target = joint - 1 if joint is not None else max(
             (j for j, w in enumerate(span) if w not in COLOR_SYNONYMS), default=len(span) - 1)
         noun = span[target]

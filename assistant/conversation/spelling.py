@@ -33,6 +33,9 @@ _SHORTHAND_RE = re.compile(r"\b(?:" + "|".join(_SHORTHAND) + r")\b|\bad(?= (?:it
                            re.IGNORECASE)
 
 
+SHORT_ABBREVIATION = 3  # words this short are corrected only by an inserted letter ("mde") or a swap ("teh")
+
+
 @functools.cache
 def _english() -> Any | None:
     """SymSpell over the packaged English frequency dictionary (None when symspellpy is not installed)."""
@@ -107,8 +110,10 @@ class TypoFixer:
             low = word.lower()
             if spellers is None or len(low) < MIN_LENGTH or "'" in low or self.known(low):
                 continue
-            if not re.search(r"[aeiouy]", low):  # "dvd", "gps", "usb": an abbreviation, no slip ("mde" has a vowel)
+            if not re.search(r"[aeiouy]", low):  # "dvd", "gps": an abbreviation, no slip ("mde" has a vowel)
                 continue
+            if word[0].isupper() and re.search(r"[a-z0-9,]\s+$", text[: m.start()]):
+                continue  # "carry Alo Yoga leggings": a name, capitalised inside a sentence, is no slip
             meant = None
             for speller in (spellers[1], spellers[0]):  # the catalog's terms first
                 # A slip drops a letter more often than it adds one: "mde" is made, not me.
@@ -120,6 +125,8 @@ class TypoFixer:
                     break
             if meant is None or meant == low:
                 continue
+            if len(low) <= SHORT_ABBREVIATION and len(meant) <= len(low) and sorted(meant) != sorted(low):
+                continue  # "usb" is no slip for "use": a short word is fixed by a letter dropped or swapped only
             out.append(text[last : m.start()])
             out.append(meant if word.islower() else meant.capitalize() if word[0].isupper() else meant)
             last = m.end()

@@ -75,7 +75,8 @@ wearing haha hah lol wow huh ooh yay ugh then instead meant mean means anyway th
 comparable alike lookalike pricier bigger smaller longer shorter lighter warmer gift gifts present presents
 offer offers someone somebody idea ideas perhaps probably kinda sorta alright fine great cool nice please love
 i'm i've i'll i'd you're you've it's that's what's there's here's let's don't doesn't can't won't isn't aren't
-spend spending afford money max tops pricey without
+spend spending afford money max tops pricey without old favourite favorite outfit outfits layer layers say says
+said tell tells
 """.split())
 COMMON_WORDS = _COMMON  # everyday English of shopping talk: never a product's name on its own
 _SHOPPING_CUES = re.compile(
@@ -371,12 +372,12 @@ class CatalogVocabulary:
                                           "n-best"))
                     chosen = alt
                     break
-        if not [r for r in repairs if r.kind != "typo"] and not self.terms_in(chosen) \
+        if score is not None and not [r for r in repairs if r.kind != "typo"] and not self.terms_in(chosen) \
                 and _SHOPPING_CUES.search(chosen.lower()):
             # Typed text (no score) is never misheard: only typos ("hoddies") are repaired, so "yellow rain
-            # boots" stays rain boots. In a transcript, the words Whisper was unsure of may be sounds-alike.
-            unsure = set() if score is None else \
-                _unstable_words(chosen, [a for a, _ in alternatives]) | _after_colour(chosen)
+            # boots" stays rain boots and a brand the catalog lacks stays that brand. In a transcript, the words
+            # Whisper was unsure of may be sounds-alike.
+            unsure = _unstable_words(chosen, [a for a, _ in alternatives]) | _after_colour(chosen)
             by_sound = self._repair_by_sound(chosen, unsure, asked)
             if by_sound is not None:
                 chosen, repair = by_sound
