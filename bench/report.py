@@ -71,12 +71,15 @@ def section() -> str:
 
         parts += ["", "### Conversations on an unseen catalog (`python -m bench.conversations`; multi-turn "
                   "conversations and requests for what the catalog lacks, over luma-dev)", ""]
-        before = _load("conversations_before")
-        if before:
-            cells = [f"{name} {sec['conversations']['share_right']:.3f} of turns right, honesty "
-                     f"{sec['not_carried']['honesty_rate']:.3f}" for name, sec in before["splits"].items()]
+        for name, label in (("conversations_before", "Before #9"), ("conversations_baseline", "Baseline")):
+            before = _load(name)
+            if not before:
+                continue
+            cells = [f"{split} {sec['conversations']['share_right']:.3f} of turns right "
+                     f"({sec['conversations']['checked_turns']} turns), honesty {sec['not_carried']['honesty_rate']:.3f}"
+                     f" ({sec['not_carried']['n']} requests)" for split, sec in before["splits"].items()]
             commit = str(before.get("code", {}).get("commit", "9ffc0fc"))[:7]
-            parts += [f"Before #9 (commit {commit}, typed, the same data): {'; '.join(cells)}.", ""]
+            parts += [f"{label} (commit {commit}, typed): {'; '.join(cells)}.", ""]
         parts.append(conversations_bench.table(conversations))
         for path in sorted(RESULTS.glob("conversations_spoken*.json")):  # one file per voice
             parts += ["", conversations_bench.table(json.loads(path.read_text()))]
