@@ -509,8 +509,8 @@ class Dialogue:
                 and self.coverage.defining_words(intent.query.text if intent.query is not None else text):
             # "a denim skirt in blue" is a request, whatever the classifier made of it: no complaint word in it
             intent = replace(intent, name="search", source=f"{intent.source}+no-complaint-word")
-        if intent.name != "add_to_cart" and puts_in_cart:
-            intent = replace(intent, name="add_to_cart", source=f"{intent.source}+cart-verb")
+        if intent.name != "add_to_cart" and (puts_in_cart or _CART_VIEW.search(low)):
+            intent = replace(intent, name="add_to_cart", source=f"{intent.source}+cart-verb")  # or "what's in my cart?"
         if intent.name == "order_status" and not _ORDER_CUES.search(low) and (
                 state.focus or state.shown or named or self._names_a_kind(text)):
             # "has it got anywhere to stash my keys": about the product, whatever the classifier made of "it got"
@@ -858,11 +858,15 @@ class Dialogue:
             if item.known:
                 _, hits = await search(item.phrase, k=k, signals=signals, query=query)
                 hits = [h for h in hits if not h.near_miss and self._of_item(h, item)][: 1 if item.one else per_kind]
-            (found.append((item, hits)) if hits else lacking.append(item))
+            if hits:
+                found.append((item, hits))
+            else:
+                lacking.append(item)
         if not found:
             return None  # nothing of any of them: the ordinary search says what it can
         shown = [h for _, hits in found for h in hits]
         parts: list[str] = []
+
         def kinds(of: list[Item]) -> str:  # "yoga mats"
             return join([" ".join([*it.phrase.split()[:-1], plural(it.head)]) for it in of])
 

@@ -426,3 +426,9 @@ def test_typed_text_is_never_repaired_by_sound() -> None:
     assert VOCAB.repair("do you have any qillon hoodies").text == "do you have any quillon hoodies"  # a slip
     assert VOCAB.repair("anything from quiller").text == "anything from quiller"  # typed as meant: no sound-alike
     assert VOCAB.repair("show me a black hold", score=-0.3).text == "show me a black hoodies"  # heard: misheard
+
+
+async def test_the_cart_is_read_back_whatever_the_classifier_called_the_question() -> None:
+    question = "what do i have in my cart"
+    _, plan = await _talk("add the harbor duffle in medium", question, labels={question: "order_status"})
+    assert plan.intent.name == "add_to_cart" and plan.reply == "Your cart has the Harbor Duffle at $50. That's $50 in all."
