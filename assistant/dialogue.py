@@ -204,6 +204,7 @@ class DialogueState:
     last_question_slots: dict[str, Any] = field(default_factory=dict)  # its size and colour ("in yellow XL?")
     # The products talked about since the last search, most recent last: "the other one", "which of the two".
     discussed: list[ProductHit] = field(default_factory=list)
+    heard: bool = True  # this turn's words were transcribed (may be misheard), not typed (`Brain.respond` sets it)
 
     def talked_about(self, *hits: ProductHit) -> None:
         """Note products the conversation is now about (most recent last, each once, the last four)."""
@@ -725,7 +726,7 @@ class Dialogue:
             name = "refine"  # "a wool one then": the same kind as before, with the new words
             intent = replace(intent, name="refine")
         if name == "refine" and state.last_query is not None and not _new_kind(intent, state.last_query) \
-                and not self._asks_for_a_missing_kind(intent, text):
+                and not self._asks_for_a_missing_kind(intent, text, state):
             return await self._search(intent, text, None, state, search, signals, k, fresh=False)
         return await self._search(intent, text, None, state, search, signals, k, fresh=True)
 
@@ -787,7 +788,7 @@ class Dialogue:
                 coverage.is_kind(h.product, w) if w in coverage.kind_words else
                 coverage.has(w, frozenset({h.product.parent_id or h.product.id})) for w in unwanted)]
         state.last_query = query
-        absence = self._absence(query, text) if image_id is None else None
+        absence = self._absence(query, text, state) if image_id is None else None
         if absence is not None:
             hits = [replace(h, near_miss=("kind",) if absence.kind else ("feature",)) for h in hits]
         elif image_id is None:
@@ -955,16 +956,16 @@ class Dialogue:
         kept = {id(h) for h in fits}
         return fits + [replace(h, near_miss=(*h.near_miss, "kind")) for h in hits if id(h) not in kept]
 
-    def _asks_for_a_missing_kind(self, intent: Intent, text: str) -> bool:
+    def _asks_for_a_missing_kind(self, intent: Intent, text: str, state: DialogueState) -> bool:
         """"Do you have running shorts in medium?" with jackets on screen: a new search for a kind we lack."""
         if intent.query is None:
             return False
-        absence = self._absence(intent.query, text)
+        absence = self._absence(intent.query, text, state)
         return absence is not None and absence.kind
 
-    def _absence(self, query: SearchQuery, text: str) -> Absence | None:
+    def _absence(self, query: SearchQuery, text: str, state: DialogueState) -> Absence | None:
         coverage = self.coverage
-        return coverage.absence(query, text) if coverage is not None else None
+        return coverage.absence(query, text, heard=state.heard) if coverage is not None else None
 
     def _not_carried(self, intent: Intent, query: SearchQuery, absence: Absence, hits: list[ProductHit]) -> Plan:
         """"We don't carry laptops. The closest I have are ...": the absence first, the alternatives as such."""

@@ -185,6 +185,7 @@ class Brain:
         understood = self.understand(turn)
         said = understood.text
         if self.dialogue is not None and state is not None:
+            state.heard = turn.avg_logprob is not None or bool(turn.alternatives)  # a transcript, not typed text
             plan = await self.dialogue.plan(said, image_id=turn.image_id, state=state, search=self.search,
                                             signals=signals, k=self.options.k)
         else:

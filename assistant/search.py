@@ -120,8 +120,9 @@ _MIN_RE = re.compile(
 )
 _SIZE_NUMBER_RE = re.compile(r"\bsize\s+(\d{1,2}(?:\.5)?)(\s+and a half)?\b|"
                              # "im a 29", "she's a 31", "he wears a 32" (not "a 29 year old")
-                             r"\b(?:i'?m|i am|im|she'?s|he'?s|she is|he is|wears?|wearing)\s+(?:a|an)\s+(?:size\s+)?"
-                             r"(\d{2})()\b(?!\s*(?:-|\s)?(?:years?|yrs?|yo|dollars?|bucks|%|percent|minutes?|hours?))|\b(?:a\s+)?(\d{2})()(?:\s*(?:inch|in|\"))?"
+                             r"\b(?:(?:i'?m|i am|im|she'?s|he'?s|she is|he is|wears?|wearing)\s+(?:a|an)\s+(?:size\s+)?"
+                             r"(\d{2})\b(?!\s*(?:-|\s)?(?:years?|yrs?|yo|dollars?|bucks|%|percent|minutes?|hours?))|"
+                             r"\ba\s+(\d{2})\s+(?:works|is fine|would work|will do|fits))|\b(?:a\s+)?(\d{2})()(?:\s*(?:inch|in|\"))?"
                              r"\s+(?:waist|size)\b|\bwaist\s+(?:size\s+)?(?:is\s+)?(\d{2})()\b")  # "she's a 31 waist"
 _SIZE_WORD_ALT = (
     "extra extra large|extra large|extra small|small|medium|large|xxs|xs|xxl|xxxl|[2-5]xl|[2-5]x|xl|s|m|l"
@@ -519,7 +520,7 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
         norm = norm[: m.start()] + " " + norm[m.end() :]
     size = None
     if m := _SIZE_NUMBER_RE.search(norm):
-        number, half = (m[1], m[2]) if m[1] else (next(g for g in (m[3], m[5], m[7]) if g), None)
+        number, half = (m[1], m[2]) if m[1] else (next(g for g in (m[3], m[4], m[5], m[7]) if g), None)
         size = canonical_size(number + (".5" if half and "." not in number else ""))
         norm = norm[: m.start()] + " " + norm[m.end() :]
     elif m := _SIZE_WORD_RE.search(norm) or _SIZE_IN_NUMBER_RE.search(norm) or _SIZE_TAKEN_RE.search(norm):

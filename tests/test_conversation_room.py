@@ -432,3 +432,17 @@ async def test_the_cart_is_read_back_whatever_the_classifier_called_the_question
     question = "what do i have in my cart"
     _, plan = await _talk("add the harbor duffle in medium", question, labels={question: "order_status"})
     assert plan.intent.name == "add_to_cart" and plan.reply == "Your cart has the Harbor Duffle at $50. That's $50 in all."
+
+
+def test_a_word_that_sounds_like_ours_is_misheard_only_in_a_transcript() -> None:
+    text = "anything from quillan"  # a brand we lack that sounds like the Quillon line
+    assert COVERAGE.absence(parse_query(text, QUERIES), text, heard=True) is None  # maybe "Quillon", misheard
+    assert COVERAGE.absence(parse_query(text, QUERIES), text, heard=False) is not None  # typed as meant
+    typed = "do you have the ferro zip hoody in black"  # the named product's own word written as it sounds
+    assert COVERAGE.absence(parse_query(typed, QUERIES), typed, heard=False) is None
+    assert _absence_of("I'm after a Casio, the big digital one") == "casio"  # a name is no plural
+
+
+def _absence_of(text: str) -> str | None:
+    found = COVERAGE.absence(parse_query(text, QUERIES), text, heard=False)
+    return found.phrase if found is not None else None

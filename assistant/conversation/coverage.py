@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,12 +190,14 @@ class CatalogCoverage:
         ids = frozenset(p.id for p in self.catalog.parents() if set(p.categories or (p.category,)) & paths)
         return ids or None
 
-    def absence(self, query: SearchQuery, text: str) -> Absence | None:
+    def absence(self, query: SearchQuery, text: str, *, heard: bool = True) -> Absence | None:
         """What of the request the catalog does not have, or None when it has something of every defining word.
 
         Args:
             query: The parsed query (its ``text`` is the request without fillers, prices, sizes and department).
             text: The request as said (for the kind check).
+            heard: The words were transcribed: a word that sounds like a catalog word may be that word misheard
+                ("layla tea" for the Layla Tee). False for typed text, which is read as meant ("casio" is no Cassia).
         """
         # "Shame. What other zip-up hoodies ...": a word or two said on their own before the request are no part of it
         aside = re.match(r"^\s*((?:[A-Za-z']+\s*){1,2})[.!]\s+(?:what|which|any|anything|got|do|does|have|show|can|"
@@ -223,13 +226,24 @@ class CatalogCoverage:
                             or w not in self.structured and _looks_like_a_noun(w, whole))]
         # "a watch I can get engraved": what the shopper will do with it counts only when the catalog never says it
         missing += [w for w in self.clause_words(query.text) if w not in missing and not self.has(w) and w in asked]
-        missing = [w for w in missing if not self._sounds_like_a_catalog_word(w) and w not in self.vocabulary.kinds]
+        # a word that sounds like a catalog word may be one misheard -- in a transcript; typed text is as meant,
+        # but for a word of the named product's own title written as it sounds ("the layla tea")
+        named = self._named_title_words(text)
+        missing = [w for w in missing if not (self._sounds_like_a_catalog_word(w) if heard else
+                                              self._sounds_like_one_of(w, named))
+                   and w not in self.vocabulary.kinds]
         gender = self._missing_department(query)
         if not missing and gender is None:
             return None
         # said back from the clause that asks for it: "do you have any scarves? ideally something warm" -> scarves
         asking = next((c for c in request.split(". ") if set(missing) & set(_WORD_RE.findall(c))), request)
-        phrase = self._phrase(asking if asking != request else query.text, defining, _WORD_RE.findall(asking))
+        # ... and from the part of it between commas that says it: "I'm after a Casio, the classic digital one"
+        pieces = [c for c in asking.split(",") if set(missing) & set(_WORD_RE.findall(c))] if missing else []
+        if len(pieces) == 1 and len(asking.split(",")) > 1:
+            asking = pieces[0]
+        # a name capitalised inside a sentence ("a Casio") is said back as it is, not as a plural
+        names = {m.group(0).lower() for m in re.finditer(r"(?<=[a-z,] )[A-Z][a-z]+", text)}
+        phrase = self._phrase(asking if asking != request else query.text, defining, _WORD_RE.findall(asking), names)
         if gender is not None:
             possessive = gender + ("'" if gender.endswith("s") else "'s")  # men's, kids'
             phrase = f"{possessive} {phrase}".strip()
@@ -374,7 +388,8 @@ class CatalogCoverage:
                 and not w.isdigit() and w not in NUMBER_WORDS and w not in verbs
                 and not re.fullmatch(r"[a-z]{4,}ly", w)]  # "properly warm": an adverb defines nothing
 
-    def _phrase(self, text: str, defining: Sequence[str], said: Sequence[str] = ()) -> str:
+    def _phrase(self, text: str, defining: Sequence[str], said: Sequence[str] = (), names: AbstractSet[str] = frozenset()
+                ) -> str:
         """The defining part of the request, as said, for "We don't carry ...".
 
         From its first defining word (or colour) to its last: "leather jackets", "watches with a touch screen",
@@ -396,7 +411,7 @@ class CatalogCoverage:
         target = joint - 1 if joint is not None else max(
             (j for j, w in enumerate(span) if w not in COLOR_SYNONYMS), default=len(span) - 1)
         noun = span[target]
-        if not noun.endswith("s") and noun not in COLOR_SYNONYMS and _counted(noun, said):
+        if not noun.endswith("s") and noun not in COLOR_SYNONYMS and noun not in names and _counted(noun, said):
             span[target] = plural(noun)
         return " ".join(span)
 
@@ -413,6 +428,18 @@ class CatalogCoverage:
         alike = self._sounds.get(jellyfish.metaphone(word), [])
         return any(len(w) > 2 and w.isalpha() for w in alike) and any(
             w[:1] == word[:1] and fuzz.ratio(w, word) >= SOUND_ALIKE_SPELLING for w in alike)
+
+    def _named_title_words(self, text: str) -> set[str]:
+        """The title words of the products whose line names the text says ("layla" -> layla, tee)."""
+        said = set(_WORD_RE.findall(text.lower()))
+        ids = {pid for line in said & set(self.vocabulary.lines) for pid in self.vocabulary.lines[line]}
+        return {w for pid in ids if (p := self.catalog.get(pid)) is not None for w in _WORD_RE.findall(p.title.lower())}
+
+    @staticmethod
+    def _sounds_like_one_of(word: str, words: set[str]) -> bool:
+        """Whether the word is one of `words` written as it sounds ("tea" for tee)."""
+        return any(jellyfish.metaphone(word) == jellyfish.metaphone(w) and w[:1] == word[:1]
+                   and fuzz.ratio(w, word) >= SOUND_ALIKE_SPELLING for w in words if len(w) > 2)
 
     def _synonym_of_a_kind(self, word: str) -> bool:
         if self.encoder is None or not self._kinds:
