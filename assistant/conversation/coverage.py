@@ -9,14 +9,18 @@ Everything comes from the catalog: its words are the index. Three guards keep or
 
 * only the words that define the product count, not its purpose ("a jacket *for hiking in the rain*": the words
   after "for", "to", "when" ... are a use case, which retrieval weighs, not a hard constraint);
-* a spoken alias of a catalog kind ("hoody") or a word that sounds like a catalog word ("layla tea") is no
-  absence. A word whose meaning a catalog kind nearly covers ("trousers", "jeans" and pants: MiniLM cosine at
-  least `SYNONYM_COSINE`) is one, but said as "nothing called jeans", not as "we don't carry that";
-* what the shopper does or says around the request is no part of it: the verb a subject opens ("I cycle to
-  work"), a clause about themselves ("... I can keep my phone in": counted only for a word the catalog never
-  says, "a watch I can get engraved"), an aside before it ("Shame. What other ..."), occasions and adverbs. A
-  purpose word that opens the request ("Which of your watches can track my sleep?") or a "that" followed by a
-  verb of having ("a backpack that comes with a rain cover") does not hide what it asks for.
+* a spoken alias of a catalog kind ("hoody") is no absence, nor, in a transcript, a word that sounds like a
+  catalog word ("layla tea"); typed text is read as meant ("a Casio" is no Cassia). A word whose meaning a
+  catalog kind nearly covers ("trousers", "jeans" and pants: MiniLM cosine at least `SYNONYM_COSINE`) is one, but
+  said as "nothing called jeans", not as "we don't carry that";
+* what the shopper does or says around the request is no part of it: only the clauses that ask count ("off to
+  Cancun next month!! need some shorts"; when they name nothing, "got any?", the kind another clause names), the
+  people in the shopper's life ("my dad", "my nan is 78") and their verbs ("she wants"), the verb a subject opens
+  ("I cycle to work"), a clause about themselves ("... I can keep my phone in": counted only for a word the catalog
+  never says, "a watch I can get engraved"), an aside before it ("Shame. What other ..."), occasions and adverbs.
+  A purpose word that opens the request ("Which of your watches can track my sleep?") or a "that" followed by a
+  verb of having or doing ("a backpack that comes with a rain cover", "a watch that says the time") does not hide
+  what it asks for.
 """
 
 from __future__ import annotations
