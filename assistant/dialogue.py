@@ -1134,7 +1134,9 @@ class Dialogue:
         words = set(_words(text))
         found = self._lookup(text, state)  # once, for the plural, the pick and "and the Juno?"
         if intent.reference is None and words & {"they", "them", "these", "those", "both"} and (
-                len(state.shown) > 1 or len(state.discussed) > 1) and not found:
+                len(state.shown) > 1 or len(state.discussed) > 1) and not found \
+                and not re.search(r"\b(?:does|is|can|will|has|did|would) it\b", text.lower()):
+            # (not "does it come with a bag to keep them in": it is the product, them what it holds)
             # "what do they each cost?" after two questions (but "the Aeon capri, where's the pocket on those")
             pair = state.discussed[-2:] if len(state.discussed) > 1 else state.shown[:2]
             return self._about_several(intent, text, pair)

@@ -446,3 +446,9 @@ def test_a_word_that_sounds_like_ours_is_misheard_only_in_a_transcript() -> None
 def _absence_of(text: str) -> str | None:
     found = COVERAGE.absence(parse_query(text, QUERIES), text, heard=False)
     return found.phrase if found is not None else None
+
+
+def test_the_kind_asked_for_is_read_in_the_clause_that_asks() -> None:
+    text = "my nan is 78 and wants to keep active at home - have you got any duffles that would suit her"
+    assert COVERAGE.asked_kinds(parse_query(text, QUERIES)) == ["duffles"]
+    assert COVERAGE.asked_kinds(parse_query("a duffle bag for the gym", QUERIES)) == ["duffle", "bag"]

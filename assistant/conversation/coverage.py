@@ -301,7 +301,8 @@ class CatalogCoverage:
         a category segment, a style value or a head noun titles share), so "sports bra" asks for bras and
         "running jacket" for jackets.
         """
-        defining = self.defining_words(query.text)
+        # the clauses that ask: "my nan is 78 and wants to keep active - have you got any exercise videos" -> videos
+        defining = [w for c in self.request_clause(query.text).split(". ") for w in self.defining_words(c)]
         if not defining or (defining[-1] not in self.kind_words and _singular(defining[-1]) not in self.kind_words):
             return []
         kinds = [defining[-1]]
