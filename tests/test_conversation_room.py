@@ -452,3 +452,8 @@ def test_the_kind_asked_for_is_read_in_the_clause_that_asks() -> None:
     text = "my nan is 78 and wants to keep active at home - have you got any duffles that would suit her"
     assert COVERAGE.asked_kinds(parse_query(text, QUERIES)) == ["duffles"]
     assert COVERAGE.asked_kinds(parse_query("a duffle bag for the gym", QUERIES)) == ["duffle", "bag"]
+
+
+def test_a_title_word_before_a_kind_names_a_product_only_of_that_kind() -> None:
+    assert _named("fleece hoodie please") == ["h1"]  # the Quillon Fleece Hoodie is a hoodie
+    assert _named("fleece bag under 50") == []  # no fleece bag: "fleece" describes what is asked

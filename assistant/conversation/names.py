@@ -26,7 +26,7 @@ import jellyfish
 from rapidfuzz import fuzz, process
 
 from assistant.catalog import Catalog, Product
-from assistant.conversation.vocabulary import COMMON_WORDS, CatalogVocabulary
+from assistant.conversation.vocabulary import COMMON_WORDS, CatalogVocabulary, singular_forms
 from assistant.search import MEASURE_UNITS, ProductHit, words_to_numbers
 
 FUZZY_LINE = 84  # spelling similarity (0-100) for a word to count as a product-line name heard slightly wrong
@@ -121,7 +121,8 @@ class ProductNames:
         for i, word in enumerate(words):  # title words few products have: "the softshell", "the canvas jacket"
             if _is_measure(word) and "the" not in words[max(0, i - 3) : i]:
                 continue  # "I'm six foot one" is a height; "the 10 foot one" names the strap
-            if i not in naming and word in self._distinctive and self._naming(words, i):
+            if i not in naming and word in self._distinctive and self._naming(words, i) \
+                    and self._is_said_kind(words, i, self._distinctive[word]):
                 naming[i] = self._distinctive[word]
         for position, ids in sorted(naming.items()):
             candidates = [pid for pid in ids if pid not in seen]
@@ -184,6 +185,22 @@ class ProductNames:
         # "... bike short" names the product; "a sports bra" and "bike shorts" ask for a kind of thing
         return after in self.vocabulary.kinds and before not in ("a", "an", "any", "some") and \
             not (after.endswith("s") and not after.endswith("ss"))  # "black sports bras" ask for a kind
+
+    def _is_said_kind(self, words: Sequence[str], i: int, ids: Sequence[str]) -> bool:
+        """Whether a title word named with the kind after it ("bike short") names products of that kind.
+
+        "workout gear" is no Iris Workout *Top*: the word before a kind names a product only if the product is one.
+        """
+        before = words[i - 1] if i > 0 else ""
+        after = words[i + 1] if i + 1 < len(words) else ""
+        if before in ("the", "that", "this", "those") or after in ("one", "ones") or after not in self.vocabulary.kinds:
+            return True
+        forms = set(singular_forms(after)) | {after}
+        for pid in ids:
+            product = self._products.get(pid)
+            if product is not None and forms & set(_words(" ".join([product.title, *product.category.split("/")]))):
+                return True
+        return False
 
     def _best(self, hits: Sequence[ProductHit], kind_words: set[str], words: Sequence[str]) -> ProductHit:
         """Of several products of one line, the one whose title shares most of the turn's words."""
