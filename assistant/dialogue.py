@@ -162,6 +162,7 @@ _WEAR = re.compile(r"\b(?:wear|wearing|outfit|outfits|dress(?:ed)? (?:in|for)|pu
 _BODY_SIZE = re.compile(r"(?:x{0,3}[sml]|x{1,3}l|xs|xxs|\d{1,2}(?:\.5)?|one size)", re.IGNORECASE)
 _MEASURE_WORDS = {("volume", True): "bigger", ("volume", False): "smaller", ("length", True): "longer",
                   ("length", False): "shorter", ("weight", True): "heavier", ("weight", False): "lighter"}
+_LIKE_IT = re.compile(r"\b(?:along (?:those|these|the same) lines|like (?:it|that|this)(?: one)?|similar|something like)\b")
 _IN_THE_CART = re.compile(r"\b(?:in|into|to) (?:the|my|your) (?:cart|basket|trolley)\b")
 _SAME_SPEC = re.compile(r"\bsame (?:size|colou?r)s?\b")
 _WITHOUT = re.compile(r"\b(?:without|w/o|minus|non|not|no)[- ](?:any |a |an |the )?([a-z]+)")
@@ -792,7 +793,11 @@ class Dialogue:
         if absence is not None:
             hits = [replace(h, near_miss=("kind",) if absence.kind else ("feature",)) for h in hits]
         elif image_id is None:
-            hits = self._other_kinds_last(query, hits)
+            kind_of = query
+            if not fresh and state.focus is not None and _LIKE_IT.search(text.lower()):
+                # "anything along those lines under sixty?" after the Ingrid jacket: jackets
+                kind_of = SearchQuery(text=_words(spoken_name(state.focus.product.title))[-1])
+            hits = self._other_kinds_last(kind_of, hits)
         if hits:  # nothing found: "the second one" still means the list the shopper saw before
             state.shown, state.focus, state.discussed = list(hits), None, []
             names = self.names
