@@ -326,11 +326,12 @@ _GENDER_WORDS: dict[str, str] = {
 
 # The person a product is for, which says the department: "get my dad a watch", "for my wife", "for him". The word is
 # kept in the query text (it may still say more: "a gift for my girlfriend").
-_HIS = frozenset("dad daddy father husband hubby boyfriend brother grandpa grandad granddad grandfather uncle him "
-                 "fiance".split())
-_HERS = frozenset("mom mum mommy mummy mother wife girlfriend sister grandma gran granny nan nana grandmother aunt "
-                  "her fiancee".split())
-_RECIPIENT_RE = re.compile(r"\b(?:(?:my|our|his|her)\s+(?P<who>" + "|".join(sorted(_HIS | _HERS - {"him", "her"})) +
+# (the people also tell what the shopper says of their life from what they ask for: assistant.conversation.coverage)
+HIS_PEOPLE = frozenset("dad daddy father husband hubby boyfriend brother grandpa grandad granddad grandfather uncle "
+                       "fiance".split())
+HER_PEOPLE = frozenset("mom mum mommy mummy mother wife girlfriend sister grandma gran granny nan nana grandmother "
+                       "aunt fiancee".split())
+_RECIPIENT_RE = re.compile(r"\b(?:(?:my|our|his|her)\s+(?P<who>" + "|".join(sorted(HIS_PEOPLE | HER_PEOPLE)) +
                            r")(?:'?s)?\b|\bfor\s+(?P<pro>him|her)\b(?!\s+(?:own|size|colou?r)))")
 
 
@@ -541,7 +542,7 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
         gender = canonical_gender(m["g"])
         norm = norm[: m.start()] + " " + norm[m.end() :]
     elif r := _RECIPIENT_RE.search(norm):  # "a watch for my dad": for whom says which department
-        gender = "men" if (r["who"] or r["pro"]) in _HIS else "women"
+        gender = "men" if r["who"] in HIS_PEOPLE or r["pro"] == "him" else "women"
     brand = category = None
     if vocab is not None:
         if found := vocab.brand_in(norm):

@@ -37,7 +37,7 @@ from rapidfuzz import fuzz
 
 from assistant.catalog import Catalog, Product
 from assistant.conversation.vocabulary import COMMON_WORDS, CatalogVocabulary, plural, singular_forms
-from assistant.search import COLOR_SYNONYMS, NUMBER_WORDS, QueryVocab, SearchQuery
+from assistant.search import COLOR_SYNONYMS, HER_PEOPLE, HIS_PEOPLE, NUMBER_WORDS, QueryVocab, SearchQuery
 
 SOUND_ALIKE_SPELLING = 60  # rapidfuzz ratio: "tea" for "tee" (67) is the same word misheard; "nike"/"neck" (50) not
 SYNONYM_COSINE = 0.8  # MiniLM cosine from which a missing word counts as another name of a catalog kind ("trousers")
@@ -72,10 +72,9 @@ _REQUEST_CUE = re.compile(r"\b(?:wants?|needs?|have|got|sell|carry|stock|find|sh
                           r"something|what|which|recommend|suggest)\b|\?")
 # "my dad a watch", "my nan is 78", "my sister's just ...": the people in the shopper's life are never what is asked
 # for (a thing of theirs may be: "my Fitbit broke, do you sell them?").
-_PEOPLE = ("dad|daddy|father|husband|hubby|boyfriend|brother|grandpa|grandad|granddad|grandfather|uncle|son|mom|mum|"
-           "mommy|mummy|mother|wife|girlfriend|sister|grandma|gran|granny|nan|nana|grandmother|aunt|daughter|kids?|"
-           "children|friends?|buddy|mate|partner|fianc[eé]e?|physio|physiotherapist|doctor|coach|trainer|boss|"
-           "colleague|coworker|teacher|niece|nephew|cousin|baby|toddler|family|parents?|in-laws?")
+_PEOPLE = "|".join(sorted(HIS_PEOPLE | HER_PEOPLE)) + (
+    "|son|daughter|kids?|children|friends?|buddy|mate|partner|fiancé|fiancée|physio|physiotherapist|doctor|coach|"
+    "trainer|boss|colleague|coworker|teacher|niece|nephew|cousin|baby|toddler|family|parents?|in-laws?")
 _POSSESSION = re.compile(rf"\b(?:my|his|her|our|their)\s+(?:(?:little|older|younger|big|best|new|old)\s+)?(?:{_PEOPLE})"
                          r"(?:'s)?\b")
 

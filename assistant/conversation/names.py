@@ -121,8 +121,7 @@ class ProductNames:
         for i, word in enumerate(words):  # title words few products have: "the softshell", "the canvas jacket"
             if _is_measure(word) and "the" not in words[max(0, i - 3) : i]:
                 continue  # "I'm six foot one" is a height; "the 10 foot one" names the strap
-            if i not in naming and word in self._distinctive and self._naming(words, i) \
-                    and self._is_said_kind(words, i, self._distinctive[word]):
+            if i not in naming and word in self._distinctive and self._naming(words, i, self._distinctive[word]):
                 naming[i] = self._distinctive[word]
         for position, ids in sorted(naming.items()):
             candidates = [pid for pid in ids if pid not in seen]
@@ -176,31 +175,28 @@ class ProductNames:
         near = {words[j] for j in (i - 1, i + 1) if 0 <= j < len(words)} - _GENERIC
         return any(near & (self._title_words.get(pid, set()) - {line}) for pid in self._lines.get(line, ()))
 
-    def _naming(self, words: Sequence[str], i: int) -> bool:
-        """Whether a descriptive word is used as a name: "the softshell", "the canvas jacket", "the light one"."""
+    def _naming(self, words: Sequence[str], i: int, ids: Sequence[str] | None = None) -> bool:
+        """Whether a descriptive word is used as a name: "the softshell", "the canvas jacket", "the light one".
+
+        Said before a kind without "the" ("bike short"), it names one of the products `ids` (when given) only if that
+        product is of the kind: "workout gear" is no Iris Workout *Top*.
+        """
         before = words[i - 1] if i > 0 else ""
         after = words[i + 1] if i + 1 < len(words) else ""
         if before in ("the", "that", "this", "those") or after in ("one", "ones"):
             return True
         # "... bike short" names the product; "a sports bra" and "bike shorts" ask for a kind of thing
-        return after in self.vocabulary.kinds and before not in ("a", "an", "any", "some") and \
-            not (after.endswith("s") and not after.endswith("ss"))  # "black sports bras" ask for a kind
+        if after not in self.vocabulary.kinds or before in ("a", "an", "any", "some") or \
+                (after.endswith("s") and not after.endswith("ss")):  # "black sports bras" ask for a kind
+            return False
+        return ids is None or any(self._is_of_kind(pid, after) for pid in ids)
 
-    def _is_said_kind(self, words: Sequence[str], i: int, ids: Sequence[str]) -> bool:
-        """Whether a title word named with the kind after it ("bike short") names products of that kind.
-
-        "workout gear" is no Iris Workout *Top*: the word before a kind names a product only if the product is one.
-        """
-        before = words[i - 1] if i > 0 else ""
-        after = words[i + 1] if i + 1 < len(words) else ""
-        if before in ("the", "that", "this", "those") or after in ("one", "ones") or after not in self.vocabulary.kinds:
-            return True
-        forms = set(singular_forms(after)) | {after}
-        for pid in ids:
-            product = self._products.get(pid)
-            if product is not None and forms & set(_words(" ".join([product.title, *product.category.split("/")]))):
-                return True
-        return False
+    def _is_of_kind(self, pid: str, kind: str) -> bool:
+        """Whether the product's title or category path says the kind ("bag", "top")."""
+        product = self._products.get(pid)
+        forms = set(singular_forms(kind)) | {kind}
+        return product is not None and bool(forms & set(_words(" ".join([product.title,
+                                                                           *product.category.split("/")]))))
 
     def _best(self, hits: Sequence[ProductHit], kind_words: set[str], words: Sequence[str]) -> ProductHit:
         """Of several products of one line, the one whose title shares most of the turn's words."""

@@ -10,7 +10,6 @@ catalog lacks, which the reply then says it does not carry.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from assistant.catalog import Catalog
@@ -132,8 +131,3 @@ class ListedItems:
             return None
         return Item(" ".join(run), head, known, one)
 
-
-def one_of_each(items: Iterable[Item]) -> str:
-    """How the list is echoed: "water bottle, jump rope and foam roller"."""
-    names = [it.phrase for it in items]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
