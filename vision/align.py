@@ -21,7 +21,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +41,10 @@ from vision.towers import LITE0_BODY_CHANNELS, colour_cells, lit_trainable
 log = logging.getLogger(__name__)
 
 _FEATURE_CHUNK = 32  # images decoded + augmented + encoded per step of the feature-caching loop
+
+ProgressFn = Callable[[str, int, int], None]
+"""``(step, done, total)``, called as a long step advances: the CLI draws it, the server's background worker
+reports it in ``/healthz``."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ def cache_body_features(
     n_views: int,
     seed: int,
     cache: EmbeddingCache | None,
-    progress: bool = False,
+    progress: bool | ProgressFn = False,
     desc: str = "tower features",
 ) -> torch.Tensor:
     """Frozen features of each photo (view 0) and ``n_views - 1`` phone-style views → [n, n_views, C, 7, 7].
@@ -124,7 +128,7 @@ def cache_body_features(
     keys = {kind: [_body_key(shas[i], v, seed, kind) for i, v in jobs] for kind in kinds}
     found = cache.get_many([k for ks in keys.values() for k in ks]) if cache is not None else {}
     todo = [j for j in range(len(jobs)) if any(keys[kind][j] not in found for kind in kinds)]
-    bar = _progress(len(todo), desc) if progress and todo else None
+    bar = _Steps(progress, desc, len(todo), "img") if todo else None
 
     def render(job: tuple[int, int]) -> torch.Tensor:
         i, v = job
@@ -175,10 +179,32 @@ def cache_text_features(
     return torch.from_numpy(np.stack([found[k] for k in keys]).astype(np.float32))
 
 
-def _progress(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
+class _Steps:
+    """One named step of ``progress``: a tqdm bar when True, the callback when callable, nothing when False."""
 
-    return tqdm(total=total, desc=desc, unit="img")
+    def __init__(self, progress: bool | ProgressFn, step: str, total: int, unit: str) -> None:
+        self.callback = progress if callable(progress) else None
+        self.bar: Any = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=step, unit=unit)
+        self.step, self.total, self.done = step, total, 0
+        if self.callback is not None:
+            self.callback(step, 0, total)
+
+    def update(self, n: int = 1, **postfix: str) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(postfix)
+        if self.callback is not None:
+            self.callback(self.step, self.done, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def multi_positive_nce(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -251,7 +277,7 @@ def align(
     out: Path,
     cache_dir: Path | None = None,
     config: AlignConfig | None = None,
-    progress: bool = True,
+    progress: bool | ProgressFn = True,
 ) -> Path:
     """Train the projection heads of ``base`` on ``(image_path, text, label)`` pairs and write a checkpoint.
 
@@ -264,7 +290,7 @@ def align(
         out: checkpoint path to write.
         cache_dir: where frozen tower features are cached (``align_features.sqlite``); None caches nothing.
         config: training options.
-        progress: show progress bars.
+        progress: True: progress bars on stderr; a `ProgressFn`: called as each step advances; False: silent.
 
     Returns:
         ``out``.
@@ -326,9 +352,7 @@ def align(
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     t_train = time.perf_counter()
-    bar = _progress(total, "align: training") if progress else None
-    if bar is not None:
-        bar.unit = "step"
+    bar = _Steps(progress, "align: training", total, "step")
     last: dict[str, torch.Tensor] = {}
     for _epoch in range(cfg.epochs):
         order = train_pairs[torch.randperm(len(train_pairs), generator=gen).numpy()] if len(train_pairs) else []
@@ -370,11 +394,8 @@ def align(
                 loss.backward()
                 opt.step()
             sched.step()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in last.items()})
-    if bar is not None:
-        bar.close()
+            bar.update(1, **{k: f"{float(v.detach()):.3f}" for k, v in last.items()})
+    bar.close()
     train_s = time.perf_counter() - t_train
     for param in params.values():
         param.requires_grad_(False)
@@ -403,6 +424,7 @@ def align(
         "align_config": asdict(cfg),
         "metrics": metrics,
         "state_dict": {n: v.detach().cpu().clone() for n, v in params.items()},
+        "labels": sorted(label_ids),  # what it was trained on: a server tells from them whether a catalog is covered
     }
     tmp = out.with_suffix(out.suffix + ".tmp")
     torch.save(ckpt, tmp)

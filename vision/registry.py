@@ -12,6 +12,7 @@ Two kinds of entry:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ CHECKPOINT_FORMAT = "shoptalk-vision-lit/2"  # /2 added the colour branch (LitCo
 # older formats: the LitConfig fields they predate, with the values that reproduce them
 _LEGACY_FORMATS = {"shoptalk-vision-lit/1": {"colour_bins": 0, "attn_pool": False, "colour_gain": 1.0}}
 LITE0_MEAN_STD = (0.5, 0.5, 0.5)  # TF EfficientNet-Lite scales inputs to [-1, 1]
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"
 
 
 class UnknownModelError(KeyError):
@@ -118,6 +120,26 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     elif fmt != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (format {fmt!r})")
     return ckpt
+
+
+def shipped_heads(name: str) -> Path | None:
+    """The heads of ``name`` aligned on the demo catalog, shipped in ``vision/checkpoints``, or None.
+
+    ``make vision-heads`` rebuilds them; with them a fresh data dir serves the demo without aligning.
+    """
+    path = SHIPPED_DIR / f"{name.replace('/', '_')}-demo.pt"
+    return path if path.is_file() else None
+
+
+def checkpoint_labels(path: Path) -> frozenset[str]:
+    """The pair labels an ``align`` checkpoint was trained on (empty for checkpoints that predate the record)."""
+    stat = Path(path).stat()
+    return _labels(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _labels(path: str, mtime_ns: int, size: int) -> frozenset[str]:  # keyed by the file's version
+    return frozenset(load_checkpoint(Path(path)).get("labels", ()))
 
 
 def _file_hash(path: Path) -> str:
