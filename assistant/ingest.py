@@ -40,7 +40,14 @@ from typing import Any, Literal
 import httpx
 from PIL import Image
 from rich.console import Group, RenderableType
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -575,7 +582,7 @@ def _progress(enabled: bool) -> Progress:
     from rich.console import Console
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), disable=not enabled)
+                    TextColumn("left"), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
 
 
 def records_from_json(body: Any) -> list[tuple[int, dict[str, Any] | RowError]]:

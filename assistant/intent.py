@@ -611,7 +611,7 @@ class IntentRecognizer:
     def classifier(self) -> IntentClassifier:
         """The intent MLP: loaded from the cache, or trained (and cached) on first use."""
         if self._classifier is None:
-            self._classifier = self._load_or_train()
+            self._classifier = self._load_or_train(self.words)
         return self._classifier
 
     def warmup(self) -> IntentRecognizer:
@@ -621,10 +621,10 @@ class IntentRecognizer:
             self.recognize("hello")
         return self
 
-    def _load_or_train(self) -> IntentClassifier:
+    def _load_or_train(self, words: CatalogWords | None) -> IntentClassifier:
         from assistant.intent_data import training_examples
 
-        examples = training_examples(words=self.words)
+        examples = training_examples(words=words)
         texts = [normalize_asr(e.text, self.vocab) for e in examples]
         labels = [e.intent for e in examples]
         contexts = np.stack([DialogueContext.of(e.context).features() for e in examples])
@@ -646,6 +646,22 @@ class IntentRecognizer:
         if path is not None:
             classifier.save(path)
         return _TRAINED.setdefault(key, classifier)
+
+    def retrain(self, words: CatalogWords | None, vocab: QueryVocab | None = None) -> bool:
+        """Learn another catalog's words (after a reload).
+
+        This recogniser answers with the current classifier until the new one is trained (or loaded from the
+        cache), then switches at once. False when `words` are the same.
+
+        `vocab`: the new catalog's category and brand vocabulary, used for slots from now on.
+        """
+        if vocab is not None:
+            self.vocab = vocab
+        if words == self.words:
+            return False
+        classifier = self._load_or_train(words) if self.mode == "model" else None
+        self.words, self._classifier = words, classifier
+        return True
 
     def recognize(self, text: str, context: DialogueContext | Mapping[str, Any] | None = None) -> Intent:
         """Recognise the intent and slots of one turn.

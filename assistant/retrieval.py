@@ -353,9 +353,8 @@ class HybridRetriever:
         self.index_kind = index_kind
         self.vector_url = vector_url
         parse_vector_url(vector_url, self.cache_dir)  # an unknown scheme fails here, before anything is built
-        wanted = tuple(sources) if sources is not None else SOURCES
-        aligned = image_encoder is not None and bool(getattr(image_encoder, "aligned", False))
-        self.sources = tuple(s for s in wanted if s != "image" or aligned)
+        self._wanted = tuple(sources) if sources is not None else SOURCES
+        self.sources = self._sources_for(image_encoder)
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
         self.vocab = QueryVocab({}, {})
@@ -367,6 +366,11 @@ class HybridRetriever:
         self._build(catalog, use_cached_index=True)
 
     # -- building --
+
+    def _sources_for(self, image_encoder: Any | None) -> tuple[str, ...]:
+        """The wanted sources that `image_encoder` can serve (text→image needs aligned heads)."""
+        aligned = image_encoder is not None and bool(getattr(image_encoder, "aligned", False))
+        return tuple(s for s in self._wanted if s != "image" or aligned)
 
     @property
     def _encoder_name(self) -> str:
@@ -467,20 +471,22 @@ class HybridRetriever:
             files[fallback] = None
         return list(files)
 
-    def _image_store(self) -> Any:
-        if self.cache_dir is None or self.image_encoder is None:
+    def _image_store(self, encoder: Any) -> Any:
+        if self.cache_dir is None:
             return None
         try:
             from vision.cache import EmbeddingCache
         except ImportError:
             return None
-        return EmbeddingCache(
-            self.cache_dir / f"image-vectors-{_safe_name(str(self.image_encoder.name))}.sqlite"
-        )
+        return EmbeddingCache(self.cache_dir / f"image-vectors-{_safe_name(str(encoder.name))}.sqlite")
 
     def _add_images(self, ids: Iterable[str]) -> None:
         if self.image_encoder is None or self.image_index is None:
             return
+        self._index_photos(ids, self.image_encoder, self.image_index)
+
+    def _index_photos(self, ids: Iterable[str], encoder: Any, index: VectorIndex) -> None:
+        """Encode the photos of products `ids` with `encoder` into `index`."""
         owners: list[str] = []
         paths: list[Path] = []
         for pid in ids:
@@ -490,11 +496,29 @@ class HybridRetriever:
         if not paths:
             return
         start = time.perf_counter()
-        vectors = np.asarray(
-            self.image_encoder.encode_image_files(paths, self._image_store()), dtype=np.float32
-        )
-        self.image_index.add(owners, vectors)
+        vectors = np.asarray(encoder.encode_image_files(paths, self._image_store(encoder)), dtype=np.float32)
+        index.add(owners, vectors)
         log.info("indexed %d product photos in %.2f s", len(paths), time.perf_counter() - start)
+
+    def set_image_encoder(self, encoder: Any) -> None:
+        """Serve photo lookup (and text→image, when aligned) with another image encoder, e.g. newly aligned heads.
+
+        The catalog's photos are encoded with it first, while searches go on with the current one; then the
+        encoder, its index and the sources switch at once, so no search mixes the two.
+        """
+        with self._lock:
+            ids = set(self._entries)
+        key = str(getattr(encoder, "model_key", encoder.name))
+        name = f"{IMAGE_COLLECTION}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+        index = self._new_index(int(encoder.dim), name)
+        self._index_photos(sorted(ids), encoder, index)
+        with self._lock:  # products added or changed while the photos were encoded
+            now = set(self._entries)
+            index.remove(sorted(ids - now))
+            self._index_photos(sorted(now - ids), encoder, index)
+            self.image_encoder, self.image_index = encoder, index
+            self.sources = self._sources_for(encoder)
+        log.info("photo lookup now uses %s (sources: %s)", key, ", ".join(self.sources))
 
     def rebuild(self) -> None:
         """Rebuild every index from the current catalog (cached text vectors are reused)."""
@@ -627,7 +651,17 @@ class HybridRetriever:
             rankings = self._word_rankings(query.text, set(variants), query.k * DIVERSITY_POOL)
             return self._hits(query, rankings, variants)
 
-    def search_image(self, image_vector: np.ndarray, query: SearchQuery | None = None) -> list[ProductHit]:
+    def search_photo(self, image: Any, query: SearchQuery | None = None) -> list[ProductHit]:
+        """`search_image` of a shopper's photo (a PIL image), encoded by the image encoder serving now."""
+        with self._lock:
+            encoder, index = self.image_encoder, self.image_index
+        if encoder is None or index is None:
+            raise ValueError("image search needs an image encoder: HybridRetriever(..., image_encoder=...)")
+        vector = encoder.encode_image([image])[0]  # outside the lock: a photo encode does not hold up searches
+        return self.search_image(vector, query, index=index)
+
+    def search_image(self, image_vector: np.ndarray, query: SearchQuery | None = None, *,
+                     index: VectorIndex | None = None) -> list[ProductHit]:
         """Products that look like a photo, optionally constrained and steered by words.
 
         "like this but in blue, under $40" returns only blue items at most $40, ranked by how much they look like
@@ -636,6 +670,7 @@ class HybridRetriever:
         Args:
             image_vector: The photo's embedding from the same image encoder, [dim] (or [n, dim] for several views).
             query: The spoken/typed words (parsed), whose filters apply hard; None for the photo alone.
+            index: The photo index `image_vector` was encoded for (default: the one serving now).
 
         Returns:
             Hits, best first.
@@ -643,7 +678,8 @@ class HybridRetriever:
         Raises:
             ValueError: The retriever has no image encoder.
         """
-        if self.image_index is None:
+        index = index or self.image_index
+        if index is None:
             raise ValueError("image search needs an image encoder: HybridRetriever(..., image_encoder=...)")
         query = query or SearchQuery(text="")
         if query.k <= 0:
@@ -654,7 +690,7 @@ class HybridRetriever:
             if not variants:
                 return []
             n = query.k * DIVERSITY_POOL
-            rankings = {"photo": self.image_index.search(image_vector, n, allowed=set(variants))}
+            rankings = {"photo": index.search(image_vector, n, allowed=set(variants))}
             rankings.update(self._word_rankings(words, set(variants), n))
             return self._hits(query, rankings, variants, photo=True)
 

@@ -21,6 +21,12 @@ def section() -> str:
 
     parts = ["Numbers from the last `make bench` on the 2-core CPU machine (JSON in `bench/results/`); each "
              "benchmark runs its baseline in the same run."]
+    first = _load("first_run")
+    if first:
+        from bench import first_run
+
+        parts += ["", f"### A new user's first minutes (`shoptalk bench first-run`; a fresh clone of "
+                  f"{first['commit']} and a fresh data dir)", "", first_run.table(first)]
     voice = _load("voice_latency")
     if voice:
         parts += ["", f"### Voice turn latency (`shoptalk bench voice`, {voice['queries']} spoken queries, "

@@ -42,7 +42,11 @@ def create_app(settings: Settings | None = None, *, state: App | None = None) ->
             log.warning("auth is off (SHOPTALK_AUTH=%s, listening on %s): every caller is trusted as the merchant; "
                         "set SHOPTALK_AUTH=on and SHOPTALK_API_KEYS before exposing the server",
                         shared.settings.auth, shared.settings.host)
-        yield
+        shared.start_background()  # what only improves quality starts now that the server can answer
+        try:
+            yield
+        finally:
+            shared.stop_background()
 
     app = FastAPI(title="ShopTalk", version="0.1.0", lifespan=lifespan)
     app.state.shoptalk = state

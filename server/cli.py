@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from server.cli_common import DataDir, cli_settings
+from server.cli_common import DataDir, cli_settings, progress_view
 from server.cli_intent import bench_dialogue, intent
 from server.cli_memory import memory_app
 from server.cli_token import token_app
@@ -370,8 +370,15 @@ def vision_align(
     data_dir: DataDir,
     epochs: Annotated[int | None, typer.Option(help="Training epochs (default: AlignConfig's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Retrain even if a checkpoint exists.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Write the heads here (default: the data dir's, which the "
+                                              "server serves).")] = None,
+    progress_json: Annotated[bool, typer.Option("--progress-json", help="Progress as JSON lines on stdout (for "
+                                                "the server's background worker).")] = False,
 ) -> None:
-    """Train the projection heads on the served catalog's (photo, text) pairs, towers frozen (LiT)."""
+    """Train the projection heads on the served catalog's (photo, text) pairs, towers frozen (LiT).
+
+    A server aligns a catalog its heads do not cover by itself, in the background; this command does it now.
+    """
     from dataclasses import replace
 
     from assistant.vision_pairs import catalog_pairs
@@ -379,21 +386,23 @@ def vision_align(
     from vision.align import AlignConfig, align
 
     settings = cli_settings(data_dir)
-    out = settings.aligned_checkpoint
+    say = Console(stderr=True).print if progress_json else console.print  # stdout carries the progress lines
+    out = out or settings.aligned_checkpoint
     if out.exists() and not force:
-        console.print(f"aligned heads already at {out} (use --force to retrain)")
+        say(f"aligned heads already at {out} (use --force to retrain)")
         return
     configure_threads(settings)
     pairs = catalog_pairs(load_catalog(settings))
     if not pairs:
-        console.print("[red]the catalog has no product photos to align on[/red]")
+        say("[red]the catalog has no product photos to align on[/red]")
         raise typer.Exit(2)
     config = AlignConfig() if epochs is None else replace(AlignConfig(), epochs=epochs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    console.print(f"aligning {settings.vision_model} on {len(pairs)} (photo, text) pairs")
-    align(pairs, base=settings.vision_model, out=out, cache_dir=settings.cache_dir / "vision", config=config,
-          progress=True)
-    console.print(f"aligned heads written to {out}")
+    say(f"aligning {settings.vision_model} on {len(pairs)} (photo, text) pairs")
+    with progress_view(json_lines=progress_json) as progress:
+        align(pairs, base=settings.vision_model, out=out, cache_dir=settings.cache_dir / "vision", config=config,
+              progress=progress)
+    say(f"aligned heads written to {out}")
 
 
 def _ranker_searcher(settings: Settings, catalog_file: Path | None, ranker: Any) -> Any:
@@ -508,6 +517,21 @@ def bench_photo(
     from bench.photo_lookup import main as bench_main
 
     bench_main(cli_settings(data_dir).cache_dir / "vision", out=out, luma_dir=luma_dir, quick=quick)
+
+
+@bench_app.command("first-run")
+def bench_first_run(
+    venv: Annotated[Path | None, typer.Option(help="Reuse this virtual environment instead of `make install` in "
+                                               "the clone (the install is then not timed).")] = None,
+    heads: Annotated[Path | None, typer.Option(help="Also compare demo photo lookup with the shipped heads against "
+                                                "these aligned heads.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the temporary clone and data dir.")] = False,
+    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/first_run.json"),
+) -> None:
+    """A new user's first minutes: fresh clone, `make install`, `make run`, a typed and a spoken turn, timed."""
+    from bench.first_run import main as bench_main
+
+    bench_main(out=out, venv=venv, heads=heads, keep=keep)
 
 
 @bench_app.command("index")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,3 +23,68 @@ def cli_settings(data_dir: Path, **overrides: Any) -> Settings:
     if not os.environ.get("SHOPTALK_ONLINE"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # packaged weights only; no hub round-trips
     return Settings(data_dir=data_dir, **{k: v for k, v in overrides.items() if v is not None})
+
+
+ProgressFn = Callable[[str, int, int], None]  # (step, done, total)
+
+
+@contextmanager
+def progress_view(json_lines: bool = False) -> Iterator[ProgressFn]:
+    """A ``(step, done, total)`` callback for a long command's progress.
+
+    Rich bars on stderr, one per step, each with how far it is, the time spent and roughly the time left (a line
+    per tenth when stderr is not a terminal); with `json_lines`, one JSON object per update on stdout instead
+    (``{"step", "done", "total"}``: what `server.background` reads from a child process).
+    """
+    if json_lines:
+
+        def emit(step: str, done: int, total: int) -> None:
+            print(json.dumps({"step": step, "done": done, "total": total}), flush=True)
+
+        yield emit
+        return
+    if not sys.stderr.isatty():  # a log: a line per tenth of each step, with the time left
+        yield _progress_lines()
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("left"), TimeRemainingColumn(), console=Console(stderr=True))
+    tasks: dict[str, TaskID] = {}
+
+    def update(step: str, done: int, total: int) -> None:
+        if step not in tasks:
+            tasks[step] = bars.add_task(step, total=total)
+        bars.update(tasks[step], completed=done, total=total)
+
+    with bars:
+        yield update
+
+
+def _progress_lines() -> ProgressFn:
+    import time
+
+    started: dict[str, float] = {}
+    said: dict[str, int] = {}
+
+    def update(step: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        started.setdefault(step, now)
+        tenth = 10 * done // max(1, total)
+        if said.get(step) == tenth:
+            return
+        said[step] = tenth
+        spent = now - started[step]
+        left = f", about {spent * (total - done) / done:.0f} s left" if 0 < done < total else ""
+        print(f"{step}: {done}/{total}{left}", file=sys.stderr, flush=True)
+
+    return update

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from assistant.batching import BatchedQueryEncoder, ScheduledTTS, batched_ranker_queries
 from assistant.catalog import Catalog
 from assistant.catalog_store import CatalogStore, default_store, store_exists
@@ -23,9 +21,9 @@ from assistant.intent_data import CatalogWords
 from assistant.memory import MemoryConfig, MemoryStore, create_memory
 from assistant.pipeline import Brain, BrainOptions
 from assistant.retrieval import HybridRetriever
-from assistant.search import ProductHit, SearchQuery
 from assistant.session import Engines
 from ranking.text_encoder import TextEncoder
+from server.background import BackgroundWorker
 from server.metrics import watch_batchers
 from server.security import Gate
 from server.settings import Settings
@@ -50,8 +48,12 @@ class App:
     images: ImageStore
     store: CatalogStore | None = None
     copy_writer: Any = None  # built on the first POST /v1/copy
+    retriever: HybridRetriever | None = None  # first-stage retrieval, under `searcher` (its photo index is swapped)
+    heads: HeadsChoice | None = None  # the aligned heads serving photos now
+    background: BackgroundWorker | None = None  # quality work after the first answer (``settings.background``)
     _reindex_lock: threading.Lock = field(default_factory=threading.Lock)
     _gate: Gate | None = None
+    _store_version: int | None = None  # the store's change counter the served catalog was loaded at
 
     @property
     def gate(self) -> Gate:
@@ -69,6 +71,7 @@ class App:
         if self.store is None:
             return {}
         with self._reindex_lock:
+            self._store_version = self.store.version()
             catalog = self.store.load_catalog()
             stats: dict[str, int] = {}
             if hasattr(self.searcher, "update"):
@@ -81,19 +84,78 @@ class App:
             dialogue = self.engines.brain.dialogue
             if dialogue is not None:
                 dialogue.set_catalog(catalog, vocabulary)
+            self.improve(vocabulary)
             return stats
 
+    def start_background(self) -> None:
+        """Start the background worker (``settings.background``) and queue what the served catalog lacks."""
+        if not self.settings.background or self.background is not None:
+            return
+        from server.background import BackgroundWorker
 
-class EncoderPhotoSearcher:
-    """Photo lookup: encode the shopper's photo, then image similarity (+ the words' filters and sources)."""
+        self.background = BackgroundWorker()
+        self.improve()
+        if self.store is not None and self.settings.catalog_poll_s > 0:
+            if self._store_version is None:
+                self._store_version = self.store.version()
+            threading.Thread(target=self._watch_store, args=(self.background.stopping,), name="shoptalk-catalog",
+                             daemon=True).start()
 
-    def __init__(self, encoder: Any, retriever: HybridRetriever) -> None:
-        self.encoder = encoder
-        self.retriever = retriever
+    def stop_background(self) -> None:
+        if self.background is not None:
+            self.background.close()
 
-    def search_photo(self, image: Image.Image, query: SearchQuery | None) -> list[ProductHit]:
-        vector = self.encoder.encode_image([image])[0]
-        return self.retriever.search_image(vector, query)
+    def _watch_store(self, stop: threading.Event) -> None:
+        """Reload when another process changed the store (``shoptalk catalog ingest`` while the server runs)."""
+        while not stop.wait(self.settings.catalog_poll_s):
+            store = self.store
+            try:
+                changed = store is not None and store.version() != self._store_version
+                if changed:
+                    log.info("the catalog store changed outside this server: reloading")
+                    self.reload_catalog()
+            except Exception:  # noqa: BLE001 - a failed reload is logged; the server serves the catalog it has
+                log.exception("catalog reload failed")
+
+    def improve(self, vocabulary: CatalogVocabulary | None = None) -> None:
+        """Queue the quality work the served catalog lacks.
+
+        Heads aligned on it when those serving cover too little of it; with `vocabulary` (a new catalog's), the
+        intent model trained on its words.
+        """
+        worker = self.background
+        if worker is None or worker.stopping.is_set():
+            return
+        from server.background import align_task
+
+        dialogue = self.engines.brain.dialogue
+        if vocabulary is not None and dialogue is not None and hasattr(dialogue.recognizer, "retrain"):
+            words = catalog_words(vocabulary)
+            vocab = self.retriever.vocab if self.retriever is not None else None
+            worker.submit("intent-train", lambda report: dialogue.recognizer.retrain(words, vocab))
+        if self.retriever is None or self.retriever.image_encoder is None:
+            return
+        heads = choose_heads(self.settings, self.catalog)
+        if self.heads is not None and heads.checkpoint != self.heads.checkpoint:
+            # e.g. the demo's heads on a merchant's new catalog: the raw tower serves it until it is aligned
+            worker.submit("vision-heads", lambda report: self.use_best_heads())
+        if heads.needs_align:
+            worker.submit("vision-align", align_task(self.settings, worker.stopping,
+                                                     lambda: self.use_best_heads(force=True)))
+
+    def use_best_heads(self, *, force: bool = False) -> None:
+        """Serve photos with the heads that cover the catalog best now (`choose_heads`).
+
+        The catalog's photos are encoded with them, then encoder and index switch at once
+        (`HybridRetriever.set_image_encoder`). Nothing changes when those are the heads serving, unless `force`
+        (the file was just rewritten).
+        """
+        heads = choose_heads(self.settings, self.catalog)
+        if self.retriever is None:
+            return
+        if force or self.heads is None or heads.checkpoint != self.heads.checkpoint:
+            self.retriever.set_image_encoder(build_image_encoder(self.settings, heads))
+        self.heads = heads
 
 
 def catalog_path(settings: Settings) -> Path:
@@ -126,15 +188,66 @@ def configure_threads(settings: Settings) -> None:
     torch.set_num_threads(threads)
 
 
-def build_image_encoder(settings: Settings) -> Any:
-    """The image–text encoder, with the aligned heads when ``shoptalk vision align`` has produced them."""
+ALIGN_COVERAGE = 0.9
+"""Share of a catalog's photographed colourways that heads must have been trained on to be left as they are; below
+it a background align (`server.background`) trains heads on the catalog."""
+MIN_HEADS_COVERAGE = 0.5
+"""Below this share the heads are not used at all: photo lookup uses the raw tower (text→image off) until aligned."""
+
+
+@dataclass(frozen=True)
+class HeadsChoice:
+    """Which aligned heads serve a catalog's photos, and how much of the catalog they were trained on."""
+
+    checkpoint: Path | None  # None: the raw tower
+    coverage: float  # share of the catalog's (photo, text) labels the heads were trained on
+    explicit: bool = False  # SHOPTALK_VISION_CHECKPOINT: the operator's choice, never replaced in the background
+
+    @property
+    def needs_align(self) -> bool:
+        return not self.explicit and self.coverage < ALIGN_COVERAGE
+
+
+def choose_heads(settings: Settings, catalog: Catalog) -> HeadsChoice:
+    """The aligned heads for `catalog`.
+
+    The data dir's (``shoptalk vision align`` or a background align) or those shipped for the demo catalog,
+    whichever was trained on more of it; none when neither covers `MIN_HEADS_COVERAGE` of it.
+    """
+    from assistant.vision_pairs import catalog_pairs
+    from vision.registry import checkpoint_labels, shipped_heads
+
+    if settings.vision_checkpoint is not None:
+        return HeadsChoice(settings.vision_checkpoint, 1.0, explicit=True)
+    labels = {label for _, _, label in catalog_pairs(catalog)}
+    if not labels:
+        return HeadsChoice(None, 1.0)  # no photos: nothing to align on
+    best = HeadsChoice(None, 0.0)
+    for path in (settings.aligned_checkpoint, shipped_heads(settings.vision_model)):
+        if path is None or not path.is_file():
+            continue
+        try:
+            trained = checkpoint_labels(path)
+        except (OSError, ValueError, RuntimeError) as err:
+            log.warning("ignoring unreadable aligned heads %s: %s", path, err)
+            continue
+        coverage = len(labels & trained) / len(labels) if trained else 1.0  # heads older than the record: trusted
+        if coverage > best.coverage:
+            best = HeadsChoice(path, coverage)
+    return best if best.coverage >= MIN_HEADS_COVERAGE else HeadsChoice(None, best.coverage)
+
+
+def build_image_encoder(settings: Settings, heads: HeadsChoice) -> Any:
+    """The image–text encoder with `heads` (the raw tower when there are none)."""
     from vision import create_encoder
 
-    checkpoint = settings.aligned_checkpoint if settings.aligned_checkpoint.exists() else None
-    if checkpoint is None:
-        log.warning("no aligned heads at %s: photo lookup uses raw image features and text->image is off "
-                    "(run `shoptalk vision align`)", settings.aligned_checkpoint)
-    return create_encoder(settings.vision_model, cache_dir=settings.cache_dir / "vision", checkpoint=checkpoint,
+    if heads.checkpoint is None:
+        log.warning("no aligned heads cover this catalog: photo lookup uses raw image features and text->image is "
+                    "off until they are aligned (%s)", "in the background" if settings.background
+                    else "run `shoptalk vision align`")
+    else:
+        log.info("aligned heads %s (trained on %.0f%% of this catalog)", heads.checkpoint, 100 * heads.coverage)
+    return create_encoder(settings.vision_model, cache_dir=settings.cache_dir / "vision", checkpoint=heads.checkpoint,
                           device=settings.device)
 
 
@@ -157,6 +270,12 @@ def batch_options(settings: Settings) -> dict[str, Any]:
 
 
 def build_search(settings: Settings, *, vision: bool = True) -> tuple[Catalog, HybridRetriever, Any]:
+    catalog, retriever, image_encoder, _ = _build_search(settings, vision=vision)
+    return catalog, retriever, image_encoder
+
+
+def _build_search(settings: Settings, *, vision: bool = True
+                  ) -> tuple[Catalog, HybridRetriever, Any, HeadsChoice | None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_threads(settings)
     catalog = load_catalog(settings)
@@ -167,10 +286,11 @@ def build_search(settings: Settings, *, vision: bool = True) -> tuple[Catalog, H
         encoder = TextEncoder(device=settings.device)
         if settings.micro_batching:
             encoder = BatchedQueryEncoder(encoder, **batch_options(settings))
-    image_encoder = build_image_encoder(settings) if vision else None
+    heads = choose_heads(settings, catalog) if vision else None
+    image_encoder = build_image_encoder(settings, heads) if heads is not None else None
     retriever = HybridRetriever(catalog, encoder, image_encoder=image_encoder, cache_dir=settings.data_dir / "index",
                                 vector_url=settings.vector_url)
-    return catalog, retriever, image_encoder
+    return catalog, retriever, image_encoder, heads
 
 
 def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetriever) -> Any:
@@ -294,7 +414,7 @@ def shared_batchers(encoder: Any, searcher: Any, tts: Any) -> dict[str, Any]:
 
 def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     t0 = time.perf_counter()
-    catalog, retriever, image_encoder = build_search(settings)
+    catalog, retriever, image_encoder, heads = _build_search(settings)
     # One engine for all sessions behind a priority scheduler (finals before partials, stale partials dropped);
     # its workers decode independent requests in parallel, cpu_threads split between them.
     # With SHOPTALK_RAY_ADDRESS the engine is a proxy to the Ray workers; the scheduler then bounds the requests
@@ -307,7 +427,7 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     if settings.micro_batching:
         tts = ScheduledTTS(tts)  # every reply's first sentence before any reply's later ones
     images = ImageStore(settings.data_dir / "uploads")
-    photos = EncoderPhotoSearcher(image_encoder, retriever) if image_encoder is not None else None
+    photos = retriever if image_encoder is not None else None  # photo lookup: HybridRetriever.search_photo
     searcher = build_ranked(settings, catalog, retriever)
     memory = build_memory(settings)
     memory.purge_expired()
@@ -336,4 +456,4 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     log.info("engines ready in %.1f s (%d products, stt=%s, tts=%s, vision=%s)", time.perf_counter() - t0,
              len(catalog), settings.stt_model, settings.tts_model, getattr(image_encoder, "name", None))
     return App(settings=settings, engines=engines, catalog=catalog, searcher=searcher, tts=tts, images=images,
-               store=store)
+               store=store, retriever=retriever, heads=heads)

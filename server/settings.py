@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     tts_model: str = "hibari"
     vision_model: str = "lite0-minilm-lit"
     vision_checkpoint: Path | None = None  # default: the aligned heads `shoptalk vision align` wrote, if any
+    # Work that only improves quality runs after the server answers, in a background worker with its progress in
+    # GET /healthz: aligning the image-text heads on a catalog they were not trained on (photo lookup uses the raw
+    # tower meanwhile), retraining the intent model on a new catalog's words. False: never (`shoptalk vision align`).
+    background: bool = True
+    align_epochs: int = Field(10, ge=1, le=200)  # epochs of a background align (AlignConfig's default: 30)
+    # How often (seconds) the server looks for catalog changes made by another process (`shoptalk catalog ingest`
+    # while it runs) and reloads; 0: only changes made through its own API
+    catalog_poll_s: float = Field(5.0, ge=0.0)
     ranker: str = "smollm2-lora"  # the second-stage ranker `shoptalk ranker train/eval` works on
     # Serve it (opt-in): with the shipped checkpoint it ties hybrid retrieval with near misses on the hand-judged
     # Luma queries (0.907 vs 0.903 nDCG@10; `shoptalk bench ranking`) and adds personalisation (likes, dislikes,

@@ -10,6 +10,8 @@ from bench.common import ThreadServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No background aligns or retraining in tests unless a test asks for them (tests/test_background.py)
+os.environ.setdefault("SHOPTALK_BACKGROUND", "0")
 
 LiveServer = ThreadServer  # uvicorn on a free loopback port, in a background thread
 
