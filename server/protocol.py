@@ -1,4 +1,4 @@
-"""Wire protocol v1 (see PROTOCOL.md): event names, client-event validation and server-event builders.
+"""Wire protocol v1 (docs/protocol.md): event names, client-event validation and server-event builders.
 
 Client events are validated with pydantic; anything malformed becomes an ``invalid_event`` error, never an
 exception that reaches the connection.

@@ -1,4 +1,4 @@
-"""``WS /v1/realtime``: one conversation per connection (protocol in PROTOCOL.md).
+"""``WS /v1/realtime``: one conversation per connection (protocol in docs/protocol.md).
 
 Lifecycle: Origin check and connection rate limit -> accept -> authentication (``Authorization: Bearer`` on the
 handshake, or a first ``session.authenticate {token}`` message from browsers) -> ``session.created`` -> a receive loop that validates every client frame and hands it to the

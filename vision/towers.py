@@ -1,7 +1,8 @@
 """The offline towers: packaged EfficientNet-Lite0 ImageNet weights and the packaged all-MiniLM-L6-v2 folder.
 
 Both are joined into one open_clip custom model (a ``CustomTextCLIP`` with a timm image tower and an HF text tower);
-see /work/shared/MODELS.md, "Vision: the offline image–text encoder", for how each step was checked.
+see docs/models.md, "Photo search: EfficientNet-Lite0 + MiniLM", for where the weights come from and how they are
+prepared.
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ def build_lit_model(name: str, cfg: LitConfig, *, seed: int = 0) -> nn.Module:
     elif cfg.pool != "avg":
         raise ValueError(f"pool must be 'gem' or 'avg', not {cfg.pool!r}")
     # Frozen towers: eval() keeps BN statistics fixed.  Never lock_image_tower(freeze_bn_stats=True): it drops
-    # timm's fused ReLU6 (MODELS.md gotcha).
+    # timm's fused ReLU6, so the features explode and training learns nothing.
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
