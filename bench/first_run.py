@@ -115,8 +115,12 @@ def speak(text: str, path: Path) -> str:
     return "hibari"
 
 
-def first_run(*, venv: Path | None = None, keep: bool = False, timeout_s: float = 900.0) -> dict[str, Any]:
-    """Clone, install, ``make run``, then a typed and a spoken turn; the seconds of each phase."""
+def first_run(*, venv: Path | None = None, commit: str | None = None, keep: bool = False,
+              timeout_s: float = 900.0) -> dict[str, Any]:
+    """Clone, install, ``make run``, then a typed and a spoken turn; the seconds of each phase.
+
+    `commit`: check this revision out in the clone (a baseline) instead of HEAD.
+    """
     work = Path(tempfile.mkdtemp(prefix="shoptalk-first-run-"))
     clone, data = work / "clone", work / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPTALK_")}  # a new user's environment
@@ -127,6 +131,8 @@ def first_run(*, venv: Path | None = None, keep: bool = False, timeout_s: float 
     server: subprocess.Popen[str] | None = None
     try:
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+        if commit is not None:
+            subprocess.run(["git", "checkout", "--quiet", commit], cwd=clone, check=True)
         result["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
                                           text=True, check=True).stdout.strip()
         if venv is not None:
@@ -220,22 +226,28 @@ def heads_comparison(other: Path) -> dict[str, Any]:
         raise FileNotFoundError("no shipped heads (make vision-heads)")
     with tempfile.TemporaryDirectory() as tmp:
         demo = generate_demo_catalog(Path(tmp) / "demo").parent
-        return {"shipped": demo_photo_top1(shipped, demo), "other": {**demo_photo_top1(other, demo), "path": str(other)},
+        return {"shipped": demo_photo_top1(shipped, demo), "other": demo_photo_top1(other, demo),
                 "raw": demo_photo_top1(None, demo)}
 
 
 def table(results: dict[str, Any]) -> str:
-    """The README table of a first run."""
-    phases = results["phases"]
-    names = {"install": "`make install` (fresh venv, warm pip cache)", "prepare": "`make run`: model preparation",
-             "serve": "`make run`: server start until `/healthz` answers", "typed": "typed turn (`talk --text`)",
+    """The README table of a first run (and of its baseline commit, when it ran one)."""
+    base = results.get("baseline")
+    names = {"install": "`make install` (fresh venv, warm pip cache)", "prepare": "`make run`: before the server starts "
+             "(model preparation; the baseline also aligned the heads)", "serve": "`make run`: server start until "
+             "`/healthz` answers", "typed": "typed turn (`talk --text`)",
              "spoken": f"spoken turn (`talk --wav`, {results.get('voice', '')})"}
-    rows = ["| phase | seconds |", "|---|---:|"]
+
+    def cell(run: dict[str, Any], key: str) -> str:
+        value = run["phases"].get(key)
+        return "reused venv" if value is None else f"{value:.1f}"
+
+    rows = ["| phase | seconds |" + (f" baseline {base['commit']} |" if base else ""),
+            "|---|---:|" + ("---:|" if base else "")]
     for key, label in names.items():
-        value = phases.get(key)
-        rows.append(f"| {label} | {'reused venv' if value is None else f'{value:.1f}'} |")
+        rows.append(f"| {label} | {cell(results, key)} |" + (f" {cell(base, key)} |" if base else ""))
     rows.append(f"| **first answer after the install** (target ≤ {results['target_first_answer_s']:.0f} s) | "
-                f"**{results['first_answer_s']:.1f}** |")
+                f"**{results['first_answer_s']:.1f}** |" + (f" {base['first_answer_s']:.1f} |" if base else ""))
     heads = results.get("heads")
     if heads:
         rows += ["", "| demo photo lookup, phone-style views | top-1 | top-5 |", "|---|---:|---:|"]
@@ -247,8 +259,11 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main(*, out: Path, venv: Path | None = None, heads: Path | None = None, keep: bool = False) -> dict[str, Any]:
+def main(*, out: Path, venv: Path | None = None, heads: Path | None = None, baseline: str | None = None,
+         keep: bool = False) -> dict[str, Any]:
     results = first_run(venv=venv, keep=keep)
+    if baseline is not None:  # the same steps on an earlier commit, with this run's environment
+        results["baseline"] = first_run(venv=venv, commit=baseline, keep=keep)
     if heads is not None:
         results["heads"] = heads_comparison(heads)
     write_results(out, results)

@@ -545,6 +545,7 @@ def train(
     seed: int = 0,
     loss_name: str = "lambda",
     head_lr: float = HEAD_LR,
+    on_step: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the LoRA adapter and heads with a listwise loss; keep the best checkpoint by held-out nDCG@10.
 
@@ -564,6 +565,7 @@ def train(
         loss_name: ``lambda`` (LambdaRank, default) or ``listnet``.
         head_lr: Learning rate of the per-feature weights and the text/image scales (a few scalars that must
             move by whole units in a few hundred steps, e.g. a "disliked" weight of -3).
+        on_step: Called as ``(step name, steps done, steps planned)`` after every step (a progress view).
 
     Returns:
         ``{"initial": metrics, "best": metrics, "history": [...], "steps": int, "seconds": float}``.
@@ -601,6 +603,8 @@ def train(
             torch.nn.utils.clip_grad_norm_(list(ranker.trainable_parameters()), 1.0)
             optimizer.step()
             steps += 1
+            if on_step is not None:
+                on_step("ranker: training", steps, epochs * steps_per_epoch)
             over_time = max_seconds is not None and time.perf_counter() - start > max_seconds
             if steps % every == 0 or over_time or s == steps_per_epoch - 1 and eval_every == 0:
                 metrics = evaluate(ranker, eval_on, vectors=vectors)

@@ -463,10 +463,11 @@ def ranker_train(
     n_feedback = sum(1 for e in examples if e.meta.get("feedback"))
     out = out or settings.ranker_checkpoint_path
     out.parent.mkdir(parents=True, exist_ok=True)
-    with console.status(f"training {settings.ranker} on {len(examples)} queries ({n_feedback} from feedback; "
-                        "progress in the log)"):
+    console.print(f"training {settings.ranker} on {len(examples)} queries ({n_feedback} from feedback; held-out "
+                  "evaluations in the log; it may stop early when they stop improving)")
+    with progress_view() as progress:
         result = train(model, examples, epochs=epochs, out=out, progress=True, max_seconds=max_seconds,
-                       eval_every=100, eval_fraction=0.1, patience=4, seed=seed)
+                       eval_every=100, eval_fraction=0.1, patience=4, seed=seed, on_step=progress)
     console.print(f"held-out nDCG@10 {result['initial']['ndcg@10']:.3f} -> {result['best']['ndcg@10']:.3f}, "
                   f"MRR {result['initial']['mrr']:.3f} -> {result['best']['mrr']:.3f} "
                   f"({result['steps']} steps, {result['seconds']:.0f} s training, "
@@ -509,7 +510,7 @@ def ranker_eval(
 @bench_app.command("photo")
 def bench_photo(
     data_dir: DataDir,
-    luma_dir: Annotated[Path | None, typer.Option(help="Real catalog with photos (default: ../shared/data/luma-dev).")] = None,
+    luma_dir: Annotated[Path | None, typer.Option(help="Real catalog with photos (default: $SHOPTALK_SHARED_DATA/luma-dev).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A quarter of the catalog.")] = False,
     out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/photo_lookup.json"),
 ) -> None:
@@ -525,13 +526,14 @@ def bench_first_run(
                                                "the clone (the install is then not timed).")] = None,
     heads: Annotated[Path | None, typer.Option(help="Also compare demo photo lookup with the shipped heads against "
                                                 "these aligned heads.")] = None,
+    baseline: Annotated[str | None, typer.Option(help="Also time this earlier commit the same way.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the temporary clone and data dir.")] = False,
     out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/first_run.json"),
 ) -> None:
     """A new user's first minutes: fresh clone, `make install`, `make run`, a typed and a spoken turn, timed."""
     from bench.first_run import main as bench_main
 
-    bench_main(out=out, venv=venv, heads=heads, keep=keep)
+    bench_main(out=out, venv=venv, heads=heads, baseline=baseline, keep=keep)
 
 
 @bench_app.command("index")

@@ -265,3 +265,19 @@ def test_the_shipped_heads_find_the_demo_photos_as_well_as_a_fresh_align(tmp_pat
     # On these 248 views the 10-epoch align `make run` used to run first scored top-1 0.407 and top-5 0.907
     # (`shoptalk bench first-run --heads`); the raw tower 0.133 / 0.468.
     assert found["views"] == 248 and found["top1"] >= 0.40 and found["top5"] >= 0.89, found
+
+
+def test_progress_views_for_a_parent_process_and_for_a_log(capsys) -> None:
+    import json
+
+    from server.cli_common import progress_view
+
+    with progress_view(json_lines=True) as progress:
+        progress("align: training", 3, 10)
+    assert json.loads(capsys.readouterr().out) == {"step": "align: training", "done": 3, "total": 10}
+    with progress_view() as progress:  # stderr is not a terminal here: a line per tenth, with the time left
+        for done in range(0, 101):
+            progress("encoding", done, 100)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 11 and lines[0] == "encoding: 0/100" and lines[-1] == "encoding: 100/100"
+    assert all("s left" in line for line in lines[1:-1])
