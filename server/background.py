@@ -170,10 +170,15 @@ def run_child(command: list[str], report: Report, steps: dict[str, tuple[float, 
         errors: list[str] = []
         drain = threading.Thread(target=lambda: errors.extend(child.stderr or ()), daemon=True)
         drain.start()
+
+        def stop_child() -> None:  # the server is closing: the child must not outlive it
+            while child.poll() is None:
+                if stop.wait(0.5):
+                    child.terminate()
+                    return
+
+        threading.Thread(target=stop_child, daemon=True).start()
         for line in child.stdout or ():
-            if stop.is_set():
-                child.terminate()
-                break
             try:
                 event = json.loads(line)
             except ValueError:

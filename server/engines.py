@@ -133,7 +133,9 @@ class App:
             words = catalog_words(vocabulary)
             vocab = self.retriever.vocab if self.retriever is not None else None
             worker.submit("intent-train", lambda report: dialogue.recognizer.retrain(words, vocab))
-        if self.retriever is None or self.retriever.image_encoder is None:
+        if self.settings.ranker_enabled and self.retriever is not None and not hasattr(self.searcher, "reranker"):
+            worker.submit("ranker-prepare", lambda report: self.use_ranker())
+        if self.retriever is None or getattr(self.retriever, "image_encoder", None) is None:
             return
         heads = choose_heads(self.settings, self.catalog)
         if self.heads is not None and heads.checkpoint != self.heads.checkpoint:
@@ -142,6 +144,20 @@ class App:
         if heads.needs_align:
             worker.submit("vision-align", align_task(self.settings, worker.stopping,
                                                      lambda: self.use_best_heads(force=True)))
+
+    def use_ranker(self) -> None:
+        """Build the configured ranker (preparing its backbone) and let it rank every search from now on."""
+        if self.retriever is None or hasattr(self.searcher, "reranker"):
+            return
+        catalog = self.catalog
+        searcher = build_ranked(self.settings, catalog, self.retriever)
+        if not hasattr(searcher, "reranker"):
+            return  # no trained or shipped checkpoint: retrieval alone, as build_ranked logged
+        with self._reindex_lock:
+            if self.catalog is not catalog:  # reloaded while the ranker was being built
+                searcher.update(self.catalog)
+            self.searcher = self.engines.brain.searcher = searcher
+        watch_batchers(shared_batchers(getattr(self.retriever, "encoder", None), searcher, self.tts))
 
     def use_best_heads(self, *, force: bool = False) -> None:
         """Serve photos with the heads that cover the catalog best now (`choose_heads`).
@@ -293,11 +309,27 @@ def _build_search(settings: Settings, *, vision: bool = True
     return catalog, retriever, image_encoder, heads
 
 
-def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetriever) -> Any:
+def ranker_prepared(settings: Settings) -> bool:
+    """Whether the configured ranker's backbone is ready to load (the dequantized SmolLM2 takes ~40 s once)."""
+    from ranking.registry import SMOLLM2_FOLDER, get_config
+
+    try:
+        backbone = get_config(settings.ranker).backbone
+    except KeyError:
+        return True  # an unknown ranker fails when it is built, as before
+    if backbone != "smollm2":
+        return True
+    from ranking.llm import is_prepared
+
+    return is_prepared(settings.cache_dir / SMOLLM2_FOLDER)
+
+
+def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetriever, *, prepare: bool = True) -> Any:
     """The searcher the server runs.
 
     `retriever` wrapped in a `RankedSearcher` when a ranker is configured and trained, else `retriever` itself
-    (in a `NearMissSearcher` when ``settings.near_misses``).
+    (in a `NearMissSearcher` when ``settings.near_misses``). With `prepare` False, a ranker whose backbone is not
+    prepared yet is left out (`App.improve` prepares it in the background and switches to it).
     """
     from assistant.retrieval import NearMissSearcher
 
@@ -305,6 +337,10 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     if not settings.ranker_enabled:
         return plain
     remote = remote_worker(settings, "ranker")
+    if remote is None and not prepare and not ranker_prepared(settings):
+        log.info("ranker %s: its backbone is prepared in the background; retrieval alone serves until then",
+                 settings.ranker)
+        return plain
     if remote is not None:  # the worker loaded the trained (or shipped) checkpoint
         from assistant.rerank import LLMReranker, RankedSearcher
 
@@ -428,7 +464,7 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
         tts = ScheduledTTS(tts)  # every reply's first sentence before any reply's later ones
     images = ImageStore(settings.data_dir / "uploads")
     photos = retriever if image_encoder is not None else None  # photo lookup: HybridRetriever.search_photo
-    searcher = build_ranked(settings, catalog, retriever)
+    searcher = build_ranked(settings, catalog, retriever, prepare=not settings.background)
     memory = build_memory(settings)
     memory.purge_expired()
     vocabulary = CatalogVocabulary.from_catalog(catalog)  # one build: the dialogue's names and Whisper's prompt

@@ -129,7 +129,8 @@ def parse_client_event(raw: str | bytes) -> tuple[str, dict[str, Any], str | Non
     if not isinstance(kind, str):
         raise InvalidInputError("an event needs a string 'type'", param="type")
     if kind not in set(ClientEvent):
-        raise InvalidInputError(f"unknown event type {kind!r}; expected one of {sorted(ClientEvent)}", param="type")
+        names = ", ".join(sorted(e.value for e in ClientEvent))
+        raise InvalidInputError(f"unknown event type {kind!r}; expected one of {names}", param="type")
     return kind, data, event_id
 
 

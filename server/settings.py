@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     ranker: str = "smollm2-lora"  # the second-stage ranker `shoptalk ranker train/eval` works on
     # Serve it (opt-in): with the shipped checkpoint it ties hybrid retrieval with near misses on the hand-judged
     # Luma queries (0.907 vs 0.903 nDCG@10; `shoptalk bench ranking`) and adds personalisation (likes, dislikes,
-    # friends' purchases) for ~30 ms per search and a one-time ~40 s SmolLM2 preparation.
+    # friends' purchases) for ~30 ms per search; the one-time ~40 s SmolLM2 preparation runs in the background
+    # (retrieval alone answers until the ranker is ready).
     serve_ranker: bool = False
     ranker_checkpoint: Path | None = None  # default: cache_dir/ranker/<ranker>.pt (`shoptalk ranker train`)
     # When fewer products than asked meet a query's colour, size or price, offer close alternatives after them,

@@ -281,3 +281,12 @@ def test_progress_views_for_a_parent_process_and_for_a_log(capsys) -> None:
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 11 and lines[0] == "encoding: 0/100" and lines[-1] == "encoding: 100/100"
     assert all("s left" in line for line in lines[1:-1])
+
+
+def test_a_child_is_stopped_when_the_server_closes() -> None:
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="shutting down"):
+        run_child([sys.executable, "-c", "import time; time.sleep(60)"], lambda s, f: None, {}, stop)
+    assert time.monotonic() - start < 10

@@ -564,3 +564,10 @@ def test_realtime_state_machine(live: Any) -> None:
         settings=settings(FUZZ, max_examples=50, stateful_step_count=15),
     )
     assert RUN["final_turns"] >= 50 and RUN["steps"] >= 200, RUN  # it really ran sequences over the socket
+
+
+def test_an_unknown_event_type_names_the_valid_ones() -> None:
+    with pytest.raises(AssistantError) as caught:
+        parse_client_event(json.dumps({"type": "response.craete"}))
+    message = str(caught.value)
+    assert "'response.craete'" in message and "response.create, session.update" in message and "<" not in message

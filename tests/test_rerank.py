@@ -297,3 +297,30 @@ def test_cli_ranker_train_and_eval_tiny(tmp_path: Path, monkeypatch: pytest.Monk
     r = runner.invoke(app, ["ranker", "eval", "--data-dir", str(tmp_path), "--queries", "40"])
     assert r.exit_code == 0, r.output
     assert "trained" in r.output and "untrained" in r.output
+
+
+def test_an_unprepared_ranker_is_built_in_the_background(tmp_path: Path, tiny: object, searcher: KeywordSearcher,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from assistant.retrieval import NearMissSearcher
+    from server.background import BackgroundWorker
+    from server.engines import App, build_ranked
+    from server.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, ranker="tiny-random", serve_ranker=True, device="cpu", background=True)
+    settings.ranker_checkpoint_path.parent.mkdir(parents=True)
+    tiny.save(settings.ranker_checkpoint_path)  # type: ignore[attr-defined]
+    monkeypatch.setattr("server.engines.ranker_prepared", lambda s: False)  # as if SmolLM2 were not dequantized yet
+    plain = build_ranked(settings, searcher.catalog, searcher, prepare=False)  # type: ignore[arg-type]
+    assert isinstance(plain, NearMissSearcher)  # the server answers with retrieval alone meanwhile
+    brain = SimpleNamespace(searcher=plain, dialogue=None)
+    app = App(settings=settings, engines=SimpleNamespace(brain=brain), catalog=searcher.catalog,  # type: ignore[arg-type]
+              searcher=plain, tts=None, images=None, retriever=searcher)  # type: ignore[arg-type]
+    app.background = BackgroundWorker()
+    app.improve()
+    assert app.background.wait_idle(60)
+    assert [(t["task"], t["state"]) for t in app.background.snapshot()] == [("ranker-prepare", "done")]
+    assert isinstance(app.searcher, RankedSearcher) and brain.searcher is app.searcher
+    assert len(app.searcher.search(SearchQuery(text="black hoodie", k=2))) == 2
+    app.background.close()
