@@ -105,7 +105,7 @@ def main(out: Path = Path("bench/results/batching.json"), per_client: int = PER_
     """
     import torch
 
-    from assistant.batching import BatchedQueryEncoder, batched_ranker_queries
+    from assistant.runtime.batching import BatchedQueryEncoder, batched_ranker_queries
     from ranking.registry import create_ranker, shipped_checkpoint
     from ranking.text_encoder import TextEncoder
     from server.settings import Settings
@@ -127,7 +127,7 @@ def main(out: Path = Path("bench/results/batching.json"), per_client: int = PER_
     lock = threading.Lock()
 
     def ranker_alone(text: str) -> Any:
-        from assistant.rerank import single_thread
+        from assistant.search.rerank import single_thread
 
         with lock, single_thread():
             return ranker.encode_query(text)

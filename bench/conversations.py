@@ -6,7 +6,7 @@ Data (``bench/data``, described in ``CONVERSATIONS.md``):
   one conversation per line: ``{"cid": "lc-001", "turns": [{"user": "...", "checks": {...}}, ...]}``;
 * ``luma_not_carried.jsonl``: single requests for things the catalog does not carry, each with a ``split``.
 
-Every conversation runs through the server's own brain (`assistant.pipeline.Brain` with the dialogue, the searcher
+Every conversation runs through the server's own brain (`assistant.runtime.turn.Brain` with the dialogue, the searcher
 the server builds by default, template replies) over ``luma-dev/products.jsonl`` ingested into a cached data dir,
 with a fresh session and `DialogueState` per conversation. A checked turn is *right* when all its checks pass
 (`CHECKS`); a not-carried request is *honest* when the reply says plainly that the catalog lacks it and nothing is
@@ -86,7 +86,7 @@ class CatalogView:
     """What the checks need to know about the catalog: parents, variants, prices, categories and names.
 
     Args:
-        catalog: An `assistant.catalog.Catalog` (the one the brain serves).
+        catalog: An `assistant.catalog.model.Catalog` (the one the brain serves).
     """
 
     def __init__(self, catalog: Any) -> None:
@@ -153,7 +153,7 @@ class CatalogView:
 
 @dataclass(frozen=True)
 class Shown:
-    """One product shown in a turn (`assistant.search.ProductHit` reduced to what the checks use).
+    """One product shown in a turn (`assistant.search.query.ProductHit` reduced to what the checks use).
 
     Attributes:
         id: The shoppable product's id (a configurable's parent id).
@@ -460,8 +460,8 @@ def luma_catalog_path() -> Path:
 
 def ensure_ingested(data_dir: Path, catalog: Path) -> dict[str, Any]:
     """Ingest `catalog` into `data_dir`'s store (only changed products are written; a no-op when up to date)."""
-    from assistant.catalog_store import default_store
-    from assistant.ingest import ingest_file
+    from assistant.catalog.ingest import ingest_file
+    from assistant.catalog.store import default_store
 
     data_dir.mkdir(parents=True, exist_ok=True)
     with default_store(data_dir) as store:
@@ -473,7 +473,7 @@ class Speaker:
     """Speaks a turn with `bench.voices` and transcribes it as the server's voice path does.
 
     The STT engine is the server's (``STT_MODEL``); the decoding options are the voice path's finals
-    (``assistant.voice.transcribe_options`` with the catalog's biasing prompt where the code has them, else the
+    (``assistant.runtime.voice.transcribe_options`` with the catalog's biasing prompt where the code has them, else the
     plain ``TranscribeOptions(language="en")`` of ``VoiceInput``).
 
     Args:
@@ -504,7 +504,7 @@ class Speaker:
 
 def voice_transcribe_options(prompt: str | None, beam_size: int | None) -> Any:
     """The options the server's voice input decodes a final with."""
-    import assistant.voice as voice
+    import assistant.runtime.voice as voice
 
     made = getattr(voice, "transcribe_options", None)
     if made is None:  # the voice path without catalog prompts or beam finals
@@ -519,7 +519,7 @@ def spoken_turn_fields(result: Any) -> dict[str, Any]:
     """The `UserTurn` fields a spoken turn carries besides its text (confidence, alternatives), where it has them."""
     import dataclasses
 
-    from assistant.frames import UserTurn
+    from assistant.core.frames import UserTurn
 
     names = {f.name for f in dataclasses.fields(UserTurn)}
     out: dict[str, Any] = {}
@@ -542,8 +542,8 @@ class ConversationRunner:
         import inspect
 
         import server.engines as engines
-        from assistant.memory import SQLiteMemory
-        from assistant.pipeline import Brain, BrainOptions
+        from assistant.memory.store import SQLiteMemory
+        from assistant.runtime.turn import Brain, BrainOptions
         from server.settings import Settings
 
         self.settings = Settings(data_dir=data_dir, catalog=None)
@@ -574,8 +574,8 @@ class ConversationRunner:
 
     async def run(self, users: Sequence[str]) -> list[TurnResult]:
         """Run one conversation's user turns in a fresh session; one `TurnResult` per turn."""
-        from assistant.dialogue import DialogueState
-        from assistant.frames import ProductResults, ReplyTextDelta, ResponseDone, UserTurn
+        from assistant.conversation.dialogue import DialogueState
+        from assistant.core.frames import ProductResults, ReplyTextDelta, ResponseDone, UserTurn
 
         session = self.memory.open_session()
         state = DialogueState(memory=session)

@@ -6,7 +6,7 @@ Data: ``bench/data/dialogue_utterances.jsonl``, hand-written spoken-style shoppe
     {"text": "the second one in medium", "intent": "refine", "slots": {"size": "M"},
      "context": {"products_shown": 5}}
 
-written separately from the classifier's training utterances (`assistant.intent_data`; a test checks that no
+written separately from the classifier's training utterances (`assistant.conversation.intent_data`; a test checks that no
 sentence is shared). Slots are judged against the demo catalog's vocabulary (`demo_vocab`). The recogniser's
 normalisation and slot rules were improved after reading this set's misses, so its numbers flatter it a little;
 ``bench/data/dialogue_fresh.jsonl`` (68 utterances, 5–6 per intent, same format) was written after that tuning and
@@ -58,9 +58,9 @@ def load_utterances(path: Path = UTTERANCES) -> list[dict[str, Any]]:
 
 def demo_vocab() -> Any:
     """The demo catalog's `QueryVocab` (categories and brands), built without rendering its pictures."""
-    from assistant.catalog import Product
-    from assistant.demo_catalog import demo_records
-    from assistant.search import QueryVocab
+    from assistant.catalog.demo import demo_records
+    from assistant.catalog.model import Product
+    from assistant.search.query import QueryVocab
 
     return QueryVocab.from_products(Product.from_dict(record) for record in demo_records())
 
@@ -96,7 +96,7 @@ def _same(slot: str, a: Any, b: Any) -> bool:
         except (TypeError, ValueError):
             return False
     if slot == "category":
-        from assistant.search import term_text
+        from assistant.search.query import term_text
 
         return term_text(str(a)) == term_text(str(b))
     return str(a).strip().lower() == str(b).strip().lower()
@@ -155,7 +155,7 @@ def intent_section(
     recognizer: Any, rows: Sequence[Mapping[str, Any]], *, latency_threads: Sequence[int] = LATENCY_THREADS
 ) -> dict[str, Any]:
     """Intent accuracy, slot F1, latency (on each of `latency_threads`) and every miss, for `recognizer` on `rows`."""
-    from assistant.intent import SLOT_NAMES
+    from assistant.conversation.intent import SLOT_NAMES
 
     predictions = [recognizer.recognize(r["text"], r.get("context")) for r in rows]
     latency = {f"{n}_thread{'s' if n > 1 else ''}": recognize_latency(recognizer, rows, n) for n in latency_threads}
@@ -208,11 +208,11 @@ def brain_section(_: Any, data_dir: Path | None = None) -> dict[str, Any]:
     import asyncio
     import tempfile
 
-    from assistant.dialogue import DialogueState
-    from assistant.errors import ReplyError
-    from assistant.frames import ResponseDone, UserTurn
-    from assistant.memory import SQLiteMemory
-    from assistant.pipeline import Brain
+    from assistant.conversation.dialogue import DialogueState
+    from assistant.core.errors import ReplyError
+    from assistant.core.frames import ResponseDone, UserTurn
+    from assistant.memory.store import SQLiteMemory
+    from assistant.runtime.turn import Brain
     from server.engines import build_dialogue, build_search
     from server.settings import Settings
 
@@ -290,10 +290,10 @@ def luma_intent_rows(split: str) -> list[dict[str, Any]]:
 def luma_intent_section(recognizer: Any) -> dict[str, Any]:
     """Intent accuracy on luma-dev utterances: the classifier trained with the served catalog's words against the
     one trained on generic words only (the recogniser before #9), both over the luma catalog's vocabulary."""
-    from assistant.catalog import Catalog
+    from assistant.catalog.model import Catalog
+    from assistant.conversation.intent import IntentRecognizer
     from assistant.conversation.vocabulary import CatalogVocabulary
-    from assistant.intent import IntentRecognizer
-    from assistant.search import QueryVocab
+    from assistant.search.query import QueryVocab
     from server.engines import catalog_words
 
     path = shared_data_dir() / "luma-dev" / "products.jsonl"
@@ -398,7 +398,7 @@ def main(
     """
     import torch
 
-    from assistant.intent import IntentRecognizer
+    from assistant.conversation.intent import IntentRecognizer
 
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:

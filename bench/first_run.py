@@ -192,7 +192,7 @@ def demo_photo_top1(checkpoint: Path | None, demo: Path, *, limit: int | None = 
     import numpy as np
     from PIL import Image
 
-    from assistant.catalog import Catalog
+    from assistant.catalog.model import Catalog
     from vision import create_encoder
     from vision.augment import phone_style
     from vision.encoder import file_sha256, view_seed
@@ -218,7 +218,7 @@ def demo_photo_top1(checkpoint: Path | None, demo: Path, *, limit: int | None = 
 
 def heads_comparison(other: Path) -> dict[str, Any]:
     """`demo_photo_top1` with the shipped heads, with `other` and with the raw tower, on the same views."""
-    from assistant.demo_catalog import generate_demo_catalog
+    from assistant.catalog.demo import generate_demo_catalog
     from vision.registry import shipped_heads
 
     shipped = shipped_heads("lite0-minilm-lit")

@@ -1,12 +1,12 @@
 """Knowledge-base answer accuracy and moderation precision/recall on hand-written sets.
 
-* ``bench/data/kb_questions.jsonl``: policy questions over the demo policies (``assistant/demo_kb``). ``doc`` is the
+* ``bench/data/kb_questions.jsonl``: policy questions over the demo policies (``assistant/conversation/demo_kb``). ``doc`` is the
   document that answers it (null: the policies do not, so the right answer is to decline); ``answer_contains`` a
   fact the quoted answer should hold; ``split`` is ``calibration`` (used only to pick `SUPPORT_THRESHOLD`) or
   ``eval`` (reported). A supported question is correct when it is answered from its document; an unsupported one
   when it is declined.
 * ``bench/data/moderation_eval.jsonl``: utterances labelled sentiment / frustrated / abusive / unsafe, none of them
-  in the classifier's training rows (`assistant.moderation_data`). Reported for the full moderator (lexicons +
+  in the classifier's training rows (`assistant.safety.moderation_data`). Reported for the full moderator (lexicons +
   MiniLM heads) and the lexicon layer alone.
 
 Run ``python -m bench.kb_moderation`` (``--calibrate`` prints the threshold the calibration split suggests).
@@ -45,7 +45,7 @@ def calibrate_threshold(scored: list[tuple[float, bool]]) -> float:
 
 
 def evaluate_kb(encoder: Any, threshold: float | None = None) -> dict[str, Any]:
-    from assistant.kb import SUPPORT_THRESHOLD, open_kb
+    from assistant.conversation.kb import SUPPORT_THRESHOLD, open_kb
 
     rows = _read_jsonl(KB_QUESTIONS)
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,7 +127,7 @@ def _prf(pred: list[bool], gold: list[bool]) -> dict[str, Any]:
 
 
 def evaluate_moderation(encoder: Any) -> dict[str, Any]:
-    from assistant.moderation import Moderator
+    from assistant.safety.moderation import Moderator
 
     rows = _read_jsonl(MODERATION_EVAL)
     texts = [r["text"] for r in rows]

@@ -14,7 +14,7 @@ Systems (all through `HybridRetriever.search(parse_query(text, vocab))`, k = 10,
 * ``bm25``: ``sources=("lexical",)``;  ``vector``: ``sources=("text",)`` (MiniLM);  ``hybrid``: the default
   sources (lexical + text fused by reciprocal rank, #3);
 * ``hybrid+ranker``: the hybrid's top `POOL` candidates re-ranked by ``ranker.rerank(query_text, hits)``; without a
-  given ranker, the trained LLM ranker (`default_checkpoint`) through ``assistant.rerank.LLMReranker.rerank_text``,
+  given ranker, the trained LLM ranker (`default_checkpoint`) through ``assistant.search.rerank.LLMReranker.rerank_text``,
   with its latency for 100 candidates (``rerank_latency``); reported as absent when there is no checkpoint.
 
 Target (#4): ``hybrid+ranker`` nDCG@10 on (b) at least `TARGET_RATIO` × the best of the others.
@@ -48,7 +48,7 @@ QUERIES = ROOT / "bench" / "data" / "luma_queries.jsonl"
 HELDOUT_FRACTION = 0.2  # of generated examples; ranking.train.train holds out the same share
 GENERATED_QUERIES = 2000  # make_training_data examples drawn (seed 0), so (a) has 400 queries
 QUICK_QUERIES = 30
-NEAR = "hybrid+near-misses"  # the hybrid, then close alternatives (`assistant.retrieval.NearMissSearcher`): no ranker
+NEAR = "hybrid+near-misses"  # the hybrid, then close alternatives (`assistant.search.retrieval.NearMissSearcher`): no ranker
 BASELINES = ("bm25", "vector", "hybrid", NEAR)
 RANKED = "hybrid+ranker"
 CROSS = "hybrid+ranker (demo-trained)"  # the shipped checkpoint, trained on the demo catalog only
@@ -133,7 +133,7 @@ def heldout_split(
 
 def luma_product_dicts(catalog: Any) -> list[dict[str, Any]]:
     """Shoppable products as the plain dicts ``ranking`` works on (colours and sizes over the variants)."""
-    from assistant.rerank import product_dict
+    from assistant.search.rerank import product_dict
 
     return [product_dict(catalog, p) for p in catalog.parents()]
 
@@ -224,7 +224,7 @@ def by_intent(
 
 def retriever_search(retriever: Any, k: int = K) -> Search:
     """A system from a `HybridRetriever`: parse with its vocabulary, search `k`, return parent ids."""
-    from assistant.search import parse_query
+    from assistant.search.query import parse_query
 
     def search(text: str) -> list[str]:
         query = replace(parse_query(text, retriever.vocab), k=k)
@@ -235,7 +235,7 @@ def retriever_search(retriever: Any, k: int = K) -> Search:
 
 def reranked_search(retriever: Any, ranker: Any, pool: int = POOL) -> Search:
     """The hybrid's top `pool` candidates re-ordered by ``ranker.rerank(query_text, hits)``."""
-    from assistant.search import parse_query
+    from assistant.search.query import parse_query
 
     def search(text: str) -> list[str]:
         hits = retriever.search(replace(parse_query(text, retriever.vocab), k=pool))
@@ -246,7 +246,7 @@ def reranked_search(retriever: Any, ranker: Any, pool: int = POOL) -> Search:
 
 def searcher_search(searcher: Any, k: int = K) -> Search:
     """A system from a `RankedSearcher`: its pool (hybrid hits and gated-out filtered candidates) re-ranked."""
-    from assistant.search import parse_query
+    from assistant.search.query import parse_query
 
     def search(text: str) -> list[str]:
         query = replace(parse_query(text, searcher.vocab), k=k)
@@ -261,8 +261,8 @@ def build_systems(
     """BM25, vector and hybrid retrieval over `catalog`, and the hybrid re-ranked: by `ranker` (``rerank(text,
     hits)``) when given, else by the `LLMReranker` `reranker` through a `RankedSearcher`; `extra` names more
     `LLMReranker` s (e.g. one trained on another catalog). Returns the systems and the hybrid retriever."""
-    from assistant.rerank import RankedSearcher
-    from assistant.retrieval import HybridRetriever, NearMissSearcher
+    from assistant.search.rerank import RankedSearcher
+    from assistant.search.retrieval import HybridRetriever, NearMissSearcher
 
     bm25 = HybridRetriever(catalog, encoder, sources=("lexical",))
     vector = HybridRetriever(catalog, encoder, sources=("text",))
@@ -321,8 +321,8 @@ class TextReranker:
 
 
 def load_reranker(catalog: Any, checkpoint: Path) -> Any:
-    """An `assistant.rerank.LLMReranker` over `catalog` from a trained checkpoint."""
-    from assistant.rerank import LLMReranker
+    """An `assistant.search.rerank.LLMReranker` over `catalog` from a trained checkpoint."""
+    from assistant.search.rerank import LLMReranker
     from ranking.registry import create_ranker
 
     ranker = create_ranker("smollm2-lora", cache_dir=model_cache(), checkpoint=checkpoint, device="cpu")
@@ -359,8 +359,8 @@ def rerank_latency(
     """
     import torch
 
-    from assistant.rerank import retrieval_features
-    from assistant.search import parse_query
+    from assistant.search.query import parse_query
+    from assistant.search.rerank import retrieval_features
 
     parents = list(retriever.catalog.parents())
     everything = {p.id: None for p in parents}
@@ -401,8 +401,8 @@ def ceiling(searcher: Any, queries: Sequence[Mapping[str, Any]]) -> dict[str, fl
     ``pool``: the `RankedSearcher`'s candidates without near misses, any order. ``near_misses``: with them,
     ordered as served (every product that meets the query before any near miss).
     """
-    from assistant.rerank import RankedSearcher
-    from assistant.search import parse_query
+    from assistant.search.query import parse_query
+    from assistant.search.rerank import RankedSearcher
 
     out = {}
     for name, near in (("pool", False), ("near_misses", True)):
@@ -425,8 +425,8 @@ def personalisation(searcher: Any, queries: Sequence[Mapping[str, Any]], n: int 
     liked the 7th). Reported: how often A's and B's top 10 differ, how often each signal moved its product the
     expected way, and how often the moved product's reason names the signal.
     """
-    from assistant.rerank import SessionSignals
-    from assistant.search import parse_query
+    from assistant.core.signals import SessionSignals
+    from assistant.search.query import parse_query
 
     rows: list[dict[str, Any]] = []
     example: dict[str, Any] = {}
@@ -524,7 +524,7 @@ def main(
     """
     import torch
 
-    from assistant.catalog import Catalog
+    from assistant.catalog.model import Catalog
     from ranking.text_encoder import TextEncoder
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -547,7 +547,7 @@ def main(
     latency = rerank_latency(hybrid, reranker, luma[:LATENCY_QUERIES]) if reranker is not None else None
     personal, ceilings = None, None
     if reranker is not None:
-        from assistant.rerank import RankedSearcher
+        from assistant.search.rerank import RankedSearcher
 
         probes = [q for q in gen if q.get("intent") == "category"] or gen
         personal = personalisation(RankedSearcher(hybrid, reranker, pool=POOL), probes)

@@ -3,10 +3,10 @@
 Cases are built from the demo catalog: a seed product gives a spoken query ("men's black hoodie under forty
 dollars", "running shoes in size 9", ...), `parse_query` reads its constraints, and the hits are the catalog's
 products of the seed's category that satisfy them (one per model, the seed first). Each case is answered by
-`assistant.llm_reply.LLMReplyWriter`, and:
+`assistant.replies.llm.LLMReplyWriter`, and:
 
 * ``before``: the model's raw text (everything it generated for the reply, unchecked) through
-  `assistant.grounding.check_generated` against the top pick's facts, counted per 100 replies, by kind;
+  `assistant.replies.grounding.check_generated` against the top pick's facts, counted per 100 replies, by kind;
 * ``after``: the reply as streamed through `check_grounding` and `check_generated` against the facts of the
   products it names: must be 0;
 * first-sentence latency (the template opening), the model's first accepted sentence, the whole reply, decoding
@@ -29,11 +29,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from assistant.catalog import Catalog, Product
-from assistant.grounding import check_generated, check_grounding
-from assistant.llm_reply import LLMReplyWriter, ReplyStats
-from assistant.reply import reply_facts
-from assistant.search import ProductHit, QueryVocab, SearchQuery, canonical_color, canonical_size, parse_query
+from assistant.catalog.model import Catalog, Product
+from assistant.replies.grounding import check_generated, check_grounding
+from assistant.replies.llm import LLMReplyWriter, ReplyStats
+from assistant.replies.templates import reply_facts
+from assistant.search.query import (
+    ProductHit,
+    QueryVocab,
+    SearchQuery,
+    canonical_color,
+    canonical_size,
+    parse_query,
+)
 from bench.common import machine, summary, write_results
 
 log = logging.getLogger(__name__)
@@ -166,7 +173,7 @@ def main(
     if threads:
         torch.set_num_threads(threads)
     if catalog is None:
-        from assistant.demo_catalog import generate_demo_catalog
+        from assistant.catalog.demo import generate_demo_catalog
 
         catalog = Catalog.load_jsonl(generate_demo_catalog(Path(tempfile.mkdtemp(prefix="demo-catalog-"))))
     if writer is None:

@@ -353,8 +353,8 @@ def prepare_data_dir(data_dir: Path, luma_dir: Path | None = None) -> dict[str, 
     Raises:
         FileNotFoundError: The shared Luma data is not there.
     """
-    from assistant.catalog_store import default_store
-    from assistant.ingest import ingest_file
+    from assistant.catalog.ingest import ingest_file
+    from assistant.catalog.store import default_store
 
     products = (luma_dir or shared_data_dir() / "luma-dev") / "products.jsonl"
     if not products.is_file():
@@ -661,8 +661,8 @@ async def offline_transcripts(engines: Any, clips: Sequence[np.ndarray], *, conc
     """
     from dataclasses import replace
 
-    from assistant.frames import ErrorFrame, Transcript
-    from assistant.session import ConversationSession
+    from assistant.core.frames import ErrorFrame, Transcript
+    from assistant.runtime.session import ConversationSession
     from speech.audio import float32_to_pcm16
 
     engines = replace(engines, memory=None)
@@ -723,7 +723,7 @@ def offline_metrics(turns: Sequence[Mapping[str, Any]], offline: Sequence[str]) 
 def transcribe_options_of(engines: Any) -> dict[str, Any] | None:
     """The ``TranscribeOptions`` the server's voice input decodes finals with (for the record)."""
     try:
-        from assistant.session import ConversationSession
+        from assistant.runtime.session import ConversationSession
 
         async def noop(_: Any) -> None:
             return None
@@ -895,7 +895,7 @@ def model_comparison(data_dir: Path, jobs: Sequence[Job], n_requests: int = 60, 
     and milliseconds per clip (one decode at a time, ``cpu_threads`` = all cores).
     """
     from assistant.conversation.vocabulary import CatalogVocabulary
-    from assistant.voice import FINAL_BEAM_SIZE, transcribe_options
+    from assistant.runtime.voice import FINAL_BEAM_SIZE, transcribe_options
     from server.engines import load_catalog
     from speech.stt import create_stt
 

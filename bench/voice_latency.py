@@ -93,8 +93,8 @@ async def _run_streaming(url: str, clips: list[np.ndarray], mode: str) -> list[d
 
 def _run_baseline(settings: Settings, state: Any, clips: list[np.ndarray]) -> tuple[list[float], list[float]]:
     """Naive sequential pipeline timed from the end of speech; returns latencies and ASR RTFs."""
-    from assistant.reply import compose_reply
-    from assistant.search import parse_query
+    from assistant.replies.templates import compose_reply
+    from assistant.search.query import parse_query
     from speech.stt import create_stt
 
     whisper = create_stt("openai-whisper:tiny.en", cache_dir=settings.cache_dir, device="cpu")

@@ -165,7 +165,7 @@ class TextEncoder:
         """Encode several short queries in one forward pass, exactly as `encode_query` encodes each (no cache).
 
         Padding is masked out of the mean, so a query's vector does not depend on its batch-mates (up to float
-        rounding). For servers that batch queries from many sessions (``assistant.batching.BatchedQueryEncoder``,
+        rounding). For servers that batch queries from many sessions (``assistant.runtime.batching.BatchedQueryEncoder``,
         the Ray Serve encoder worker).
 
         Args:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -33,13 +32,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from ranking.features import (
+    base_name,
+    leaf_name,
+    product_colors,
+    product_sizes,
+    product_text,
+    slot_features,
+    word_set,
+)
 from ranking.ranker import FEATURE_NAMES, NUM_FEATURES, Ranker, render_query
 
 log = logging.getLogger(__name__)
 
 _COL = {name: j for j, name in enumerate(FEATURE_NAMES)}
 FEEDBACK_GRADES: dict[str, int] = {"purchase": 3, "add_to_cart": 2, "click": 1, "dislike": 0}
-DESCRIPTION_CHARS = 200  # the product context is short (max_product_tokens); title and attributes come first
 
 
 @dataclass
@@ -64,68 +71,7 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-# --- products -------------------------------------------------------------------------------------------------
-
-
-def _colors(product: Mapping[str, Any]) -> list[str]:
-    return [str(c) for c in (product.get("attributes") or {}).get("colors") or []]
-
-
-def _sizes(product: Mapping[str, Any]) -> list[str]:
-    return [str(s) for s in (product.get("attributes") or {}).get("sizes") or []]
-
-
-def product_text(product: Mapping[str, Any]) -> str:
-    """The text the product tower embeds: title, category, colours, sizes, brand, price, then the description."""
-    parts = [str(product.get("title") or "")]
-    if product.get("category"):
-        parts.append(str(product["category"]).replace("/", " > "))
-    if colors := _colors(product):
-        parts.append("colour " + ", ".join(colors))
-    if sizes := _sizes(product):
-        parts.append("size " + ", ".join(sizes))
-    if product.get("brand"):
-        parts.append(f"brand {product['brand']}")
-    if product.get("price") is not None:
-        parts.append(f"${float(product['price']):.0f}")
-    description = " ".join(str(product.get("description") or "").split())[:DESCRIPTION_CHARS]
-    return ". ".join(p for p in parts if p) + (f". {description}" if description else "")
-
-
-def base_name(product: Mapping[str, Any]) -> str:
-    """The title without trailing variant parts (``"Mona Pullover Hoodie-XS-Green"`` → ``"Mona Pullover Hoodie"``)."""
-    variant = {v.lower() for v in _colors(product) + _sizes(product)}
-    parts = str(product.get("title") or "").split("-")
-    while len(parts) > 1 and parts[-1].strip().lower() in variant:
-        parts.pop()
-    return "-".join(parts).strip()
-
-
-def _leaf(category: str) -> str:
-    return category.rsplit("/", 1)[-1].lower() if category else "items"
-
-
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-
 # --- features -------------------------------------------------------------------------------------------------
-
-
-def slot_features(slots: Mapping[str, Any], product: Mapping[str, Any]) -> dict[str, float]:
-    """0/1 slot-match features of one candidate, from the slots an extractor found (absent slot → 0, price → 1)."""
-    colour, size = slots.get("colour"), slots.get("size")
-    category, brand, max_price = slots.get("category"), slots.get("brand"), slots.get("max_price")
-    price = product.get("price")
-    return {
-        "colour_match": float(bool(colour) and str(colour).lower() in {c.lower() for c in _colors(product)}),
-        "size_match": float(bool(size) and str(size).lower() in {s.lower() for s in _sizes(product)}),
-        "category_match": float(
-            bool(category) and _leaf(str(product.get("category") or "")) == str(category).lower()
-        ),
-        "brand_match": float(bool(brand) and str(brand).lower() == str(product.get("brand") or "").lower()),
-        "price_ok": float(max_price is None or (price is not None and float(price) <= float(max_price))),
-    }
 
 
 def _feature_matrix(
@@ -133,8 +79,8 @@ def _feature_matrix(
 ) -> np.ndarray:
     """Slot matches plus a lexical first-stage score (Jaccard overlap) and its reciprocal rank."""
     feats = np.zeros((len(candidates), NUM_FEATURES), np.float32)
-    qw = _words(query)
-    overlap = np.array([len(qw & _words(t)) / max(1, len(qw | _words(t))) for t in texts], np.float32)
+    qw = word_set(query)
+    overlap = np.array([len(qw & word_set(t)) / max(1, len(qw | word_set(t))) for t in texts], np.float32)
     order = np.argsort(-overlap, kind="stable")
     feats[:, _COL["retrieval_score"]] = overlap
     feats[order, _COL["retrieval_rank_recip"]] = 1.0 / (1.0 + np.arange(len(candidates)))
@@ -181,8 +127,8 @@ def grade(spec: Mapping[str, Any], product: Mapping[str, Any]) -> int:
     """Graded relevance of ``product`` for a query spec (``name``, ``category``, ``colour``, ``size``, ``max_price``)."""
     if str(product.get("category") or "") != spec["category"]:
         return 0
-    colour_ok = not spec.get("colour") or spec["colour"].lower() in {c.lower() for c in _colors(product)}
-    size_ok = not spec.get("size") or spec["size"].lower() in {s.lower() for s in _sizes(product)}
+    colour_ok = not spec.get("colour") or spec["colour"].lower() in {c.lower() for c in product_colors(product)}
+    size_ok = not spec.get("size") or spec["size"].lower() in {s.lower() for s in product_sizes(product)}
     price = product.get("price")
     price_ok = spec.get("max_price") is None or (price is not None and float(price) <= spec["max_price"])
     if not (colour_ok and size_ok and price_ok):
@@ -195,8 +141,8 @@ def grade(spec: Mapping[str, Any], product: Mapping[str, Any]) -> int:
 def _query_from(target: Mapping[str, Any], rng: random.Random) -> tuple[str, dict[str, Any]]:
     """A spoken-style query and its full slot spec built from one product's attributes."""
     category = str(target.get("category") or "")
-    leaf = _leaf(category)
-    colors, sizes = _colors(target), _sizes(target)
+    leaf = leaf_name(category)
+    colors, sizes = product_colors(target), product_sizes(target)
     colour = rng.choice(colors) if colors and rng.random() < 0.8 else None
     size = rng.choice(sizes) if sizes and rng.random() < 0.4 else None
     price = target.get("price")
@@ -269,7 +215,7 @@ def make_training_data(
             "colour": spec["colour"],
             "size": spec["size"],
             "max_price": spec["max_price"],
-            "category": _leaf(spec["category"]) if spec["name"] is None else None,
+            "category": leaf_name(spec["category"]) if spec["name"] is None else None,
         }
         slots = {k: v for k, v in slots.items() if v is not None and rng.random() >= slot_dropout}
         cands = [products[j] for j in pool]
@@ -293,7 +239,7 @@ def make_training_data(
 
 Candidates = Callable[[str, Mapping[str, Any]], tuple[list[str], list[str], np.ndarray]]
 """``(query text, slots) -> (product ids, product texts, features [n, NUM_FEATURES])``: a query's candidate pool
-as the serving pipeline draws and featurises it (e.g. ``assistant.rerank.feedback_candidates``)."""
+as the serving pipeline draws and featurises it (e.g. ``assistant.search.training.feedback_candidates``)."""
 
 
 def feedback_examples(

@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, WebSocket
 
-from assistant.catalog_store import default_store
+from assistant.catalog.store import default_store
 from server.engines import App, build_app_state
 from server.realtime import LiveSessions, serve_realtime
 from server.routes import catalog, health, images, merchant, search, tokens, users, web

@@ -12,11 +12,11 @@ import json
 import sys
 from collections.abc import Iterable
 
+from assistant.conversation.dialogue import DialogueState
 from assistant.conversation.vocabulary import CatalogVocabulary
-from assistant.dialogue import DialogueState
-from assistant.errors import AssistantError
-from assistant.frames import ProductResults, ReplyTextDelta, ResponseDone, UserTurn
-from assistant.pipeline import Brain, BrainOptions
+from assistant.core.errors import AssistantError
+from assistant.core.frames import ProductResults, ReplyTextDelta, ResponseDone, UserTurn
+from assistant.runtime.turn import Brain, BrainOptions
 from server.engines import build_dialogue, build_memory, build_search, build_vocabulary
 from server.serialize import product_json
 from server.settings import Settings

@@ -145,8 +145,8 @@ def search(
     """Search the catalog (no server needed): words, a photo, or a photo refined by words."""
     from dataclasses import replace
 
-    from assistant.images import ImageRejected, decode_upload
-    from assistant.search import parse_query
+    from assistant.runtime.uploads import ImageRejected, decode_upload
+    from assistant.search.query import parse_query
     from server.engines import build_search
     from server.serialize import product_json
 
@@ -208,7 +208,7 @@ def chat(
 @catalog_app.command("demo")
 def catalog_demo(data_dir: DataDir) -> None:
     """Generate the demo catalog into the data dir."""
-    from assistant.demo_catalog import ensure_demo_catalog
+    from assistant.catalog.demo import ensure_demo_catalog
 
     path = ensure_demo_catalog(data_dir)
     console.print(f"demo catalog at {path}")
@@ -217,8 +217,8 @@ def catalog_demo(data_dir: DataDir) -> None:
 @catalog_app.command("show")
 def catalog_show(data_dir: DataDir) -> None:
     """Print which catalog the server would serve and its size."""
-    from assistant.catalog import Catalog
-    from assistant.catalog_store import default_store
+    from assistant.catalog.model import Catalog
+    from assistant.catalog.store import default_store
     from server.engines import catalog_path, serves_store
 
     settings = cli_settings(data_dir)
@@ -244,8 +244,8 @@ def catalog_ingest(
 
     Bad rows are skipped and listed; exit code 0 if the file was read (even with bad rows), 2 if it could not be.
     """
-    from assistant.catalog_store import default_store
-    from assistant.ingest import IngestError, ingest_file
+    from assistant.catalog.ingest import IngestError, ingest_file
+    from assistant.catalog.store import default_store
 
     _logging("warning")
     with default_store(data_dir) as store:
@@ -267,7 +267,7 @@ def catalog_delete(
     data_dir: DataDir,
 ) -> None:
     """Delete products from the data dir's catalog."""
-    from assistant.catalog_store import default_store, store_exists
+    from assistant.catalog.store import default_store, store_exists
 
     if not store_exists(data_dir):
         console.print(f"[red]no ingested catalog in {data_dir}[/red]")
@@ -381,7 +381,7 @@ def vision_align(
     """
     from dataclasses import replace
 
-    from assistant.vision_pairs import catalog_pairs
+    from assistant.catalog.pairs import catalog_pairs
     from server.engines import configure_threads, load_catalog
     from vision.align import AlignConfig, align
 
@@ -407,9 +407,9 @@ def vision_align(
 
 def _ranker_searcher(settings: Settings, catalog_file: Path | None, ranker: Any) -> Any:
     """A `RankedSearcher` over the training catalog (a products.jsonl, else the served one) with `ranker`."""
-    from assistant.catalog import Catalog
-    from assistant.rerank import LLMReranker, RankedSearcher
-    from assistant.retrieval import HybridRetriever
+    from assistant.catalog.model import Catalog
+    from assistant.search.rerank import LLMReranker, RankedSearcher
+    from assistant.search.retrieval import HybridRetriever
     from ranking.text_encoder import TextEncoder
     from server.engines import load_catalog
 
@@ -441,7 +441,7 @@ def ranker_train(
     """
     import time
 
-    from assistant.rerank import training_examples
+    from assistant.search.training import training_examples
     from ranking.registry import create_ranker
     from ranking.train import read_feedback, train
     from server.engines import configure_threads
@@ -484,7 +484,8 @@ def ranker_eval(
 
     The untrained head reproduces retrieval's order, so the second row is the gain over retrieval.
     """
-    from assistant.rerank import product_dict, retrieval_examples
+    from assistant.search.rerank import product_dict
+    from assistant.search.training import retrieval_examples
     from ranking.queries import is_heldout, spoken_queries
     from ranking.registry import create_ranker
     from ranking.train import evaluate

@@ -20,8 +20,8 @@ def intent(
     rules: Annotated[bool, typer.Option("--rules", help="Keyword rules only (no model).")] = False,
 ) -> None:
     """Recognise the intent and slots of one utterance (against the served catalog's vocabulary)."""
-    from assistant.intent import DialogueContext, IntentRecognizer
-    from assistant.search import QueryVocab
+    from assistant.conversation.intent import DialogueContext, IntentRecognizer
+    from assistant.search.query import QueryVocab
     from server.engines import configure_threads, load_catalog
 
     settings = cli_settings(data_dir)

@@ -11,7 +11,7 @@ from rich.console import Console
 from server.cli_common import DataDir, cli_settings
 
 if TYPE_CHECKING:
-    from assistant.memory import MemoryStore
+    from assistant.memory.store import MemoryStore
 
 memory_app = typer.Typer(help="Conversation memory (sessions, users, feedback events).", no_args_is_help=True)
 

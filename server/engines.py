@@ -11,17 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assistant.batching import BatchedQueryEncoder, ScheduledTTS, batched_ranker_queries
-from assistant.catalog import Catalog
-from assistant.catalog_store import CatalogStore, default_store, store_exists
+from assistant.catalog.demo import ensure_demo_catalog
+from assistant.catalog.model import Catalog
+from assistant.catalog.store import CatalogStore, default_store, store_exists
+from assistant.conversation.intent_data import CatalogWords
 from assistant.conversation.vocabulary import CatalogVocabulary
-from assistant.demo_catalog import ensure_demo_catalog
-from assistant.images import ImageStore
-from assistant.intent_data import CatalogWords
-from assistant.memory import MemoryConfig, MemoryStore, create_memory
-from assistant.pipeline import Brain, BrainOptions
-from assistant.retrieval import HybridRetriever
-from assistant.session import Engines
+from assistant.memory.store import MemoryConfig, MemoryStore, create_memory
+from assistant.runtime.batching import BatchedQueryEncoder, ScheduledTTS, batched_ranker_queries
+from assistant.runtime.session import Engines
+from assistant.runtime.turn import Brain, BrainOptions
+from assistant.runtime.uploads import ImageStore
+from assistant.search.retrieval import HybridRetriever
 from ranking.text_encoder import TextEncoder
 from server.background import BackgroundWorker
 from server.metrics import watch_batchers
@@ -230,7 +230,7 @@ def choose_heads(settings: Settings, catalog: Catalog) -> HeadsChoice:
     The data dir's (``shoptalk vision align`` or a background align) or those shipped for the demo catalog,
     whichever was trained on more of it; none when neither covers `MIN_HEADS_COVERAGE` of it.
     """
-    from assistant.vision_pairs import catalog_pairs
+    from assistant.catalog.pairs import catalog_pairs
     from vision.registry import checkpoint_labels, shipped_heads
 
     if settings.vision_checkpoint is not None:
@@ -280,7 +280,7 @@ def remote_worker(settings: Settings, role: str) -> Any:
 
 
 def batch_options(settings: Settings) -> dict[str, Any]:
-    """`assistant.batching` keyword arguments from the settings."""
+    """`assistant.runtime.batching` keyword arguments from the settings."""
     return {"max_batch": settings.batch_max, "max_wait_s": settings.batch_wait_ms / 1000,
             "workers": settings.batch_workers, "threads": 1 if settings.batch_workers > 1 else None}
 
@@ -331,7 +331,7 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     (in a `NearMissSearcher` when ``settings.near_misses``). With `prepare` False, a ranker whose backbone is not
     prepared yet is left out (`App.improve` prepares it in the background and switches to it).
     """
-    from assistant.retrieval import NearMissSearcher
+    from assistant.search.retrieval import NearMissSearcher
 
     plain = NearMissSearcher(retriever) if settings.near_misses else retriever
     if not settings.ranker_enabled:
@@ -342,7 +342,7 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
                  settings.ranker)
         return plain
     if remote is not None:  # the worker loaded the trained (or shipped) checkpoint
-        from assistant.rerank import LLMReranker, RankedSearcher
+        from assistant.search.rerank import LLMReranker, RankedSearcher
 
         return RankedSearcher(retriever, LLMReranker(remote, catalog), near_misses=settings.near_misses)
     from ranking.registry import shipped_checkpoint
@@ -354,7 +354,7 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
         log.warning("no trained ranker at %s and none shipped: serving retrieval only (run `shoptalk ranker "
                     "train`)", settings.ranker_checkpoint_path)
         return plain
-    from assistant.rerank import LLMReranker, RankedSearcher
+    from assistant.search.rerank import LLMReranker, RankedSearcher
     from ranking.registry import create_ranker
 
     t0 = time.perf_counter()
@@ -371,17 +371,17 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
 
 def build_dialogue(settings: Settings, catalog: Catalog, retriever: HybridRetriever, memory: MemoryStore | None,
                    *, warmup: bool = True, vocabulary: CatalogVocabulary | None = None) -> Any:
-    """The conversation layer: intents, the knowledge base, orders, moderation, references (``assistant.dialogue``).
+    """The conversation layer: intents, the knowledge base, orders, moderation, references (``assistant.conversation.dialogue``).
 
     ``vocabulary``: the catalog's spoken vocabulary when the caller has built it (else built here).
     """
     from collections import Counter
 
-    from assistant.dialogue import Dialogue
-    from assistant.intent import IntentRecognizer
-    from assistant.kb import open_kb
-    from assistant.moderation import Moderator
-    from assistant.orders import open_demo_orders
+    from assistant.conversation.dialogue import Dialogue
+    from assistant.conversation.intent import IntentRecognizer
+    from assistant.conversation.kb import open_kb
+    from assistant.conversation.orders import open_demo_orders
+    from assistant.safety.moderation import Moderator
 
     encoder = retriever.encoder
     vocabulary = vocabulary or CatalogVocabulary.from_catalog(catalog)
@@ -472,7 +472,7 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
         if settings.dialogue else None
     writer = None
     if settings.reply_writer == "llm":
-        from assistant.llm_reply import LLMReplyWriter
+        from assistant.replies.llm import LLMReplyWriter
 
         writer = LLMReplyWriter.from_cache(settings.cache_dir, device=settings.device)
         if warmup:

@@ -21,7 +21,7 @@ SEARCHES = Counter("shoptalk_searches_total", "HTTP searches")
 
 
 class BatcherCollector:
-    """Requests and batches of the shared micro-batchers (``assistant.batching``), read at scrape time.
+    """Requests and batches of the shared micro-batchers (``assistant.runtime.batching``), read at scrape time.
 
     Mean batch size = ``shoptalk_batcher_requests_total`` / ``shoptalk_batcher_batches_total``.
     """

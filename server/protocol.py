@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from assistant.errors import InvalidInputError
+from assistant.core.errors import InvalidInputError
 
 
 class ClientEvent(StrEnum):

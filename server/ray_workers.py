@@ -533,7 +533,7 @@ class RemoteTextEncoder:
         return self.query_cache.get(text, lambda query: _remote_vectors(self._call("encode_query", query)))
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode queries already batched here (e.g. by ``assistant.batching``) in one call: ``[n, dim]``."""
+        """Encode queries already batched here (e.g. by ``assistant.runtime.batching``) in one call: ``[n, dim]``."""
         if len(texts) == 0:
             return np.zeros((0, self._dim), dtype=np.float32)
         return _remote_vectors(self._call("encode_queries", list(texts)))
@@ -544,7 +544,7 @@ class RemoteTextEncoder:
 
 
 class RemoteRanker:
-    """The `ranking.ranker.Ranker` calls `assistant.rerank.LLMReranker` makes, over the ``RankerWorker`` deployment."""
+    """The `ranking.ranker.Ranker` calls `assistant.search.rerank.LLMReranker` makes, over the ``RankerWorker`` deployment."""
 
     def __init__(self, handle: Any, *, timeout_s: float = CALL_TIMEOUT_S) -> None:
         self._call = _Caller(handle, "ranker", RemoteWorkerError, (), timeout_s)

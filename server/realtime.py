@@ -22,8 +22,8 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from assistant.errors import AssistantError, InvalidInputError
-from assistant.frames import (
+from assistant.core.errors import AssistantError, InvalidInputError
+from assistant.core.frames import (
     ErrorFrame,
     Frame,
     ProductResults,
@@ -36,8 +36,8 @@ from assistant.frames import (
     Transcript,
     TranscriptDelta,
 )
-from assistant.session import ConversationSession, Engines, SessionOptions
-from assistant.voice import MAX_FRAME_BYTES, MAX_UTTERANCE_S
+from assistant.runtime.session import ConversationSession, Engines, SessionOptions
+from assistant.runtime.voice import MAX_FRAME_BYTES, MAX_UTTERANCE_S
 from server import metrics
 from server.auth import OPEN, AuthError, Principal
 from server.protocol import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from assistant.search import ProductHit
+from assistant.search.query import ProductHit
 
 
 def product_json(hit: ProductHit) -> dict[str, Any]:

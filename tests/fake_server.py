@@ -11,10 +11,10 @@ from pathlib import Path
 
 import uvicorn
 
-from assistant.images import ImageStore
-from assistant.memory import SQLiteMemory, create_memory
-from assistant.pipeline import Brain
-from assistant.session import Engines
+from assistant.memory.store import SQLiteMemory, create_memory
+from assistant.runtime.session import Engines
+from assistant.runtime.turn import Brain
+from assistant.runtime.uploads import ImageStore
 from server.app import GracefulServer, create_app
 from server.engines import App
 from server.settings import Settings

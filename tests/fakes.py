@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from assistant.catalog import Catalog, Product
-from assistant.search import ProductHit, SearchQuery
+from assistant.catalog.model import Catalog, Product
+from assistant.search.query import ProductHit, SearchQuery
 from speech.stt import STTEngine, TranscribeOptions, Transcription
 from speech.tts import TTSEngine
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from assistant.catalog import Catalog
-from assistant.demo_catalog import generate_demo_catalog
-from assistant.retrieval import HybridRetriever
-from assistant.search import SearchQuery
+from assistant.catalog.demo import generate_demo_catalog
+from assistant.catalog.model import Catalog
+from assistant.search.query import SearchQuery
+from assistant.search.retrieval import HybridRetriever
 from server.background import BackgroundWorker, run_child
 from server.engines import ALIGN_COVERAGE, choose_heads
 from server.settings import Settings
@@ -209,8 +209,8 @@ def merchant_catalog(demo: Path, out: Path, n: int = 12) -> Path:
 async def test_a_new_catalog_is_aligned_in_the_background_while_photos_are_served(tmp_path: Path) -> None:
     import httpx
 
-    from assistant.catalog_store import default_store
-    from assistant.ingest import ingest_file
+    from assistant.catalog.ingest import ingest_file
+    from assistant.catalog.store import default_store
     from server.app import create_app
     from server.engines import build_app_state
     from tests.conftest import LiveServer

@@ -1,4 +1,4 @@
-"""Micro-batching (assistant.batching): batches form under load, results stay per request, priorities and failures."""
+"""Micro-batching (assistant.runtime.batching): batches form under load, results stay per request, priorities and failures."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.batching import (
+from assistant.runtime.batching import (
     BatchedQueryEncoder,
     BatcherClosed,
     MicroBatcher,
@@ -286,11 +286,11 @@ def test_real_minilm_batched_queries_match_one_by_one(text_encoder) -> None:  # 
 def test_real_ranker_batched_query_encodes_match_and_rerank_is_unchanged(
     text_encoder, smollm2_dir: Path, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
-    from assistant.catalog import Catalog
-    from assistant.demo_catalog import generate_demo_catalog
-    from assistant.rerank import LLMReranker
-    from assistant.retrieval import HybridRetriever
-    from assistant.search import parse_query
+    from assistant.catalog.demo import generate_demo_catalog
+    from assistant.catalog.model import Catalog
+    from assistant.search.query import parse_query
+    from assistant.search.rerank import LLMReranker
+    from assistant.search.retrieval import HybridRetriever
     from ranking.registry import create_ranker, shipped_checkpoint
 
     checkpoint = shipped_checkpoint("smollm2-lora")

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from assistant.catalog import Catalog, CatalogError, Product
-from assistant.demo_catalog import ensure_demo_catalog, generate_demo_catalog
+from assistant.catalog.demo import ensure_demo_catalog, generate_demo_catalog
+from assistant.catalog.model import Catalog, CatalogError, Product
 from tests.shared_data import LUMA_DIR
 
 LUMA = LUMA_DIR / "products.jsonl"

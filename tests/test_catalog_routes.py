@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from assistant.catalog_store import default_store
+from assistant.catalog.store import default_store
 from server.routes import catalog as catalog_routes
 
 

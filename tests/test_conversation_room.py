@@ -6,11 +6,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from assistant.catalog import Catalog, Product
+from assistant.catalog.model import Catalog, Product
 from assistant.conversation.coverage import CatalogCoverage
 from assistant.conversation.names import ProductNames
 from assistant.conversation.vocabulary import CatalogVocabulary
-from assistant.search import ProductHit, QueryVocab, parse_query
+from assistant.search.query import ProductHit, QueryVocab, parse_query
 
 
 def _p(pid: str, title: str, category: str, description: str = "", **attrs: object) -> Product:
@@ -120,8 +120,8 @@ def test_measurements_come_from_the_description() -> None:
 
 
 async def test_a_request_the_classifier_calls_a_complaint_is_searched() -> None:
-    from assistant.dialogue import Dialogue, DialogueState
-    from assistant.intent import Intent
+    from assistant.conversation.dialogue import Dialogue, DialogueState
+    from assistant.conversation.intent import Intent
 
     class Complaining:  # the classifier's mistake on an unusual request
         label = "complaint"
@@ -269,7 +269,7 @@ def test_several_kinds_in_one_request_are_each_an_item() -> None:
 
 class _NoPolicies:
     def answer_policy(self, question: str) -> Any:
-        from assistant.kb import UNSUPPORTED_TEXT, PolicyAnswer
+        from assistant.conversation.kb import UNSUPPORTED_TEXT, PolicyAnswer
 
         return PolicyAnswer(UNSUPPORTED_TEXT, (), supported=False, score=0.0)
 
@@ -283,9 +283,9 @@ class _NoPolicies:
 async def _talk(*turns: str, labels: dict[str, str] | None = None) -> list[Any]:
     """Turns through the dialogue over the test catalog: intents by first words (or `labels`, the classifier's
     mistakes), a search by title words, a knowledge base that knows no policy."""
-    from assistant.dialogue import Dialogue, DialogueState
-    from assistant.intent import Intent
-    from assistant.memory import SQLiteMemory
+    from assistant.conversation.dialogue import Dialogue, DialogueState
+    from assistant.conversation.intent import Intent
+    from assistant.memory.store import SQLiteMemory
 
     class Rules:
         def recognize(self, text: str, context: object) -> Intent:
@@ -379,7 +379,7 @@ async def test_a_question_naming_a_product_is_about_it_whatever_the_classifier_s
 
 
 def test_things_to_wear_come_in_body_sizes() -> None:
-    from assistant.dialogue import _body_sized
+    from assistant.conversation.dialogue import _body_sized
 
     def sized(*sizes: str) -> Product:
         return Product.from_dict({"id": "x", "title": "X", "category": "Gear", "price": 1.0,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from assistant.catalog import Catalog, Product
-from assistant.intent import INTENTS
+from assistant.catalog.model import Catalog, Product
+from assistant.conversation.intent import INTENTS
 from bench import conversations as bc
 from bench.conversations import CHECKS, CatalogView, Shown, TurnResult, evaluate_turn
 from tests.shared_data import LUMA_DIR

@@ -8,12 +8,12 @@ from typing import Any
 
 import httpx
 
-from assistant.copy import CopyWriter, attribute_vocabulary, check_claims, template_copy
+from assistant.replies.copy import CopyWriter, attribute_vocabulary, check_claims, template_copy
 from tests.fakes import make_products
 
 
 def _catalog() -> list[Any]:
-    from assistant.catalog import Product
+    from assistant.catalog.model import Product
 
     extra = Product.from_dict({
         "id": "p9", "parent_id": None, "type": "simple", "title": "Cloud Wool Sweater", "description": "Soft.",
@@ -66,7 +66,7 @@ def test_llm_draft_used_when_grounded_and_replaced_when_not() -> None:
 
 
 def test_real_smollm2_copy_is_checked(smollm2_dir: Path) -> None:
-    from assistant.llm_reply import SmolLMGenerator
+    from assistant.replies.llm import SmolLMGenerator
 
     products = _catalog()
     writer = CopyWriter(SmolLMGenerator.load(smollm2_dir, "cpu"), attribute_vocabulary(products))

@@ -14,20 +14,20 @@ from typing import Any
 
 import pytest
 
-from assistant.dialogue import DialogueState, check_quoted, merge_refinement, resolve_reference
-from assistant.frames import ProductResults, ResponseDone, UserTurn
-from assistant.intent import IntentRecognizer
-from assistant.memory import Friend, SQLiteMemory
-from assistant.moderation import Moderator
-from assistant.orders import open_demo_orders
-from assistant.pipeline import Brain
-from assistant.search import ProductHit, SearchQuery
+from assistant.conversation.dialogue import DialogueState, check_quoted, merge_refinement, resolve_reference
+from assistant.conversation.intent import IntentRecognizer
+from assistant.conversation.orders import open_demo_orders
+from assistant.core.frames import ProductResults, ResponseDone, UserTurn
+from assistant.memory.store import Friend, SQLiteMemory
+from assistant.runtime.turn import Brain
+from assistant.safety.moderation import Moderator
+from assistant.search.query import ProductHit, SearchQuery
 from tests.fakes import KeywordSearcher
 
 
 class Conversation:
     def __init__(self, tmp_path: Path, *, user_id: str | None = None, kb: Any = None) -> None:
-        from assistant.dialogue import Dialogue
+        from assistant.conversation.dialogue import Dialogue
 
         self.searcher = KeywordSearcher()
         self.memory = SQLiteMemory(tmp_path / "memory.sqlite")
@@ -102,7 +102,7 @@ async def test_order_status_and_unknown_order(tmp_path: Path) -> None:
 
 
 async def test_policy_answers_quote_the_kb_or_hand_off(tmp_path: Path) -> None:
-    from assistant.kb import open_kb
+    from assistant.conversation.kb import open_kb
     from ranking.text_encoder import TextEncoder
 
     kb = open_kb(tmp_path, TextEncoder(device="cpu"))
@@ -211,8 +211,8 @@ def test_chat_cli_scripted_conversation_with_real_models(tmp_path: Path) -> None
 
 async def test_websocket_conversation_with_dialogue_and_resume(tmp_path: Path, live_server_factory: Any) -> None:
     """The same dialogue over the realtime websocket: a pick by position, the cart, and a resumed session."""
-    from assistant.images import ImageStore
-    from assistant.session import Engines
+    from assistant.runtime.session import Engines
+    from assistant.runtime.uploads import ImageStore
     from server.app import create_app
     from server.client import TalkClient
     from server.engines import App
@@ -257,7 +257,7 @@ async def test_whole_sentence_deltas_reach_speech_before_the_writer_finishes() -
     import asyncio
     import time
 
-    from assistant.frames import SpeechAudio
+    from assistant.core.frames import SpeechAudio
     from tests.fakes import FakeTTS
 
     class SlowWriter:
@@ -287,7 +287,7 @@ async def test_plural_question_answers_for_each_product(tmp_path: Path) -> None:
 
 
 def test_labels_tell_same_named_products_apart() -> None:
-    from assistant.catalog import Product
+    from assistant.catalog.model import Product
     from assistant.conversation.answers import labels as _labels
 
     def shoe(pid: str, colour: str) -> ProductHit:

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from PIL import Image, ImageEnhance
 
-from assistant.catalog_store import default_store
-from assistant.demo_catalog import generate_demo_catalog
-from assistant.ingest import ingest_file
+from assistant.catalog.demo import generate_demo_catalog
+from assistant.catalog.ingest import ingest_file
+from assistant.catalog.store import default_store
 from server.app import create_app
 from server.client import TalkClient
 from server.engines import App, build_app_state

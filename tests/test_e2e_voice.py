@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assistant.grounding import format_price, spoken_name
+from assistant.replies.grounding import format_price, spoken_name
 from server.app import create_app
 from server.client import TalkClient
 from server.engines import App, build_app_state

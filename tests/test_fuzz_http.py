@@ -23,7 +23,7 @@ from PIL import Image
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from assistant.memory import SQLiteMemory
+from assistant.memory.store import SQLiteMemory
 from server.app import create_app
 from tests.test_fuzz_protocol import make_state
 

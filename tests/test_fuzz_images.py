@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from assistant.errors import AssistantError
-from assistant.images import MAX_PIXELS, ImageRejected, ImageStore
+from assistant.core.errors import AssistantError
+from assistant.runtime.uploads import MAX_PIXELS, ImageRejected, ImageStore
 from server.app import create_app
 from tests.test_fuzz_protocol import make_state
 

@@ -6,7 +6,7 @@ a. Text frames -- random text, random JSON, events from the protocol's vocabular
    cases in all.  The only exception allowed is an ``AssistantError`` with a code and a message, and every frame
    that is certainly bad must get one.
 b. Binary audio frames (empty, odd lengths, oversize, random bytes, every input rate, server VAD and push-to-talk)
-   through ``assistant.voice.VoiceInput``: coded errors only, and the buffer never holds more than the caps allow.
+   through ``assistant.runtime.voice.VoiceInput``: coded errors only, and the buffer never holds more than the caps allow.
 c. A hypothesis state machine over a real websocket (uvicorn on loopback, fake engines): random orders of every
    client event, valid and not.  The server never closes the connection, every error event carries a code and a
    message, a final typed turn still gets its ``response.done``, and a fresh connection is served afterwards.
@@ -34,12 +34,12 @@ from pydantic import BaseModel
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from assistant.errors import AssistantError, InvalidInputError
-from assistant.frames import ErrorFrame, Frame, Transcript
-from assistant.images import ImageStore
-from assistant.pipeline import Brain
-from assistant.session import Engines
-from assistant.voice import MAX_FRAME_BYTES, SUPPORTED_RATES, VoiceInput, VoiceOptions
+from assistant.core.errors import AssistantError, InvalidInputError
+from assistant.core.frames import ErrorFrame, Frame, Transcript
+from assistant.runtime.session import Engines
+from assistant.runtime.turn import Brain
+from assistant.runtime.uploads import ImageStore
+from assistant.runtime.voice import MAX_FRAME_BYTES, SUPPORTED_RATES, VoiceInput, VoiceOptions
 from server.app import create_app
 from server.engines import App
 from server.protocol import (

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from assistant.images import MAX_UPLOAD_BYTES, ImageRejected, ImageStore, decode_upload
+from assistant.runtime.uploads import MAX_UPLOAD_BYTES, ImageRejected, ImageStore, decode_upload
 from server.app import create_app
 from server.client import TalkClient, TurnResult
 from tests.test_realtime_protocol import make_state

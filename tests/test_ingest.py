@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from assistant import ingest as ingest_mod
-from assistant.catalog import Catalog, CatalogError, Product
-from assistant.catalog_store import CatalogStore, default_store, store_exists
-from assistant.ingest import IngestError, ingest_file
+from assistant.catalog import ingest as ingest_mod
+from assistant.catalog.ingest import IngestError, ingest_file
+from assistant.catalog.model import Catalog, CatalogError, Product
+from assistant.catalog.store import CatalogStore, default_store, store_exists
 from tests.shared_data import LUMA_DIR
 
 LUMA = LUMA_DIR / "products.jsonl"
@@ -403,7 +403,7 @@ def test_luma_full_ingest(store):
 @pytest.mark.real_model
 @pytest.mark.skipif(not LUMA.is_file(), reason="Luma dev catalog not present")
 def test_luma_store_snapshot_search_returns_matching_variant(store):
-    from assistant.search import EmbeddingSearcher, parse_query
+    from assistant.search.query import EmbeddingSearcher, parse_query
     from ranking.text_encoder import TextEncoder
 
     ingest_file(LUMA, store, fetch_urls=False)

@@ -1,4 +1,4 @@
-"""Intent recognition and slot filling (assistant.intent), its benchmark plumbing and the `shoptalk intent` CLI."""
+"""Intent recognition and slot filling (assistant.conversation.intent), its benchmark plumbing and the `shoptalk intent` CLI."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from assistant.intent import (
+from assistant.conversation.intent import (
     INTENTS,
     SLOT_NAMES,
     DialogueContext,
@@ -17,7 +17,7 @@ from assistant.intent import (
     extract_slots,
     normalize_asr,
 )
-from assistant.intent_data import TEMPLATES, training_examples
+from assistant.conversation.intent_data import TEMPLATES, training_examples
 from bench.dialogue import FRESH, demo_vocab, intent_metrics, load_utterances, main, slot_metrics
 
 REPO = Path(__file__).resolve().parents[1]

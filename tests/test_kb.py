@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.kb import (
+from assistant.conversation.kb import (
     DEMO_KB_DIR,
     UNSUPPORTED_TEXT,
     KnowledgeBase,
@@ -177,7 +177,7 @@ def test_missing_folder(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def demo_kb(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeBase:
-    from assistant.moderation import default_moderator
+    from assistant.safety.moderation import default_moderator
 
     encoder = default_moderator().encoder  # one MiniLM for the whole test run (test_moderation shares it)
     return open_kb(tmp_path_factory.mktemp("kb"), encoder)  # type: ignore[arg-type]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from assistant.catalog import Product
-from assistant.frames import ReplyTextDelta, ResponseDone, UserTurn
-from assistant.grounding import ProductFact, check_generated, check_grounding, unsupported_terms
-from assistant.llm_reply import (
+from assistant.catalog.model import Product
+from assistant.core.frames import ReplyTextDelta, ResponseDone, UserTurn
+from assistant.replies.grounding import ProductFact, check_generated, check_grounding, unsupported_terms
+from assistant.replies.llm import (
     LLMReplyWriter,
     ReplyStats,
     build_messages,
@@ -17,9 +17,9 @@ from assistant.llm_reply import (
     repeated_words,
     speakability,
 )
-from assistant.pipeline import Brain
-from assistant.reply import compose_reply, reply_facts
-from assistant.search import ProductHit, parse_query
+from assistant.replies.templates import compose_reply, reply_facts
+from assistant.runtime.turn import Brain
+from assistant.search.query import ProductHit, parse_query
 from tests.fakes import KeywordSearcher
 
 

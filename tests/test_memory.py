@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.errors import InvalidInputError
-from assistant.memory import Friend, MemoryConfig, MemoryStore, SQLiteMemory, create_memory
+from assistant.core.errors import InvalidInputError
+from assistant.memory.store import Friend, MemoryConfig, MemoryStore, SQLiteMemory, create_memory
 from bench.common import free_port, wait_for_port
 
 

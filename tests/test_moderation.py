@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.moderation import (
+from assistant.safety.moderation import (
     CRISIS_REPLY,
     SAFE_REPLY,
     Moderator,
@@ -14,7 +14,7 @@ from assistant.moderation import (
     screen_output,
     screen_review,
 )
-from assistant.moderation_data import TRAINING_ROWS
+from assistant.safety.moderation_data import TRAINING_ROWS
 
 # Ordinary shopping talk, none of it in the training rows: the moderator must leave (nearly) all of it alone.
 NORMAL_UTTERANCES = [

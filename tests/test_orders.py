@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.orders import (
+from assistant.conversation.orders import (
     Order,
     OrderItem,
     OrderStatus,

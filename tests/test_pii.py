@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.pii import find_pii, luhn_valid, redact_pii
+from assistant.safety.pii import find_pii, luhn_valid, redact_pii
 
 
 @pytest.mark.parametrize(

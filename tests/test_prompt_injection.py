@@ -16,17 +16,17 @@ from typing import Any
 
 import pytest
 
-from assistant.catalog import Product
-from assistant.dialogue import Dialogue, DialogueState
-from assistant.frames import ResponseDone, UserTurn
-from assistant.grounding import check_generated
-from assistant.intent import IntentRecognizer
-from assistant.kb import KnowledgeBase
-from assistant.llm_reply import LLMReplyWriter, ReplyStats
-from assistant.moderation import Moderator, looks_like_injection, screen_output
-from assistant.pipeline import Brain
-from assistant.reply import reply_facts
-from assistant.search import ProductHit, parse_query
+from assistant.catalog.model import Product
+from assistant.conversation.dialogue import Dialogue, DialogueState
+from assistant.conversation.intent import IntentRecognizer
+from assistant.conversation.kb import KnowledgeBase
+from assistant.core.frames import ResponseDone, UserTurn
+from assistant.replies.grounding import check_generated
+from assistant.replies.llm import LLMReplyWriter, ReplyStats
+from assistant.replies.templates import reply_facts
+from assistant.runtime.turn import Brain
+from assistant.safety.moderation import Moderator, looks_like_injection, screen_output
+from assistant.search.query import ProductHit, parse_query
 from tests.fakes import KeywordSearcher
 from tests.test_kb import CountingEncoder
 

@@ -407,8 +407,8 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def demo_catalog(tmp_path_factory):
-    from assistant.catalog import Catalog
-    from assistant.demo_catalog import generate_demo_catalog
+    from assistant.catalog.demo import generate_demo_catalog
+    from assistant.catalog.model import Catalog
 
     return Catalog.load_jsonl(generate_demo_catalog(tmp_path_factory.mktemp("demo") / "catalog"))
 
@@ -416,8 +416,8 @@ def demo_catalog(tmp_path_factory):
 @needs_qdrant
 @pytest.mark.real_model
 def test_retriever_on_qdrant_matches_faiss(demo_catalog, encoder, tmp_path):
-    from assistant.retrieval import HybridRetriever
-    from assistant.search import SearchQuery, parse_query
+    from assistant.search.query import SearchQuery, parse_query
+    from assistant.search.retrieval import HybridRetriever
     from ranking.qdrant_index import QdrantIndex
     from tests.test_retrieval import FakeImageEncoder
 
@@ -459,9 +459,9 @@ def test_retriever_on_qdrant_matches_faiss(demo_catalog, encoder, tmp_path):
 @pytest.mark.real_model
 def test_retriever_qdrant_local_save_load_and_update(demo_catalog, encoder, tmp_path, monkeypatch):
     """The retriever's cache flow on local Qdrant: build, reopen from the manifest without encoding, update."""
-    from assistant.catalog import Catalog, Product
-    from assistant.retrieval import HybridRetriever
-    from assistant.search import SearchQuery
+    from assistant.catalog.model import Catalog, Product
+    from assistant.search.query import SearchQuery
+    from assistant.search.retrieval import HybridRetriever
     from ranking.qdrant_index import QdrantIndex
 
     cache = tmp_path / "index"
@@ -503,7 +503,7 @@ def test_retriever_qdrant_local_save_load_and_update(demo_catalog, encoder, tmp_
 
 
 def test_retriever_rejects_unknown_vector_url(demo_catalog):
-    from assistant.retrieval import HybridRetriever
+    from assistant.search.retrieval import HybridRetriever
 
     class NoEncoder:
         dim = 4

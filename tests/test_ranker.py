@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from ranking.features import product_text, slot_features
 from ranking.ranker import (
     FEATURE_NAMES,
     IMAGE_CONTRIBUTION,
@@ -26,9 +27,7 @@ from ranking.train import (
     feedback_examples,
     make_training_data,
     ndcg_at,
-    product_text,
     reciprocal_rank,
-    slot_features,
     train,
 )
 

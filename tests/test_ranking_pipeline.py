@@ -11,16 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from assistant.catalog import Catalog, Product
-from assistant.rerank import (
-    LLMReranker,
-    RankedSearcher,
-    SessionSignals,
-    feedback_candidates,
-    product_dict,
-    retrieval_examples,
-)
-from assistant.search import SearchQuery, parse_query
+from assistant.catalog.model import Catalog, Product
+from assistant.core.signals import SessionSignals
+from assistant.search.query import SearchQuery, parse_query
+from assistant.search.rerank import LLMReranker, RankedSearcher, product_dict
+from assistant.search.training import feedback_candidates, retrieval_examples
 from ranking.queries import QuerySpec, category_terms, grade, is_heldout, number_words, spoken_queries
 from ranking.ranker import FEATURE_NAMES, INIT_FEATURE_WEIGHTS, RETRIEVAL_FEATURES
 from ranking.registry import create_ranker
@@ -110,8 +105,8 @@ def test_untrained_head_reproduces_retrieval_order(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> RankedSearcher:
-    from assistant.demo_catalog import generate_demo_catalog
-    from assistant.retrieval import HybridRetriever
+    from assistant.catalog.demo import generate_demo_catalog
+    from assistant.search.retrieval import HybridRetriever
     from ranking.text_encoder import TextEncoder
 
     root = tmp_path_factory.mktemp("demo")
@@ -180,10 +175,10 @@ def test_bench_ceiling_is_an_upper_bound(demo: RankedSearcher) -> None:
 def test_brain_says_near_misses_for_what_they_are(demo: RankedSearcher) -> None:
     import asyncio
 
-    from assistant.frames import ProductResults, ResponseDone, UserTurn
-    from assistant.grounding import check_grounding, facts_from_hits
-    from assistant.pipeline import Brain
-    from assistant.retrieval import NearMissSearcher
+    from assistant.core.frames import ProductResults, ResponseDone, UserTurn
+    from assistant.replies.grounding import check_grounding, facts_from_hits
+    from assistant.runtime.turn import Brain
+    from assistant.search.retrieval import NearMissSearcher
 
     searcher = NearMissSearcher(demo.retriever)
     query = replace(parse_query("hoodie in yellow", demo.vocab), k=5)

@@ -335,7 +335,7 @@ def test_remote_failures_are_clear_and_the_proxy_recovers(workers: RemoteWorkers
 def test_server_serves_through_remote_workers(workers: RemoteWorkers, settings: Settings, clip: np.ndarray,
                                              live_server_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """`shoptalk serve`'s path: build_app_state (with its warm-up) in the app's lifespan, then a voice turn."""
-    from assistant.batching import ScheduledTTS
+    from assistant.runtime.batching import ScheduledTTS
     from server import ray_workers
     from server.app import create_app
     from server.client import TalkClient

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import websockets
 
-from assistant.images import ImageStore
-from assistant.pipeline import Brain
-from assistant.session import Engines
+from assistant.runtime.session import Engines
+from assistant.runtime.turn import Brain
+from assistant.runtime.uploads import ImageStore
 from server.app import create_app
 from server.client import TalkClient, TurnResult
 from server.engines import App
@@ -327,7 +327,7 @@ async def test_dislike_takes_effect_at_once(server: Any) -> None:
 
 @pytest.fixture
 def memory_server(tmp_path: Path, live_server_factory: Any) -> Any:
-    from assistant.memory import SQLiteMemory
+    from assistant.memory.store import SQLiteMemory
 
     state = make_state(tmp_path)
     state.engines.memory = SQLiteMemory(tmp_path / "memory.sqlite")

@@ -4,11 +4,11 @@ import re
 import numpy as np
 import pytest
 
-from assistant.catalog import Catalog, Product
-from assistant.demo_catalog import generate_demo_catalog
-from assistant.grounding import GroundingError, ProductFact, assert_grounded, check_grounding
-from assistant.reply import compose_reply, reply_facts
-from assistant.search import EmbeddingSearcher, ProductHit, SearchQuery, parse_query
+from assistant.catalog.demo import generate_demo_catalog
+from assistant.catalog.model import Catalog, Product
+from assistant.replies.grounding import GroundingError, ProductFact, assert_grounded, check_grounding
+from assistant.replies.templates import compose_reply, reply_facts
+from assistant.search.query import EmbeddingSearcher, ProductHit, SearchQuery, parse_query
 
 
 class HashEncoder:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from assistant.catalog import Catalog, Product
-from assistant.rerank import LLMReranker, RankedSearcher, SessionSignals, product_dict, single_thread
-from assistant.search import SearchQuery, parse_query
+from assistant.catalog.model import Catalog, Product
+from assistant.core.signals import SessionSignals
+from assistant.search.query import SearchQuery, parse_query
+from assistant.search.rerank import LLMReranker, RankedSearcher, product_dict, single_thread
 from ranking.ranker import FEATURE_NAMES
 from ranking.registry import create_ranker
 from tests.fakes import KeywordSearcher, make_products
@@ -155,8 +156,8 @@ def test_trained_ranker_over_demo_catalog(tmp_path: Path, smollm2_dir: Path) -> 
     checkpoint = CHECKPOINT if CHECKPOINT.exists() else shipped_checkpoint("smollm2-lora")
     if checkpoint is None:
         pytest.skip(f"no trained ranker at {CHECKPOINT} and none shipped")
-    from assistant.demo_catalog import generate_demo_catalog
-    from assistant.retrieval import HybridRetriever
+    from assistant.catalog.demo import generate_demo_catalog
+    from assistant.search.retrieval import HybridRetriever
     from ranking.text_encoder import TextEncoder
 
     catalog = Catalog.load_jsonl(generate_demo_catalog(tmp_path / "catalog"))
@@ -185,9 +186,9 @@ def _search_app(tmp_path: Path, searcher: object) -> object:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from assistant.images import ImageStore
-    from assistant.pipeline import Brain
-    from assistant.session import Engines
+    from assistant.runtime.session import Engines
+    from assistant.runtime.turn import Brain
+    from assistant.runtime.uploads import ImageStore
     from server.engines import App
     from server.routes import search as search_routes
     from server.settings import Settings
@@ -223,7 +224,7 @@ def test_search_route_ranker_field(tmp_path: Path, tiny: object, searcher: Keywo
 
 
 def test_build_ranked_needs_a_checkpoint(tmp_path: Path, tiny: object, searcher: KeywordSearcher) -> None:
-    from assistant.retrieval import NearMissSearcher
+    from assistant.search.retrieval import NearMissSearcher
     from server.engines import build_ranked
     from server.settings import Settings
 
@@ -303,7 +304,7 @@ def test_an_unprepared_ranker_is_built_in_the_background(tmp_path: Path, tiny: o
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from assistant.retrieval import NearMissSearcher
+    from assistant.search.retrieval import NearMissSearcher
     from server.background import BackgroundWorker
     from server.engines import App, build_ranked
     from server.settings import Settings

@@ -9,10 +9,9 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assistant.catalog import Catalog, Product  # noqa: E402
-from assistant.demo_catalog import BACKGROUND, COLORS, generate_demo_catalog  # noqa: E402
-from assistant.retrieval import HybridRetriever, product_genders  # noqa: E402
-from assistant.search import (  # noqa: E402
+from assistant.catalog.demo import BACKGROUND, COLORS, generate_demo_catalog  # noqa: E402
+from assistant.catalog.model import Catalog, Product  # noqa: E402
+from assistant.search.query import (  # noqa: E402
     EmbeddingSearcher,
     QueryVocab,
     SearchQuery,
@@ -20,6 +19,7 @@ from assistant.search import (  # noqa: E402
     canonical_size,
     parse_query,
 )
+from assistant.search.retrieval import HybridRetriever, product_genders  # noqa: E402
 from ranking.fusion import reciprocal_rank_fusion  # noqa: E402
 from ranking.lexical import BM25Index, Tokenizer  # noqa: E402
 from tests.shared_data import LUMA_DIR  # noqa: E402

@@ -328,7 +328,7 @@ async def test_kill_9_mid_turn_loses_nothing_committed(spawn: Any, tmp_path: Pat
         result = await client.ask_text("tell me more about the first one", timeout=30)
         assert result.status == "completed" and not result.errors, result.events
         assert first.products[0]["title"].split(" — ")[0] in result.reply, (first.products[0], result.reply)
-    from assistant.memory import SQLiteMemory
+    from assistant.memory.store import SQLiteMemory
 
     store = SQLiteMemory(tmp_path / "data" / "memory.sqlite")
     try:

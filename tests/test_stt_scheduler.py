@@ -236,8 +236,8 @@ async def test_close_fails_queued_requests(make):
 
 async def test_voice_sessions_share_a_scheduled_engine():
     """Two voice sessions on one scheduled fake engine: partials are tagged, each turn gets its final."""
-    from assistant.frames import Frame, Transcript, TranscriptDelta
-    from assistant.voice import VoiceInput, VoiceOptions
+    from assistant.core.frames import Frame, Transcript, TranscriptDelta
+    from assistant.runtime.voice import VoiceInput, VoiceOptions
     from tests.fakes import EnergyVAD, FakeSTT, silence, tone
 
     stt = ScheduledSTT(FakeSTT(delay_s=0.02), workers=2)

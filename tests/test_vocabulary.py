@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assistant.catalog import Catalog, Product
+from assistant.catalog.model import Catalog, Product
 from assistant.conversation.vocabulary import PROMPT_MAX_WORDS, CatalogVocabulary
-from assistant.frames import ProductResults, ReplyTextDelta, ResponseDone, Transcript, UserTurn
-from assistant.pipeline import Brain
-from assistant.search import ProductHit, SearchQuery
-from assistant.voice import FINAL_BEAM_SIZE, VoiceInput, VoiceOptions, transcribe_options
+from assistant.core.frames import ProductResults, ReplyTextDelta, ResponseDone, Transcript, UserTurn
+from assistant.runtime.turn import Brain
+from assistant.runtime.voice import FINAL_BEAM_SIZE, VoiceInput, VoiceOptions, transcribe_options
+from assistant.search.query import ProductHit, SearchQuery
 from tests.fakes import SR, EnergyVAD, FakeSTT, silence, tone
 from tests.shared_data import LUMA_DIR
 
@@ -276,9 +276,9 @@ class _Reindexing:
 
 
 def test_ingest_rebuilds_the_vocabulary_and_the_sessions_prompt(tmp_path: Path) -> None:
-    from assistant.catalog_store import default_store
-    from assistant.images import ImageStore
-    from assistant.session import Engines
+    from assistant.catalog.store import default_store
+    from assistant.runtime.session import Engines
+    from assistant.runtime.uploads import ImageStore
     from server.engines import App, asr_prompt
     from server.settings import Settings
 

@@ -6,8 +6,8 @@ import asyncio
 
 import numpy as np
 
-from assistant.frames import SpeechStarted, SpeechStopped, Transcript
-from assistant.voice import END_PADDING_MS, VoiceInput, VoiceOptions
+from assistant.core.frames import SpeechStarted, SpeechStopped, Transcript
+from assistant.runtime.voice import END_PADDING_MS, VoiceInput, VoiceOptions
 from tests.fakes import SR, EnergyVAD, FakeSTT, silence, tone
 
 

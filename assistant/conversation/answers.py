@@ -1,6 +1,6 @@
 """Answers about products, built only from what the catalog says of them (#9).
 
-Used by the dialogue (`assistant.dialogue`): the speakable names that tell products apart, attribute values
+Used by the dialogue (`assistant.conversation.dialogue`): the speakable names that tell products apart, attribute values
 screened for injected instructions, "does it come in medium?" answered from the variants, and open questions
 ("is it warm enough for winter?") answered by quoting the attribute or description sentence that speaks to them --
 by shared word stems, else the attribute MiniLM puts clearly closest -- or by saying plainly that the detail is
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from assistant.catalog import Catalog
-from assistant.grounding import format_price, spoken_name, without_injection
-from assistant.moderation import looks_like_injection
-from assistant.search import ProductHit, canonical_color
+from assistant.catalog.model import Catalog
+from assistant.replies.grounding import format_price, spoken_name, without_injection
+from assistant.safety.moderation import looks_like_injection
+from assistant.search.query import ProductHit, canonical_color
 
 ATTRIBUTE_COSINE = 0.3  # MiniLM cosine from which an attribute line answers an open product question ...
 ATTRIBUTE_MARGIN = 0.08  # ... when it beats the next line by this much

@@ -35,9 +35,16 @@ import jellyfish
 import numpy as np
 from rapidfuzz import fuzz
 
-from assistant.catalog import Catalog, Product
+from assistant.catalog.model import Catalog, Product
 from assistant.conversation.vocabulary import COMMON_WORDS, CatalogVocabulary, plural, singular_forms
-from assistant.search import COLOR_SYNONYMS, HER_PEOPLE, HIS_PEOPLE, NUMBER_WORDS, QueryVocab, SearchQuery
+from assistant.search.query import (
+    COLOR_SYNONYMS,
+    HER_PEOPLE,
+    HIS_PEOPLE,
+    NUMBER_WORDS,
+    QueryVocab,
+    SearchQuery,
+)
 
 SOUND_ALIKE_SPELLING = 60  # rapidfuzz ratio: "tea" for "tee" (67) is the same word misheard; "nike"/"neck" (50) not
 SYNONYM_COSINE = 0.8  # MiniLM cosine from which a missing word counts as another name of a catalog kind ("trousers")
@@ -335,7 +342,7 @@ class CatalogCoverage:
         """The asked department ("men") when no product of the asked kind is for it (nor for everyone)."""
         if query.gender is None:
             return None
-        from assistant.retrieval import product_genders
+        from assistant.search.retrieval import product_genders
 
         among = self._of_kind(query)
         products = [p for p in self.catalog.parents() if among is None or p.id in among]

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import jellyfish
 from rapidfuzz import fuzz, process
 
-from assistant.catalog import Catalog, Product
+from assistant.catalog.model import Catalog, Product
 from assistant.conversation.vocabulary import COMMON_WORDS, CatalogVocabulary, singular_forms
-from assistant.search import MEASURE_UNITS, ProductHit, words_to_numbers
+from assistant.search.query import MEASURE_UNITS, ProductHit, words_to_numbers
 
 FUZZY_LINE = 84  # spelling similarity (0-100) for a word to count as a product-line name heard slightly wrong
 FUZZY_SOUND = 66  # ... or this much when it also sounds the same (metaphone): "carmen" for "Karmen"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from assistant.catalog import Catalog
+from assistant.catalog.model import Catalog
 from assistant.conversation.vocabulary import COMMON_WORDS, CatalogVocabulary, singular_forms
-from assistant.search import COLOR_SYNONYMS, MEASURE_UNITS, NUMBER_WORDS
+from assistant.search.query import COLOR_SYNONYMS, MEASURE_UNITS, NUMBER_WORDS
 
 _SEPARATORS = re.compile(r"\s*(?:,|;|\band also\b|\bas well as\b|\band\b|\bplus\b|&)\s*")
 _CLAUSE_END = re.compile(r"\s+[-–—]\s+|[?.!:]")  # "... a foam roller - what do the three cost?"

@@ -4,7 +4,7 @@ Everything here is built from the catalog it serves, never from word lists namin
 
 * **kinds**: what the merchant calls its kinds of product: category path segments ("Hoodies & Sweatshirts" ->
   hoodies, sweatshirts), the style attribute values ("Pullover", "Leggings") and the head nouns that several product
-  titles share ("... Yoga Pant", "... Backpack"), with the spoken aliases `assistant.search` knows ("hoody",
+  titles share ("... Yoga Pant", "... Backpack"), with the spoken aliases `assistant.search.query` knows ("hoody",
   "t shirt");
 * **lines**: product-line names, the distinctive word(s) a title starts with ("Mona", "Karmen", "Sprite");
 * **brands** and the **colours** the variants come in.
@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 import jellyfish
 from rapidfuzz import fuzz
 
-from assistant.catalog import Catalog, Product
+from assistant.catalog.model import Catalog, Product
 from assistant.conversation.spelling import TypoFixer
-from assistant.search import (
+from assistant.search.query import (
     COLOR_SYNONYMS,
     NUMBER_WORDS,
     SPOKEN_CATEGORY_ALIASES,

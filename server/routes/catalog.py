@@ -20,8 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from assistant.catalog_store import CatalogStore
-from assistant.ingest import (
+from assistant.catalog.ingest import (
     CSV_SUFFIXES,
     JSONL_SUFFIXES,
     IngestError,
@@ -30,6 +29,7 @@ from assistant.ingest import (
     ingest_records,
     records_from_json,
 )
+from assistant.catalog.store import CatalogStore
 from server.security import merchant
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from starlette.datastructures import UploadFile
 
-from assistant.images import MAX_UPLOAD_BYTES, ImageRejected
+from assistant.runtime.uploads import MAX_UPLOAD_BYTES, ImageRejected
 from server.deps import StateDep
 from server.security import PrincipalDep
 

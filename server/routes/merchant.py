@@ -1,7 +1,7 @@
 """Merchant tools: product copy written from a product's attributes, and review screening.
 
 ``POST /v1/copy`` drafts a description or an ad line with SmolLM2 and checks it against the product
-(``assistant.copy.check_claims``); a draft claiming anything the product lacks is replaced by the template.
+(``assistant.replies.copy.check_claims``); a draft claiming anything the product lacks is replaced by the template.
 ``POST /v1/reviews/screen`` labels a customer review (profanity, insults, threats, personal data, injection) and
 says whether it can be published, with a masked version.
 """
@@ -15,8 +15,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
-from assistant.copy import CopyWriter, attribute_vocabulary
-from assistant.moderation import screen_review
+from assistant.replies.copy import CopyWriter, attribute_vocabulary
+from assistant.safety.moderation import screen_review
 from server.deps import StateDep
 from server.security import merchant
 
@@ -40,7 +40,7 @@ def copy_writer(state: Any) -> CopyWriter:
         if writer is None or writer.catalog_version != id(state.catalog):
             generator = writer.generator if writer is not None else None
             if generator is None and state.settings.copy_llm:
-                from assistant.llm_reply import SmolLMGenerator
+                from assistant.replies.llm import SmolLMGenerator
                 from ranking.llm import prepare_smollm2
                 from ranking.registry import SMOLLM2_FOLDER
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from assistant.errors import AssistantError
-from assistant.images import ImageNotFound
+from assistant.core.errors import AssistantError
+from assistant.runtime.uploads import ImageNotFound
 from server import metrics
 from server.deps import StateDep
 from server.security import PrincipalDep

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
-from assistant.errors import InvalidInputError
-from assistant.memory import MAX_FRIENDS, Friend, MemoryStore
+from assistant.core.errors import InvalidInputError
+from assistant.memory.store import MAX_FRIENDS, Friend, MemoryStore
 from server.deps import StateDep
 from server.security import PrincipalDep
 
