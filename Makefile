@@ -57,6 +57,7 @@ test: install system-deps
 lint: install
 	$(VENV)/bin/ruff check assistant speech vision ranking server bench tests
 	$(VENV)/bin/mypy assistant speech vision ranking server
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(VENV)/bin/shoptalk bench voice --data-dir $(DATA)
