@@ -107,10 +107,11 @@ def cpu_seconds(pid: int) -> float | None:
 class RssSampler:
     """Samples a process's RSS every ``every`` seconds in a thread: ``(seconds since start, MB)``."""
 
-    def __init__(self, pid: int, every: float = SAMPLE_EVERY_S) -> None:
-        self.pid, self.every = pid, every
+    def __init__(self, pid: int, every: float = SAMPLE_EVERY_S, metrics_url: str | None = None) -> None:
+        self.pid, self.every, self.metrics_url = pid, every, metrics_url
         self.t0 = time.perf_counter()
         self.samples: list[tuple[float, float]] = []
+        self.lag_samples: list[tuple[float, float]] = []  # (seconds, the server's max event-loop lag lately, s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -119,7 +120,15 @@ class RssSampler:
             mb = rss_mb(self.pid)
             if mb is not None:
                 self.samples.append((time.perf_counter() - self.t0, mb))
+            lag = server_loop_lag(self.metrics_url) if self.metrics_url else None
+            if lag is not None:
+                self.lag_samples.append((time.perf_counter() - self.t0, lag))
             self._stop.wait(self.every)
+
+    def lag_max_ms(self, t_start: float, t_end: float) -> float | None:
+        """The server's largest event-loop lag during ``[t_start, t_end]`` (None: the server does not export it)."""
+        inside = [lag for t, lag in self.lag_samples if t_start <= t <= t_end]
+        return round(1000 * max(inside), 1) if inside else None
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -143,6 +152,21 @@ class RssSampler:
             return {"start": float("nan"), "end": float("nan"), "max": float("nan"), "slope_mb_per_min": float("nan")}
         return {"start": round(inside[0][1], 1), "end": round(inside[-1][1], 1),
                 "max": round(max(mb for _, mb in inside), 1), "slope_mb_per_min": slope(inside)}
+
+
+def server_loop_lag(metrics_url: str) -> float | None:
+    """``shoptalk_event_loop_lag_max_seconds`` from the server's ``/metrics`` (its largest loop lag of late)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=2) as res:
+            text = res.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("shoptalk_event_loop_lag_max_seconds "):
+            return float(line.split()[1])
+    return None
 
 
 def slope(samples: Sequence[tuple[float, float]]) -> float:
@@ -372,7 +396,7 @@ def run(clips: list[np.ndarray], server_command: ServerCommand, *, levels: Seque
     try:
         server.start()
         log.info("server ready on port %d after %.1f s (pid %d)", server.port, server.startup_s, server.pid)
-        with RssSampler(server.pid) as sampler:
+        with RssSampler(server.pid, metrics_url=f"http://127.0.0.1:{server.port}/metrics") as sampler:
             t_ready = sampler.now()
             if warmup_turns:
                 warm = asyncio.run(_warmup(server.ws_url, clips, warmup_turns))
@@ -386,6 +410,7 @@ def run(clips: list[np.ndarray], server_command: ServerCommand, *, levels: Seque
                                               think_s=think_s, stagger_s=stagger_s))
                 cpu1, t1, wall = cpu_seconds(server.pid), sampler.now(), time.perf_counter() - wall0
                 rows.append(_level_row(n, level, sampler.window(t0, t1), wall, cpu0, cpu1, clips, texts, t0, t1))
+                rows[-1]["server_loop_lag_max_ms"] = sampler.lag_max_ms(t0, t1)
                 log.info("n=%d: %s", n, {k: rows[-1][k] for k in ("turns", "first_audio_ms", "errors")})
                 if server.proc is not None and server.proc.poll() is not None:
                     raise RuntimeError(f"server died during level n={n}:\n{server.log_tail()}")
@@ -514,6 +539,10 @@ def table(results: dict[str, Any]) -> str:
                 f"{mem['after_warmup']:.0f} MB after warm-up, {mem['end']:.0f} MB at the end, max {mem['max']:.0f} MB "
                 f"(slope after warm-up {mem['slope_mb_per_min_after_warmup']:+.1f} MB/min). "
                 f"Target (8 sessions: p95 ≤ 1.5 s, no errors, flat memory): {verdict}.")
+    lags = [(r["n"], r.get("server_loop_lag_max_ms")) for r in results["levels"]]
+    if any(lag is not None for _, lag in lags):
+        rows.append("Largest server event-loop lag (`shoptalk_event_loop_lag_max_seconds`): "
+                    + ", ".join(f"{n} sessions {lag:.0f} ms" for n, lag in lags if lag is not None) + ".")
     return "\n".join(rows)
 
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI, WebSocket
 
 from assistant.catalog.store import default_store
 from server.engines import App, build_app_state
+from server.metrics import watch_event_loop
 from server.realtime import LiveSessions, serve_realtime
 from server.routes import catalog, health, images, merchant, search, tokens, users, web
 from server.security import GateMiddleware
@@ -43,9 +44,11 @@ def create_app(settings: Settings | None = None, *, state: App | None = None) ->
                         "set SHOPTALK_AUTH=on and SHOPTALK_API_KEYS before exposing the server",
                         shared.settings.auth, shared.settings.host)
         shared.start_background()  # what only improves quality starts now that the server can answer
+        lag = asyncio.ensure_future(watch_event_loop())  # /metrics: shoptalk_event_loop_lag_*
         try:
             yield
         finally:
+            lag.cancel()
             shared.stop_background()
 
     app = FastAPI(title="ShopTalk", version="0.1.0", lifespan=lifespan)

@@ -314,7 +314,7 @@ class RealtimeConnection:
                 raise InvalidInputError("no response is in progress", code="response_cancel_not_active")
         elif kind == ClientEvent.FEEDBACK:
             fb = validate(Feedback, data)
-            self.session.record_feedback(fb.product_id, fb.action)
+            await self.session.record_feedback(fb.product_id, fb.action)
             self.feedback.append({"product_id": fb.product_id, "action": fb.action})
             del self.feedback[:-256]
         elif kind == ClientEvent.KEEPALIVE:

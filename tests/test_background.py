@@ -290,3 +290,14 @@ def test_a_child_is_stopped_when_the_server_closes() -> None:
     with pytest.raises(RuntimeError, match="shutting down"):
         run_child([sys.executable, "-c", "import time; time.sleep(60)"], lambda s, f: None, {}, stop)
     assert time.monotonic() - start < 10
+
+
+async def test_the_event_loop_lag_is_measured() -> None:
+    from server.metrics import LOOP_LAG_MAX, watch_event_loop
+
+    watcher = asyncio.ensure_future(watch_event_loop(tick_s=0.01, window_s=5.0))
+    await asyncio.sleep(0.05)
+    time.sleep(0.3)  # blocking work on the loop: every session would wait this long
+    await asyncio.sleep(0.05)
+    watcher.cancel()
+    assert LOOP_LAG_MAX._value.get() >= 0.25

@@ -119,7 +119,7 @@ def test_measurements_come_from_the_description() -> None:
     assert measurements(_hits("h1")[0]) == []  # "Warm fleece." gives no measure
 
 
-async def test_a_request_the_classifier_calls_a_complaint_is_searched() -> None:
+def test_a_request_the_classifier_calls_a_complaint_is_searched() -> None:
     from assistant.conversation.dialogue import Dialogue, DialogueState
     from assistant.conversation.intent import Intent
 
@@ -131,15 +131,15 @@ async def test_a_request_the_classifier_calls_a_complaint_is_searched() -> None:
 
     searched: list[str] = []
 
-    async def search(text: str, **kw: object) -> tuple[object, list[ProductHit]]:
+    def search(text: str, **kw: object) -> tuple[object, list[ProductHit]]:
         searched.append(text)
         return kw.get("query") or parse_query(text, QUERIES), _hits("h1")
 
     dialogue = Dialogue(Complaining(), catalog=CATALOG, vocabulary=VOCAB)
-    plan = await dialogue.plan("a fleece hoodie in black", image_id=None, state=DialogueState(), search=search, signals=None,
+    plan = dialogue.plan("a fleece hoodie in black", image_id=None, state=DialogueState(), search=search, signals=None,
                                k=5)
     assert plan.intent is not None and plan.intent.name == "search" and searched and not plan.handoff
-    complaint = await dialogue.plan("my hoodie arrived broken", image_id=None, state=DialogueState(), search=search,
+    complaint = dialogue.plan("my hoodie arrived broken", image_id=None, state=DialogueState(), search=search,
                                     signals=None, k=5)
     assert complaint.intent is not None and complaint.intent.name == "complaint" and complaint.handoff
     # a "question" with nothing to be about, or a policy question naming a kind, asks for products
@@ -147,7 +147,7 @@ async def test_a_request_the_classifier_calls_a_complaint_is_searched() -> None:
     dialogue = Dialogue(recognizer, catalog=CATALOG, vocabulary=VOCAB)
     for label, text in (("product_question", "a hoodie with a rain cover"), ("policy", "a hoodie with rfid blocking")):
         recognizer.label = label
-        plan = await dialogue.plan(text, image_id=None, state=DialogueState(), search=search, signals=None, k=5)
+        plan = dialogue.plan(text, image_id=None, state=DialogueState(), search=search, signals=None, k=5)
         assert plan.intent is not None and plan.intent.name == "search" and not plan.handoff, (label, plan)
         assert plan.reply is not None and plan.reply.startswith("We don't carry hoodies with "), plan.reply
 
@@ -280,7 +280,7 @@ class _NoPolicies:
         return ()
 
 
-async def _talk(*turns: str, labels: dict[str, str] | None = None) -> list[Any]:
+def _talk(*turns: str, labels: dict[str, str] | None = None) -> list[Any]:
     """Turns through the dialogue over the test catalog: intents by first words (or `labels`, the classifier's
     mistakes), a search by title words, a knowledge base that knows no policy."""
     from assistant.conversation.dialogue import Dialogue, DialogueState
@@ -295,7 +295,7 @@ async def _talk(*turns: str, labels: dict[str, str] | None = None) -> list[Any]:
             slots = {"quantity": 2} if " two " in f" {low} " else {}
             return Intent(name, slots, 0.9, query=parse_query(text, QUERIES), text=text)
 
-    async def search(text: str, **kw: Any) -> tuple[Any, list[ProductHit]]:
+    def search(text: str, **kw: Any) -> tuple[Any, list[ProductHit]]:
         said = {w.rstrip("s") for w in text.lower().split()}
         hits = [h for h in _hits(*(p.id for p in CATALOG.parents()))
                 if said & {w.rstrip("s") for w in h.product.title.lower().split()}]
@@ -305,13 +305,13 @@ async def _talk(*turns: str, labels: dict[str, str] | None = None) -> list[Any]:
         memory = SQLiteMemory(Path(tmp) / "memory.sqlite")
         state = DialogueState(memory=memory.open_session())
         dialogue = Dialogue(Rules(), catalog=CATALOG, vocabulary=VOCAB, kb=_NoPolicies())
-        plans = [await dialogue.plan(t, image_id=None, state=state, search=search, signals=None, k=5) for t in turns]
+        plans = [dialogue.plan(t, image_id=None, state=state, search=search, signals=None, k=5) for t in turns]
         memory.close()
     return plans
 
 
-async def test_one_of_each_kind_then_all_of_them_in_the_cart_and_a_line_changed_by_its_kind() -> None:
-    listed, added, changed, cart = await _talk("I need a harbor duffle, a strap and an exercise ball",
+def test_one_of_each_kind_then_all_of_them_in_the_cart_and_a_line_changed_by_its_kind() -> None:
+    listed, added, changed, cart = _talk("I need a harbor duffle, a strap and an exercise ball",
                                                "put all three in my basket in medium", "actually make it two straps",
                                                "what's in my basket?")
     assert listed.reply.startswith("Here's one of each: the Harbor Duffle at $50, the Sprocket Strap")
@@ -323,14 +323,14 @@ async def test_one_of_each_kind_then_all_of_them_in_the_cart_and_a_line_changed_
     assert cart.reply.endswith("That's $200 in all.")
 
 
-async def test_a_kind_we_lack_in_a_list_is_said_first_and_the_rest_is_shown() -> None:
-    (plan,) = await _talk("a yoga mat and a duffle")
+def test_a_kind_we_lack_in_a_list_is_said_first_and_the_rest_is_shown() -> None:
+    (plan,) = _talk("a yoga mat and a duffle")
     assert plan.reply.startswith("We don't carry yoga mats. Here's what I have: the ")
     assert all(h.product.category == "Gear/Bags" for h in plan.hits)
 
 
-async def test_the_unwanted_quality_is_left_out() -> None:
-    (plan,) = await _talk("hoodies without cotton")
+def test_the_unwanted_quality_is_left_out() -> None:
+    (plan,) = _talk("hoodies without cotton")
     assert [h.product.id for h in plan.hits] == ["h1"]  # the Ferro hoodie says cotton
 
 
@@ -355,26 +355,26 @@ def test_is_it_a_kind_the_listing_never_says_is_answered_with_what_it_is_listed_
     assert what_it_says(ball, "is it an exercise ball?").startswith("About the Orla Ball 55 cm")  # it says so
 
 
-async def test_a_choice_said_as_a_statement_goes_in_the_cart() -> None:
-    _, chosen = await _talk("hoodies in medium", "hmm bit over budget. the ferro is fine, same size and colour")
+def test_a_choice_said_as_a_statement_goes_in_the_cart() -> None:
+    _, chosen = _talk("hoodies in medium", "hmm bit over budget. the ferro is fine, same size and colour")
     assert chosen.intent.name == "add_to_cart" and chosen.reply.startswith("Added the Ferro Zip Hoodie in size M")
-    _, put = await _talk("hoodies in medium", "whichever's cheapest, in the cart")
+    _, put = _talk("hoodies in medium", "whichever's cheapest, in the cart")
     assert put.intent.name == "add_to_cart"
 
 
-async def test_a_question_the_policies_do_not_answer_is_about_the_product_in_focus() -> None:
+def test_a_question_the_policies_do_not_answer_is_about_the_product_in_focus() -> None:
     question = "can the sleeves be rolled up"
-    _, plan = await _talk("tell me about the ferro hoodie", question, labels={question: "policy",
+    _, plan = _talk("tell me about the ferro hoodie", question, labels={question: "policy",
                                                                              "tell me about the ferro hoodie":
                                                                              "product_question"})
     assert plan.intent.name == "product_question" and "Ferro" in plan.reply and not plan.handoff
-    (alone,) = await _talk(question, labels={question: "policy"})  # nothing to be about: a person can help
+    (alone,) = _talk(question, labels={question: "policy"})  # nothing to be about: a person can help
     assert alone.handoff
 
 
-async def test_a_question_naming_a_product_is_about_it_whatever_the_classifier_said() -> None:
+def test_a_question_naming_a_product_is_about_it_whatever_the_classifier_said() -> None:
     question = "does the pellam sport watch have an alarm"
-    (plan,) = await _talk(question, labels={question: "out_of_scope"})
+    (plan,) = _talk(question, labels={question: "out_of_scope"})
     assert plan.intent.name == "product_question" and "Pellam" in plan.reply and "alarm" in plan.reply
 
 
@@ -428,9 +428,9 @@ def test_typed_text_is_never_repaired_by_sound() -> None:
     assert VOCAB.repair("show me a black hold", score=-0.3).text == "show me a black hoodies"  # heard: misheard
 
 
-async def test_the_cart_is_read_back_whatever_the_classifier_called_the_question() -> None:
+def test_the_cart_is_read_back_whatever_the_classifier_called_the_question() -> None:
     question = "what do i have in my cart"
-    _, plan = await _talk("add the harbor duffle in medium", question, labels={question: "order_status"})
+    _, plan = _talk("add the harbor duffle in medium", question, labels={question: "order_status"})
     assert plan.intent.name == "add_to_cart" and plan.reply == "Your cart has the Harbor Duffle at $50. That's $50 in all."
 
 

@@ -303,3 +303,33 @@ async def test_photo_lookup_without_a_photo_asks_for_one(tmp_path: Path) -> None
     c = Conversation(tmp_path)
     reply = await c.say("can you find this one from my picture")
     assert reply["intent"] == "photo_lookup" and "Send me a photo" in reply["reply"] and reply["products"] is None
+
+
+async def test_a_turn_is_planned_off_the_event_loop(tmp_path: Path) -> None:
+    """Intent model, search, memory and orders all block: none of them may run on the event-loop thread."""
+    import threading
+
+    from assistant.conversation.intent import IntentRecognizer as Recognizer
+
+    loop_thread = threading.get_ident()
+    threads: dict[str, set[int]] = {"intent": set(), "search": set()}
+
+    class WatchedRecognizer(Recognizer):
+        def recognize(self, text: str, context: Any = None) -> Any:
+            threads["intent"].add(threading.get_ident())
+            return super().recognize(text, context)
+
+    class WatchedSearcher(KeywordSearcher):
+        def search(self, query: Any) -> list[ProductHit]:
+            threads["search"].add(threading.get_ident())
+            return super().search(query)
+
+    c = Conversation(tmp_path)
+    assert c.brain.dialogue is not None
+    c.brain.dialogue.recognizer = WatchedRecognizer(mode="rules")
+    c.brain.searcher = WatchedSearcher()
+    said = await c.say("show me a black hoodie under 50")
+    assert said["products"], said
+    await c.say("add the first one to my cart")
+    assert threads["intent"] and threads["search"]
+    assert loop_thread not in threads["intent"] | threads["search"], threads

@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -83,7 +83,8 @@ from assistant.search.query import (
 
 log = logging.getLogger(__name__)
 
-SearchFn = Callable[..., Awaitable[tuple[SearchQuery, list[ProductHit]]]]
+SearchFn = Callable[..., tuple[SearchQuery, list[ProductHit]]]
+"""The runtime's search: `Brain.search_now` (synchronous: the whole plan runs in a worker thread)."""
 
 FRUSTRATED = 0.5  # smoothed frustration from which the strategy changes
 HANDOFF = "I'll connect you with someone from our team who can help."
@@ -459,8 +460,12 @@ class Dialogue:
             return []
         return names.named(text, state.shown)
 
-    async def plan(self, text: str, *, image_id: str | None, state: DialogueState, search: SearchFn,
-                   signals: SessionSignals | None, k: int) -> Plan:
+    def plan(self, text: str, *, image_id: str | None, state: DialogueState, search: SearchFn,
+             signals: SessionSignals | None, k: int) -> Plan:
+        """What to answer to one turn, and the products to show.
+
+        It blocks (model calls, SQLite, searches): the runtime runs it in a worker thread, never on the event loop.
+        """
         text = text.strip()
         if self.moderator is not None and text:
             from assistant.safety.moderation import safety_reply
@@ -483,7 +488,7 @@ class Dialogue:
         intent = self._reroute(intent, text, state, image_id)
         state.last_intent = intent.name
         frustrated = state.frustration >= FRUSTRATED
-        plan = await self._dispatch(intent, text, image_id, state, search, signals, k)
+        plan = self._dispatch(intent, text, image_id, state, search, signals, k)
         if frustrated and intent.name not in ("greeting", "complaint", "human"):
             if plan.reply is None and plan.hits:
                 plan.hits = plan.hits[:2]  # simplify: fewer options
@@ -678,11 +683,11 @@ class Dialogue:
         return [] if result.ok else [f"output screen: {issue}" for issue in result.issues]
 
     # --- dispatch -------------------------------------------------------------------------------------------
-    async def _dispatch(self, intent: Intent, text: str, image_id: str | None, state: DialogueState,
+    def _dispatch(self, intent: Intent, text: str, image_id: str | None, state: DialogueState,
                         search: SearchFn, signals: SessionSignals | None, k: int) -> Plan:
         name = intent.name
         if image_id is not None:
-            return await self._search(intent, text, image_id, state, search, signals, k, fresh=True)
+            return self._search(intent, text, image_id, state, search, signals, k, fresh=True)
         if name == "photo_lookup":  # "find this one" with no photo attached
             return self._said(intent, text, "Send me a photo of it and I'll find it, or tell me what it looks like.")
         if name == "greeting":
@@ -705,7 +710,7 @@ class Dialogue:
             if plan.handoff and (_STOCK_QUESTION.search(low) or self._names_a_kind(text)) \
                     and not _SERVICE_WORDS.search(low):
                 # "do you sell laptops?" asks about products, not a policy the knowledge base lacks
-                return await self._search(replace(intent, name="search"), text, None, state, search, signals, k,
+                return self._search(replace(intent, name="search"), text, None, state, search, signals, k,
                                           fresh=True)
             if plan.handoff and not _SERVICE_WORDS.search(low) and (
                     state.focus is not None or state.discussed or self.named(text, state)):
@@ -719,7 +724,7 @@ class Dialogue:
         if name in ("product_question", "compare", "add_to_cart"):
             return getattr(self, f"_{name}")(intent, text, state)
         if name == "recommendation":
-            return await self._recommend(intent, text, state, search, signals, k)
+            return self._recommend(intent, text, state, search, signals, k)
         if name in ("refine", "search") and state.shown and (state.last_query is None
                                                              or not _new_kind(intent, state.last_query)):
             named = self.names.named(text, state.shown) if self.names is not None else []
@@ -734,8 +739,8 @@ class Dialogue:
             intent = replace(intent, name="refine")
         if name == "refine" and state.last_query is not None and not _new_kind(intent, state.last_query) \
                 and not self._asks_for_a_missing_kind(intent, text, state):
-            return await self._search(intent, text, None, state, search, signals, k, fresh=False)
-        return await self._search(intent, text, None, state, search, signals, k, fresh=True)
+            return self._search(intent, text, None, state, search, signals, k, fresh=False)
+        return self._search(intent, text, None, state, search, signals, k, fresh=True)
 
     def _said(self, intent: Intent | None, text: str, reply: str, *, sources: Sequence[str] = (),
               facts: Sequence[ProductFact] = (), hits: list[ProductHit] | None = None,
@@ -752,7 +757,7 @@ class Dialogue:
             return "You're welcome! Anything else I can find for you?"
         return "Hi! What are you shopping for today?"
 
-    async def _search(self, intent: Intent, text: str, image_id: str | None, state: DialogueState,
+    def _search(self, intent: Intent, text: str, image_id: str | None, state: DialogueState,
                       search: SearchFn, signals: SessionSignals | None, k: int, *, fresh: bool) -> Plan:
         if fresh and image_id is None and self._too_broad(intent, text):
             cats = join(self.categories[:4]) if self.categories else "a kind of product"
@@ -767,7 +772,7 @@ class Dialogue:
             if plan is not None:  # "the Daphne hoodie in green" when it only comes in purple: say so, show it
                 return plan
         if fresh and image_id is None:
-            plan = await self._several(intent, text, state, search, signals, k)
+            plan = self._several(intent, text, state, search, signals, k)
             if plan is not None:  # "a water bottle, a jump rope and a foam roller": each of them
                 return plan
         if not fresh and state.last_query is not None:
@@ -777,16 +782,16 @@ class Dialogue:
             merged = self._with_new_words(state.last_query, merged, text)
             cleaned, unwanted = self._unwanted(merged, text)
             merged = cleaned if cleaned is not None else merged
-            query, hits = await search(merged.text, k=k, signals=signals, query=merged)
+            query, hits = search(merged.text, k=k, signals=signals, query=merged)
         else:
             # Parse once: the query intent recognition built (with its ASR repairs, "for tea dollars" -> $40) is
             # the query that searches.
             asked, unwanted = self._unwanted(intent.query, text)
             wanted = asked.text if unwanted and asked is not None else text
-            query, hits = await search(wanted, k=k, image_id=image_id, signals=signals, query=asked)
+            query, hits = search(wanted, k=k, image_id=image_id, signals=signals, query=asked)
             if image_id is None and query.category is None and _WEAR.search(text.lower()):
                 # "what should I wear for hot yoga": clothes, those that come in body sizes, not a yoga strap
-                _, more = await search(wanted, k=4 * k, signals=signals, query=asked)
+                _, more = search(wanted, k=4 * k, signals=signals, query=asked)
                 hits = [h for h in more if _body_sized(h.product)][:k] or hits
         if unwanted and self.coverage is not None:  # "is there one without wool": none that says wool
             coverage = self.coverage
@@ -837,7 +842,7 @@ class Dialogue:
         """What the served catalog calls a kind, to split a list request (rebuilt when a reload swaps the catalog)."""
         return self._of_catalog("listed", lambda catalog, names: ListedItems(catalog, names.vocabulary))
 
-    async def _several(self, intent: Intent, text: str, state: DialogueState, search: SearchFn,
+    def _several(self, intent: Intent, text: str, state: DialogueState, search: SearchFn,
                        signals: SessionSignals | None, k: int) -> Plan | None:
         """A list of kinds in one request, each searched on its own: the best of each, and what we lack said first.
 
@@ -868,7 +873,7 @@ class Dialogue:
                             size=query.size or (whole.size if shared_look else None))
             hits: list[ProductHit] = []
             if item.known:
-                _, hits = await search(item.phrase, k=k, signals=signals, query=query)
+                _, hits = search(item.phrase, k=k, signals=signals, query=query)
                 hits = [h for h in hits if not h.near_miss and self._of_item(h, item)][: 1 if item.one else per_kind]
             if hits:
                 found.append((item, hits))
@@ -1620,7 +1625,7 @@ class Dialogue:
             return self._said(intent, text, "I couldn't find that order number. Could you read it to me again?")
         return self._said(intent, text, status_sentence(order), sources=[str(order.to_dict()), str(order_id)])
 
-    async def _recommend(self, intent: Intent, text: str, state: DialogueState, search: SearchFn,
+    def _recommend(self, intent: Intent, text: str, state: DialogueState, search: SearchFn,
                          signals: SessionSignals | None, k: int) -> Plan:
         words = set(_words(text))
         memory = state.memory
@@ -1636,7 +1641,7 @@ class Dialogue:
                 leaf = product.leaf_category.lower()
                 goes = COMPLEMENTS.get(leaf.split()[-1] if leaf else "", ())
                 target = goes[0] if goes else leaf
-                query, hits = await search(target, k=k, signals=signals)
+                query, hits = search(target, k=k, signals=signals)
                 hits = [h for h in hits if h.product.id != pid]
                 state.last_query, state.shown, state.focus, state.discussed = query, list(hits), None, []
                 friend = names[0]
@@ -1648,4 +1653,4 @@ class Dialogue:
                 facts = facts_from_hits(hits) + [ProductFact(product.id, product.title, product.price,
                                                             product.currency, name=spoken_name(product.title))]
                 return self._said(intent, text, reply, sources=[product.title, friend], facts=facts, hits=hits)
-        return await self._search(intent, text, None, state, search, signals, k, fresh=True)
+        return self._search(intent, text, None, state, search, signals, k, fresh=True)

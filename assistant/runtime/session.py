@@ -176,7 +176,7 @@ class ConversationSession:
         self.history.append(("user", turn.text))
         del self.history[:-40]
         if self.memory is not None and turn.text:
-            self.memory.add_turn("user", turn.text)
+            await asyncio.to_thread(self.memory.add_turn, "user", turn.text)  # SQLite: never on the event loop
         await self._emit(ResponseStarted(response_id=response_id))
         self._response = asyncio.ensure_future(self._run_response(turn, response_id))
         return response_id
@@ -190,7 +190,7 @@ class ConversationSession:
             async for frame in self.engines.brain.respond(turn, response_id, output_rate=self.options.output_rate,
                                                           signals=self.signals, state=self.dialogue):
                 if isinstance(frame, ProductResults):
-                    self._remember_shown(frame)
+                    await asyncio.to_thread(self._remember_shown, frame)
                 if isinstance(frame, ResponseDone):
                     status, text, timings, done = frame.status, frame.text, frame.timings_ms, frame
                     continue
@@ -208,8 +208,7 @@ class ConversationSession:
                 self.history.append(("assistant", text))
                 if self.memory is not None:
                     try:
-                        self.memory.add_turn("assistant", text)
-                        self.dialogue.save()
+                        await asyncio.to_thread(self._remember_reply, text)
                     except AssistantError as err:  # the reply went out; say the memory missed it, and finish
                         log.warning("reply %s not remembered: %s", response_id, err.message)
                         await self._emit(ErrorFrame(code=err.code, message=err.message))
@@ -219,15 +218,19 @@ class ConversationSession:
                                               intent=done.intent if done else None,
                                               handoff=done.handoff if done else False))
 
-    def record_feedback(self, product_id: str, action: str) -> None:
+    def _remember_reply(self, text: str) -> None:
+        assert self.memory is not None
+        self.memory.add_turn("assistant", text)
+        self.dialogue.save()
+
+    async def record_feedback(self, product_id: str, action: str) -> None:
         """A ``feedback`` event: it shifts this session's ranking at once (a disliked item is not shown first).
 
         With memory the event is durable before this returns (it trains the next ranker) and the signals are
         rebuilt from memory; without, they change in this process only.
         """
         if self.memory is not None:
-            self.memory.record_event(product_id, action)
-            self._refresh_signals()
+            await asyncio.to_thread(self._record_event, product_id, action)
             return
         signals = self.signals
         target = {"like": signals.liked, "click": signals.viewed, "add_to_cart": signals.liked,
@@ -241,6 +244,11 @@ class ConversationSession:
         for ids in (signals.viewed, signals.liked, signals.bought, signals.disliked):
             while len(ids) > MAX_SIGNAL_IDS:  # bounded per-session state
                 ids.pop()
+
+    def _record_event(self, product_id: str, action: str) -> None:
+        assert self.memory is not None
+        self.memory.record_event(product_id, action)
+        self._refresh_signals()
 
     def _remember_shown(self, frame: ProductResults) -> None:
         if self.memory is not None:

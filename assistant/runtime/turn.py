@@ -96,7 +96,21 @@ class Brain:
         signals: SessionSignals | None = None,
         query: SearchQuery | None = None,
     ) -> tuple[SearchQuery, list[ProductHit]]:
-        """Text search, photo search, or photo refined by words ("like this but in blue, under $40").
+        """`search_now` in a worker thread, for callers on the event loop (``POST /v1/search``)."""
+        return await asyncio.to_thread(functools.partial(self.search_now, text, k, image_id, use_ranker=use_ranker,
+                                                         signals=signals, query=query))
+
+    def search_now(
+        self,
+        text: str,
+        k: int | None = None,
+        image_id: str | None = None,
+        *,
+        use_ranker: bool = True,
+        signals: SessionSignals | None = None,
+        query: SearchQuery | None = None,
+    ) -> tuple[SearchQuery, list[ProductHit]]:
+        """Text search, photo search, or photo refined by words ("like this but in blue, under $40"); it blocks.
 
         ``query``: an already built query (a refinement merged by the dialogue) instead of parsing ``text``.
 
@@ -104,10 +118,10 @@ class Brain:
         ``signals`` (this shopper's views, likes, dislikes, purchases) go to the ranker, and whatever the searcher,
         a product the shopper disliked is never shown first again.
         """
-        query, hits = await self._search(text, k, image_id, use_ranker=use_ranker, signals=signals, query=query)
+        query, hits = self._search(text, k, image_id, use_ranker=use_ranker, signals=signals, query=query)
         return query, demote_disliked(hits, signals)
 
-    async def _search(
+    def _search(
         self, text: str, k: int | None, image_id: str | None, *, use_ranker: bool, signals: SessionSignals | None,
         query: SearchQuery | None = None,
     ) -> tuple[SearchQuery, list[ProductHit]]:
@@ -117,10 +131,10 @@ class Brain:
         if image_id is not None:
             if self.photos is None or self.images is None:
                 raise SearchError("photo search is not available on this server", code="photo_search_unavailable")
-            image = await asyncio.to_thread(self.images.get, image_id)
+            image = self.images.get(image_id)
             words = query if text.strip() else None
             try:
-                hits = await asyncio.to_thread(self.photos.search_photo, image, words)
+                hits = self.photos.search_photo(image, words)
             except AssistantError:
                 raise
             except Exception as err:
@@ -128,14 +142,30 @@ class Brain:
             return query, hits
         try:
             if hasattr(self.searcher, "reranker"):
-                call = functools.partial(self.searcher.search, query, use_ranker=use_ranker,  # type: ignore[call-arg]
-                                         signals=signals)
-                hits = await asyncio.to_thread(call)
+                hits = self.searcher.search(query, use_ranker=use_ranker, signals=signals)  # type: ignore[call-arg]
             else:
-                hits = await asyncio.to_thread(self.searcher.search, query)
+                hits = self.searcher.search(query)
         except Exception as err:
             raise SearchError(f"product search failed: {err}") from err
         return query, hits
+
+    def plan(self, turn: UserTurn, *, signals: SessionSignals | None, state: DialogueState | None
+             ) -> tuple[Understood, Plan]:
+        """The turn's words as understood, and what to answer (it blocks: `respond` runs it in a worker thread).
+
+        With a ``Dialogue`` and the conversation's ``state`` the turn is planned by intent; without, every turn is
+        a product search.
+        """
+        understood = self.understand(turn)
+        said = understood.text
+        if self.dialogue is not None and state is not None:
+            state.heard = turn.avg_logprob is not None or bool(turn.alternatives)  # a transcript, not typed text
+            plan = self.dialogue.plan(said, image_id=turn.image_id, state=state, search=self.search_now,
+                                      signals=signals, k=self.options.k)
+        else:
+            query, hits = self.search_now(said, image_id=turn.image_id, signals=signals)
+            plan = Plan(None, query, hits=hits, facts=facts_from_hits(hits))
+        return understood, plan
 
     def understand(self, turn: UserTurn) -> Understood:
         """The turn's words after the repair of misheard product words (unchanged when repair is off)."""
@@ -163,15 +193,9 @@ class Brain:
         """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        understood = self.understand(turn)
+        # Repair, intent, search, memory, knowledge base: all of it blocks, so none of it runs on the event loop.
+        understood, plan = await asyncio.to_thread(self.plan, turn, signals=signals, state=state)
         said = understood.text
-        if self.dialogue is not None and state is not None:
-            state.heard = turn.avg_logprob is not None or bool(turn.alternatives)  # a transcript, not typed text
-            plan = await self.dialogue.plan(said, image_id=turn.image_id, state=state, search=self.search,
-                                            signals=signals, k=self.options.k)
-        else:
-            query, hits = await self.search(said, image_id=turn.image_id, signals=signals)
-            plan = Plan(None, query, hits=hits, facts=facts_from_hits(hits))
         if understood.changed and plan.hits and plan.reply is None:
             plan.preface = " ".join(filter(None, [understood.shown_as(), plan.preface]))  # "Showing hoodies."
         timings["search_ms"] = 1000 * (time.perf_counter() - t0)
