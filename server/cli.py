@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from server.cli_common import DataDir, cli_settings, progress_view
-from server.cli_intent import bench_dialogue, intent
+from server.cli_intent import intent
 from server.cli_memory import memory_app
 from server.cli_token import token_app
 from server.cli_workers import workers_app
@@ -25,19 +25,27 @@ app = typer.Typer(help="ShopTalk: a voice and photo shopping assistant.", no_arg
                   pretty_exceptions_enable=False)
 catalog_app = typer.Typer(help="Catalog management.", no_args_is_help=True)
 models_app = typer.Typer(help="Prepare the packaged models (once, into the data dir).", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks (results to bench/results/*.json).", no_args_is_help=True)
 vision_app = typer.Typer(help="The image–text encoder.", no_args_is_help=True)
 ranker_app = typer.Typer(help="The LLM ranker (second-stage re-ranking).", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(models_app, name="models")
-app.add_typer(bench_app, name="bench")
 app.add_typer(vision_app, name="vision")
 app.add_typer(ranker_app, name="ranker")
 app.add_typer(memory_app, name="memory")
 app.add_typer(token_app, name="token")
 app.add_typer(workers_app, name="workers")
 app.command("intent")(intent)
-bench_app.command("dialogue")(bench_dialogue)
+
+
+def _add_plugins() -> None:
+    """Command groups other installed packages add (entry points ``shoptalk.cli``; `bench.cli` adds ``bench``)."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="shoptalk.cli"):
+        app.add_typer(entry.load(), name=entry.name)
+
+
+_add_plugins()
 
 console = Console(stderr=True)
 class _Redact(logging.Filter):
@@ -296,66 +304,6 @@ def models_prepare(
         console.print(f"base (openai-whisper): {openai_whisper_checkpoint('base', cache)}")
 
 
-@bench_app.command("voice")
-def bench_voice(
-    data_dir: DataDir,
-    queries: Annotated[int, typer.Option(help="Spoken queries to run (>= 20).")] = 20,
-    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/voice_latency.json"),
-) -> None:
-    """End of speech -> first reply audio, against a naive sequential baseline."""
-    from bench.voice_latency import main as bench_main
-
-    bench_main(cli_settings(data_dir), n_queries=queries, out=out)
-
-
-@bench_app.command("load")
-def bench_load(
-    data_dir: DataDir,
-    seconds: Annotated[float, typer.Option(help="Seconds per level.")] = 30.0,
-    levels: Annotated[str, typer.Option(help="Concurrent sessions per level, comma-separated.")] = "1,2,4,8,16",
-    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/load.json"),
-) -> None:
-    """N concurrent spoken sessions against a `shoptalk serve` process: turn latency, errors, server RSS."""
-    from bench.load import main as bench_main
-    from bench.load import parse_levels
-
-    bench_main(cli_settings(data_dir), seconds=seconds, levels=parse_levels(levels), out=out)
-
-
-@bench_app.command("spoken")
-def bench_spoken(
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="The bench's own data dir (Luma ingested, clips "
-                                           "cached).")] = Path(".data/bench-spoken"),
-    requests: Annotated[int | None, typer.Option(help="Requests to use (seeded, both splits; default all).")] = None,
-    degraded: Annotated[int, typer.Option(help="Requests per voice in each degraded condition.")] = 50,
-    voices: Annotated[str | None, typer.Option(help="Voices, comma-separated (default bench.voices.BENCH_VOICES).")] = None,
-    conditions: Annotated[str | None, typer.Option(help="Conditions, comma-separated (default all).")] = None,
-    arms: Annotated[str | None, typer.Option(help="Arms, comma-separated: baseline, catalog-aware (default all).")] = None,
-    concurrency: Annotated[int, typer.Option(help="Concurrent websocket sessions.")] = 8,
-    turns_per_session: Annotated[int, typer.Option(help="Requests per session (1: no context between them).")] = 1,
-    latency_queries: Annotated[int, typer.Option(help="Queries of the voice latency rerun (0: skip it).")] = 20,
-    no_offline: Annotated[bool, typer.Option("--no-offline", help="Skip the offline decodes.")] = False,
-    model_requests: Annotated[int, typer.Option(help="Requests whose clean clips every Whisper size decodes "
-                                                "(model by budget; 0: skip).")] = 60,
-    seed: Annotated[int, typer.Option(help="Seed of the subsets and the degradations.")] = 0,
-    quick: Annotated[bool, typer.Option("--quick", help="4 requests, 1 voice, clean + phone, no latency.")] = False,
-    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/spoken.json"),
-) -> None:
-    """Spoken requests from unheard voices (clean, noise, reverb, phone) against the same requests typed."""
-    from bench.spoken import arms_named
-    from bench.spoken import main as bench_main
-
-    def names(text: str | None) -> list[str] | None:
-        return [x.strip() for x in text.split(",") if x.strip()] if text else None
-
-    cli_settings(data_dir)  # offline model hub, as every command
-    bench_main(out=out, quick=quick, data_dir=data_dir, n_requests=requests, degraded=None if quick else degraded,
-               voices=names(voices), conditions=names(conditions), arms=arms_named(names(arms)),
-               concurrency=concurrency, turns_per_session=turns_per_session,
-               latency_queries=None if quick else latency_queries, offline=not no_offline, seed=seed,
-               model_requests=None if quick else model_requests)
-
-
 @vision_app.command("list")
 def vision_list() -> None:
     """List the image–text encoders (offline default first; CLIP checkpoints need internet)."""
@@ -506,76 +454,6 @@ def ranker_eval(
     print(f"{len(heldout)} held-out queries")
     for name, m in rows.items():
         print(f"{name:24s} nDCG@10 {m['ndcg@10']:.4f}  MRR {m['mrr']:.4f}")
-
-
-@bench_app.command("photo")
-def bench_photo(
-    data_dir: DataDir,
-    luma_dir: Annotated[Path | None, typer.Option(help="Real catalog with photos (default: $SHOPTALK_SHARED_DATA/luma-dev).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="A quarter of the catalog.")] = False,
-    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/photo_lookup.json"),
-) -> None:
-    """Photo lookup top-1/top-5 (aligned model, raw tower, pixels) and text→image recall."""
-    from bench.photo_lookup import main as bench_main
-
-    bench_main(cli_settings(data_dir).cache_dir / "vision", out=out, luma_dir=luma_dir, quick=quick)
-
-
-@bench_app.command("first-run")
-def bench_first_run(
-    venv: Annotated[Path | None, typer.Option(help="Reuse this virtual environment instead of `make install` in "
-                                               "the clone (the install is then not timed).")] = None,
-    heads: Annotated[Path | None, typer.Option(help="Also compare demo photo lookup with the shipped heads against "
-                                                "these aligned heads.")] = None,
-    baseline: Annotated[str | None, typer.Option(help="Also time this earlier commit the same way.")] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the temporary clone and data dir.")] = False,
-    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/first_run.json"),
-) -> None:
-    """A new user's first minutes: fresh clone, `make install`, `make run`, a typed and a spoken turn, timed."""
-    from bench.first_run import main as bench_main
-
-    bench_main(out=out, venv=venv, heads=heads, baseline=baseline, keep=keep)
-
-
-@bench_app.command("index")
-def bench_index(
-    quick: Annotated[bool, typer.Option("--quick", help="Smaller sizes.")] = False,
-    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/index_scale.json"),
-) -> None:
-    """Vector index at 100k and 1M clustered vectors: build time, memory, latency, recall@10."""
-    from bench.index_scale import main as bench_main
-
-    bench_main(out=out, quick=quick)
-
-
-@bench_app.command("ranking")
-def bench_ranking(
-    quick: Annotated[bool, typer.Option("--quick", help="A subset of the queries.")] = False,
-    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/ranking.json"),
-) -> None:
-    """nDCG@10 / MRR of BM25, vector-only and hybrid retrieval on generated and hand-judged Luma queries."""
-    from bench.ranking import main as bench_main
-
-    bench_main(out=out, quick=quick)
-
-
-@bench_app.command("batching")
-def bench_batching(
-    per_client: Annotated[int, typer.Option(help="Queries each client encodes per level and mode.")] = 24,
-    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/batching.json"),
-) -> None:
-    """Micro-batching across sessions: query encodes of 1-8 concurrent clients, batched vs unbatched."""
-    from bench.batching import main as bench_main
-
-    bench_main(out=out, per_client=per_client)
-
-
-@bench_app.command("report")
-def bench_report() -> None:
-    """Rewrite the README's benchmark tables from bench/results/*.json."""
-    from bench.report import update_readme
-
-    update_readme()
 
 
 def main() -> None:

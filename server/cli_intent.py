@@ -1,9 +1,8 @@
-"""``shoptalk intent`` and ``shoptalk bench dialogue`` (registered on the app in `server.cli`)."""
+"""``shoptalk intent`` (registered on the app in `server.cli`)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -35,22 +34,3 @@ def intent(
     slots = ", ".join(f"{k}={v}" for k, v in result.slots.items()) or "none"
     ref = f"; refers to product {result.reference}" if result.reference is not None else ""
     print(f"{result.name} ({result.confidence:.2f}, {result.source}); slots: {slots}{ref}")
-
-
-def bench_dialogue(
-    data_dir: DataDir,
-    rules: Annotated[bool, typer.Option("--rules", help="Benchmark the keyword-rules mode instead.")] = False,
-    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/dialogue.json"),
-    grounding: Annotated[bool, typer.Option("--grounding", help="Also run the SmolLM2 reply grounding section "
-                                            "(100 replies, ~10 min on 2 cores).")] = False,
-) -> None:
-    """Intent accuracy, slot F1, brain latency per turn, and (--grounding) SmolLM2 reply grounding.
-
-    Intents and slots on the hand-written utterances; the brain on scripted conversations; grounding violations
-    of SmolLM2 replies before and after the check.
-    """
-    from bench.dialogue import main as bench_main
-
-    sections = ("intent", "intent_fresh", "brain", *(("grounding",) if grounding else ()))
-    bench_main(out=out, cache_dir=cli_settings(data_dir).cache_dir / "intent", mode="rules" if rules else "model",
-               sections=sections)
