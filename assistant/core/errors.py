@@ -5,7 +5,7 @@
     AssistantError(code, message, param=None)
      ├── InvalidInputError            codes: invalid_event, unsupported_audio_format, frame_too_large,
      │                                        buffer_overflow, empty_buffer, no_speech, image_not_found
-     ├── SpeechToTextError            code: stt_failed
+     ├── TranscriptionError           code: stt_failed (wraps speech.errors.SpeechError at the voice input)
      ├── SearchError                  code: search_failed
      ├── ReplyError                   code: reply_failed / tts_failed
      └── MemoryUnavailable            code: memory_unavailable (the memory engine is unreachable)
@@ -37,7 +37,7 @@ class InvalidInputError(AssistantError):
     client_error = True
 
 
-class SpeechToTextError(AssistantError):
+class TranscriptionError(AssistantError):
     code = "stt_failed"
 
 

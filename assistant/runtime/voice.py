@@ -24,7 +24,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from assistant.core.errors import InvalidInputError, SpeechToTextError
+from assistant.core.errors import InvalidInputError, TranscriptionError
 from assistant.core.frames import Frame, SpeechStarted, SpeechStopped, Transcript, TranscriptDelta
 from speech.audio import SAMPLE_RATE, StreamResampler, pcm16_to_float32
 from speech.errors import AudioFormatError
@@ -369,7 +369,7 @@ class VoiceInput:
         except asyncio.CancelledError:
             raise
         except Exception as err:
-            raise SpeechToTextError(f"transcription failed: {err}") from err
+            raise TranscriptionError(f"transcription failed: {err}") from err
         text = "" if result.is_hallucination else result.text.strip()
         await self._on_final(Transcript(item_id=item_id, text=text, language=result.language,
                                         avg_logprob=result.avg_logprob if text else None,
