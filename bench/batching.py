@@ -149,7 +149,7 @@ def asr_windows(settings: Any, seconds: tuple[float, ...] = (3.0, 6.0), reps: in
     import ctranslate2
     import numpy as np
 
-    from speech.stt import create_stt
+    from speech.registry import create_stt
 
     batched: Any = create_stt("faster-whisper:tiny.en", cache_dir=settings.cache_dir, device="cpu", cpu_threads=2,
                               workers=1)

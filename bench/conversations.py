@@ -486,7 +486,7 @@ class Speaker:
 
     def __init__(self, voice: str, cache_dir: Path, *, condition: str = "clean", prompt: str | None = None,
                  beam_size: int | None = None) -> None:
-        from speech.stt import create_stt
+        from speech.registry import create_stt
 
         self.voice = voice
         self.condition = condition

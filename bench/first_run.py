@@ -108,7 +108,7 @@ def speak(text: str, path: Path) -> str:
         return "espeak-ng en-us"
     import soundfile as sf
 
-    from speech.tts import create_tts
+    from speech.registry import create_tts
 
     tts = create_tts("hibari")
     sf.write(path, tts.synthesize(text), tts.sample_rate)

@@ -567,11 +567,11 @@ def bench_ranker_train(run: Run, section: dict[str, Any]) -> None:
     `_param_groups`), product vectors computed once beforehand as `train()` does. Checks: the first step's loss
     and gradient on the GPU (bf16 autocast) vs the CPU (fp32) from the same weights; the trainable parameters
     (and AdamW's state) stay float32 on the GPU; one short `train()` per device ends with finite losses; the
-    checkpoint trained on the GPU loads on the CPU (`Ranker.load`) and ranks like the GPU ranker.
+    checkpoint trained on the GPU loads on the CPU (`ranking.registry.load_ranker`) and ranks like the GPU ranker.
     """
     import torch
 
-    from ranking.ranker import Ranker
+    from ranking.registry import load_ranker
     from ranking.train import (
         HEAD_LR,
         LOSSES,
@@ -755,7 +755,7 @@ def bench_ranker_train(run: Run, section: dict[str, Any]) -> None:
     # The checkpoint trained on the GPU, loaded on the CPU, ranks like the GPU ranker (each device's own path).
     t0 = time.perf_counter()
     src = "gpu" if run.gpu else "cpu"
-    loaded = Ranker.load(checkpoints[src], cache_dir=run.tmp, device="cpu")
+    loaded = load_ranker(checkpoints[src], cache_dir=run.tmp, device="cpu")
     ref = rankers[src]
     ref.load_trainable_state(saved[src])  # a no-op unless train() left other weights (see the notes)
     loaded_diff = state_diff(ref.trainable_state(), loaded.trainable_state())

@@ -897,7 +897,7 @@ def model_comparison(data_dir: Path, jobs: Sequence[Job], n_requests: int = 60, 
     from assistant.conversation.vocabulary import CatalogVocabulary
     from assistant.runtime.voice import FINAL_BEAM_SIZE, transcribe_options
     from server.engines import load_catalog
-    from speech.stt import create_stt
+    from speech.registry import create_stt
 
     settings = Settings(data_dir=data_dir)
     prompt = CatalogVocabulary.from_catalog(load_catalog(settings)).prompt

@@ -60,7 +60,7 @@ def speak_queries(settings: Settings, texts: list[str]) -> list[np.ndarray]:
     import librosa
 
     from speech.audio import resample
-    from speech.tts import create_tts
+    from speech.registry import create_tts
 
     tts = create_tts("hibari", cache_dir=settings.cache_dir)
     clips = []
@@ -95,7 +95,7 @@ def _run_baseline(settings: Settings, state: Any, clips: list[np.ndarray]) -> tu
     """Naive sequential pipeline timed from the end of speech; returns latencies and ASR RTFs."""
     from assistant.replies.templates import compose_reply
     from assistant.search.query import parse_query
-    from speech.stt import create_stt
+    from speech.registry import create_stt
 
     whisper = create_stt("openai-whisper:tiny.en", cache_dir=settings.cache_dir, device="cpu")
     whisper.transcribe(np.zeros(16000, dtype=np.float32))

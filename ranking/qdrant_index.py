@@ -177,7 +177,7 @@ class QdrantIndex:
 
     @property
     def url(self) -> str:
-        """Where the data lives, as `ranking.index.create_vector_index` spells it."""
+        """Where the data lives, as `ranking.stores.create_vector_index` spells it."""
         if self.server_url is not None:
             return self.server_url
         return f"qdrant-local:{self.path}" if self.path is not None else "qdrant::memory:"

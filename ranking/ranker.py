@@ -281,7 +281,7 @@ class FusionHead(nn.Module):
 
 
 class Ranker(nn.Module):
-    """LLM-based reranker. Build one with `ranking.registry.create_ranker` or `Ranker.load`.
+    """LLM-based reranker. Build one with `ranking.registry.create_ranker` or `ranking.registry.load_ranker`.
 
     Args:
         config: Architecture.
@@ -484,28 +484,6 @@ class Ranker(nn.Module):
         tmp = path.with_name(path.name + ".tmp")
         torch.save(checkpoint, tmp)
         tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path, *, cache_dir: Path | None = None, device: str = "auto") -> Ranker:
-        """Load a checkpoint written by `save`.
-
-        Args:
-            path: The checkpoint file.
-            cache_dir: Model cache root (where the dequantized SmolLM2 lives, prepared on first use); needed
-                for the ``smollm2`` backbone.
-            device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        """
-        from ranking.registry import build_ranker
-
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        config = RankerConfig.from_dict(checkpoint["config"])
-        ranker = build_ranker(
-            config, cache_dir=cache_dir, device=device, backbone_state=checkpoint.get("backbone")
-        )
-        ranker.load_trainable_state(checkpoint["state"])
-        ranker.to(ranker.device_name)
-        ranker.eval()
-        return ranker
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters the optimiser updates: the LoRA adapter and the head."""

@@ -86,9 +86,27 @@ def create_ranker(
         **overrides: `RankerConfig` fields to change (e.g. ``num_layers=12``); ignored with a checkpoint.
     """
     if checkpoint is not None:
-        return Ranker.load(checkpoint, cache_dir=cache_dir, device=device)
+        return load_ranker(checkpoint, cache_dir=cache_dir, device=device)
     config = dataclasses.replace(get_config(name), **overrides)
     return build_ranker(config, cache_dir=cache_dir, device=device)
+
+
+def load_ranker(path: Path, *, cache_dir: Path | None = None, device: str = "auto") -> Ranker:
+    """Load a checkpoint written by `Ranker.save`.
+
+    Args:
+        path: The checkpoint file.
+        cache_dir: Model cache root (where the dequantized SmolLM2 lives, prepared on first use); needed for the
+            ``smollm2`` backbone.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    config = RankerConfig.from_dict(checkpoint["config"])
+    ranker = build_ranker(config, cache_dir=cache_dir, device=device, backbone_state=checkpoint.get("backbone"))
+    ranker.load_trainable_state(checkpoint["state"])
+    ranker.to(ranker.device_name)
+    ranker.eval()
+    return ranker
 
 
 def build_ranker(

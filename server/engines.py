@@ -16,7 +16,8 @@ from assistant.catalog.model import Catalog
 from assistant.catalog.store import CatalogStore, default_store, store_exists
 from assistant.conversation.intent_data import CatalogWords
 from assistant.conversation.vocabulary import CatalogVocabulary
-from assistant.memory.store import MemoryConfig, MemoryStore, create_memory
+from assistant.memory.factory import create_memory
+from assistant.memory.store import MemoryConfig, MemoryStore
 from assistant.runtime.batching import BatchedQueryEncoder, ScheduledTTS, batched_ranker_queries
 from assistant.runtime.session import Engines
 from assistant.runtime.turn import Brain, BrainOptions
@@ -28,9 +29,9 @@ from server.metrics import watch_batchers
 from server.security import Gate
 from server.settings import Settings
 from speech.audio import SAMPLE_RATE, resample
+from speech.registry import create_stt, create_tts
 from speech.scheduler import ScheduledSTT
-from speech.stt import create_stt
-from speech.tts import TTSEngine, create_tts
+from speech.tts import TTSEngine
 from speech.vad import SileroVAD
 
 log = logging.getLogger(__name__)

@@ -143,7 +143,7 @@ class STTWorker(_Worker):
 
     def __init__(self, settings: Settings, fingerprint: str, num_cpus: float) -> None:
         super().__init__(fingerprint)
-        from speech.stt import create_stt
+        from speech.registry import create_stt
 
         threads = _limit_threads(settings, num_cpus)
         self.engine = create_stt(settings.stt_model, cache_dir=settings.cache_dir, device=settings.device,
@@ -163,7 +163,7 @@ class TTSWorker(_Worker):
 
     def __init__(self, settings: Settings, fingerprint: str, num_cpus: float) -> None:
         super().__init__(fingerprint)
-        from speech.tts import create_tts
+        from speech.registry import create_tts
 
         _limit_threads(settings, num_cpus)
         self.engine = create_tts(settings.tts_model, cache_dir=settings.cache_dir, device=settings.device)

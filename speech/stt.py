@@ -19,17 +19,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from pathlib import Path
 
 import numpy as np
 
 from speech.audio import SAMPLE_RATE
-from speech.errors import AudioFormatError, ModelNotFoundError
+from speech.errors import AudioFormatError
 
 log = logging.getLogger(__name__)
 
-_BACKENDS = ("faster-whisper", "openai-whisper")
-_SIZES = ("tiny.en", "base")
+STT_BACKENDS = ("faster-whisper", "openai-whisper")
+STT_SIZES = ("tiny.en", "base")
 
 # Whisper's own skip rule (transcribe.py): a segment is silence when no_speech_prob > 0.6 and avg_logprob < -1.
 NO_SPEECH_THRESHOLD = 0.6
@@ -318,39 +317,3 @@ class STTEngine(ABC):
             key: Who asks (one voice session); a scheduler coalesces that caller's pending partials.
         """
         return await asyncio.to_thread(self.transcribe, audio, options)
-
-
-def available_stt_models() -> list[str]:
-    """Names accepted by :func:`create_stt`, ``"<backend>:<size>"``."""
-    return [f"{backend}:{size}" for backend in _BACKENDS for size in _SIZES]
-
-
-def create_stt(
-    name: str, *, cache_dir: Path, device: str = "auto", cpu_threads: int = 0, workers: int = 1
-) -> STTEngine:
-    """Build a speech-to-text engine by registry name.
-
-    Args:
-        name: One of :func:`available_stt_models`.
-        cache_dir: Folder for prepared weights (joined/converted once).
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        cpu_threads: CPU threads for inference; 0 means ``os.cpu_count()``. With ``workers`` > 1 on CPU, this is
-            the total, split between the workers (faster-whisper).
-        workers: Concurrent model calls (CTranslate2 ``num_workers``; faster-whisper only, openai-whisper runs one).
-
-    Returns:
-        A loaded engine.
-
-    Raises:
-        ModelNotFoundError: If ``name`` is unknown; the message lists valid names.
-    """
-    if name not in available_stt_models():
-        raise ModelNotFoundError(name, available_stt_models(), kind="STT model")
-    backend, size = name.split(":", 1)
-    if backend == "faster-whisper":
-        from speech.faster_whisper_stt import FasterWhisperSTT
-
-        return FasterWhisperSTT(size, cache_dir=cache_dir, device=device, cpu_threads=cpu_threads, workers=workers)
-    from speech.openai_whisper_stt import OpenAIWhisperSTT
-
-    return OpenAIWhisperSTT(size, cache_dir=cache_dir, device=device, cpu_threads=cpu_threads)

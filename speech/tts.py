@@ -18,11 +18,8 @@ import logging
 import re
 import threading
 from abc import ABC, abstractmethod
-from pathlib import Path
 
 import numpy as np
-
-from speech.errors import ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -186,34 +183,3 @@ class TTSEngine(ABC):
                 serves lower values first. A plain engine ignores it.
         """
         return await asyncio.to_thread(self.synthesize, text)
-
-
-def available_tts() -> list[str]:
-    """Names accepted by :func:`create_tts`; ``"coqui:<model>"`` takes any Coqui model name."""
-    return ["hibari", *(COQUI_PREFIX + m for m in COQUI_EXAMPLE_MODELS)]
-
-
-def create_tts(name: str, *, cache_dir: Path | None = None, device: str = "auto") -> TTSEngine:
-    """Build a text-to-speech engine by registry name.
-
-    Args:
-        name: ``"hibari"`` (offline, packaged) or ``"coqui:<model name>"`` (downloads at first use).
-        cache_dir: Folder for downloaded voices (Coqui: sets ``TTS_HOME`` when given).
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (hibari always runs on CPU).
-
-    Returns:
-        A loaded engine.
-
-    Raises:
-        ModelNotFoundError: If ``name`` is unknown; the message lists valid names.
-        TextToSpeechError: If the engine cannot be loaded.
-    """
-    if name == "hibari":
-        from speech.hibari_tts import HibariTTS
-
-        return HibariTTS()
-    if name.startswith(COQUI_PREFIX) and len(name) > len(COQUI_PREFIX):
-        from speech.coqui_tts import CoquiTTS
-
-        return CoquiTTS(name[len(COQUI_PREFIX) :], cache_dir=cache_dir, device=device)
-    raise ModelNotFoundError(name, [*available_tts(), "coqui:<model name>"], kind="TTS engine")

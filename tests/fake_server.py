@@ -11,7 +11,8 @@ from pathlib import Path
 
 import uvicorn
 
-from assistant.memory.store import SQLiteMemory, create_memory
+from assistant.memory.factory import create_memory
+from assistant.memory.store import SQLiteMemory
 from assistant.runtime.session import Engines
 from assistant.runtime.turn import Brain
 from assistant.runtime.uploads import ImageStore

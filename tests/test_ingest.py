@@ -403,7 +403,8 @@ def test_luma_full_ingest(store):
 @pytest.mark.real_model
 @pytest.mark.skipif(not LUMA.is_file(), reason="Luma dev catalog not present")
 def test_luma_store_snapshot_search_returns_matching_variant(store):
-    from assistant.search.query import EmbeddingSearcher, parse_query
+    from assistant.search.query import parse_query
+    from assistant.search.retrieval import EmbeddingSearcher
     from ranking.text_encoder import TextEncoder
 
     ingest_file(LUMA, store, fetch_urls=False)

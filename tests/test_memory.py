@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from assistant.core.errors import InvalidInputError
-from assistant.memory.store import Friend, MemoryConfig, MemoryStore, SQLiteMemory, create_memory
+from assistant.memory.factory import create_memory
+from assistant.memory.store import Friend, MemoryConfig, MemoryStore, SQLiteMemory
 from bench.common import free_port, wait_for_port
 
 

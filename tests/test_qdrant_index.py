@@ -12,13 +12,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ranking.index import (  # noqa: E402
-    FaissIndex,
-    VectorIndex,
-    create_vector_index,
-    load_vector_index,
-    parse_vector_url,
-)
+from ranking.index import FaissIndex, VectorIndex  # noqa: E402
+from ranking.stores import create_vector_index, load_vector_index, parse_vector_url  # noqa: E402
 
 HAVE_QDRANT = importlib.util.find_spec("qdrant_client") is not None
 needs_qdrant = pytest.mark.skipif(

@@ -21,7 +21,7 @@ from ranking.ranker import (
     autocast_for,
     render_query,
 )
-from ranking.registry import create_ranker, list_rankers
+from ranking.registry import create_ranker, list_rankers, load_ranker
 from ranking.train import (
     evaluate,
     feedback_examples,
@@ -176,7 +176,7 @@ def test_lora_save_load_round_trip(tiny: Ranker, tmp_path: Path) -> None:
     path = tmp_path / "ranker.pt"
     tiny.save(path)
     assert path.stat().st_size < 5_000_000
-    loaded = Ranker.load(path, device="cpu")
+    loaded = load_ranker(path, device="cpu")
     assert loaded.config == tiny.config
     after = loaded.score(loaded.encode_query(query_text), loaded.encode_products(texts), images, _features(5))
     np.testing.assert_allclose(after.scores, before.scores, rtol=1e-5, atol=1e-6)
@@ -248,7 +248,7 @@ def test_training_improves_ndcg(trained: tuple[Ranker, dict]) -> None:
 def test_training_ends_holding_the_best_checkpoint(trained: tuple[Ranker, dict], tmp_path: Path) -> None:
     ranker, metrics = trained
     assert len(metrics["history"]) >= 2  # several evaluations, so the last weights need not be the best
-    saved = Ranker.load(metrics["checkpoint"], cache_dir=tmp_path, device="cpu").trainable_state()
+    saved = load_ranker(metrics["checkpoint"], cache_dir=tmp_path, device="cpu").trainable_state()
     live = ranker.trainable_state()
     assert saved.keys() == live.keys()
     for name, value in saved.items():

@@ -142,7 +142,7 @@ def workers(settings: Settings, cluster: str) -> RemoteWorkers:
 
 @pytest.fixture(scope="module")
 def local_tts() -> Any:
-    from speech.tts import create_tts
+    from speech.registry import create_tts
 
     return create_tts("hibari")
 
@@ -203,7 +203,7 @@ def test_deploy_is_idempotent(workers: RemoteWorkers, settings: Settings, cluste
 
 
 def test_stt_matches_in_process(workers: RemoteWorkers, settings: Settings, clip: np.ndarray) -> None:
-    from speech.stt import create_stt
+    from speech.registry import create_stt
 
     assert isinstance(workers.stt, RemoteSTT)
     assert workers.stt.name == settings.stt_model and workers.stt.max_concurrency == settings.stt_workers

@@ -8,7 +8,8 @@ from assistant.catalog.demo import generate_demo_catalog
 from assistant.catalog.model import Catalog, Product
 from assistant.replies.grounding import GroundingError, ProductFact, assert_grounded, check_grounding
 from assistant.replies.templates import compose_reply, reply_facts
-from assistant.search.query import EmbeddingSearcher, ProductHit, SearchQuery, parse_query
+from assistant.search.query import ProductHit, SearchQuery, parse_query
+from assistant.search.retrieval import EmbeddingSearcher
 
 
 class HashEncoder:

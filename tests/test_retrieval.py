@@ -12,14 +12,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from assistant.catalog.demo import BACKGROUND, COLORS, generate_demo_catalog  # noqa: E402
 from assistant.catalog.model import Catalog, Product  # noqa: E402
 from assistant.search.query import (  # noqa: E402
-    EmbeddingSearcher,
     QueryVocab,
     SearchQuery,
     canonical_color,
     canonical_size,
     parse_query,
 )
-from assistant.search.retrieval import HybridRetriever, product_genders  # noqa: E402
+from assistant.search.retrieval import EmbeddingSearcher, HybridRetriever, product_genders  # noqa: E402
 from ranking.fusion import reciprocal_rank_fusion  # noqa: E402
 from ranking.lexical import BM25Index, Tokenizer  # noqa: E402
 from tests.shared_data import LUMA_DIR  # noqa: E402

@@ -7,7 +7,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from assistant.catalog.demo import generate_demo_catalog  # noqa: E402
 from assistant.catalog.model import Catalog  # noqa: E402
-from assistant.search.query import EmbeddingSearcher, SearchQuery, parse_query, words_to_numbers  # noqa: E402
+from assistant.search.query import SearchQuery, parse_query, words_to_numbers  # noqa: E402
+from assistant.search.retrieval import EmbeddingSearcher  # noqa: E402
 from tests.shared_data import LUMA_DIR
 
 LUMA = LUMA_DIR / "products.jsonl"

@@ -12,7 +12,8 @@ import pytest
 
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.models import openai_whisper_checkpoint, read_ct2_model, whisper_ct2_dir
-from speech.stt import STTEngine, TranscribeOptions, create_stt, normalize_text
+from speech.registry import create_stt
+from speech.stt import STTEngine, TranscribeOptions, normalize_text
 from tests.shared_data import SPEECH_DIR
 
 pytestmark = pytest.mark.real_model

@@ -11,8 +11,9 @@ import pytest
 
 from speech.audio import SAMPLE_RATE, resample
 from speech.errors import TextToSpeechError
-from speech.stt import STTEngine, create_stt, normalize_text
-from speech.tts import TTSEngine, create_tts
+from speech.registry import create_stt, create_tts
+from speech.stt import STTEngine, normalize_text
+from speech.tts import TTSEngine
 
 pytestmark = pytest.mark.real_model
 

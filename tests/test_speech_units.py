@@ -22,17 +22,16 @@ from speech.errors import (
     SpeechToTextError,
     TextToSpeechError,
 )
+from speech.registry import available_stt_models, available_tts, create_stt, create_tts
 from speech.stt import (
     SegmentStats,
     TranscribeOptions,
-    available_stt_models,
     build_transcription,
     collapse_repeat,
-    create_stt,
     hallucination_reason,
     normalize_text,
 )
-from speech.tts import SentenceBuffer, available_tts, create_tts, normalize_for_speech, split_sentences
+from speech.tts import SentenceBuffer, normalize_for_speech, split_sentences
 
 
 def sine(freq: float, sr: int, seconds: float) -> np.ndarray:

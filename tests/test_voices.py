@@ -282,7 +282,7 @@ def test_speak(clip: np.ndarray) -> None:
 @pytest.mark.real_model
 def test_whisper_hears_an_espeak_voice(tmp_path_factory: pytest.TempPathFactory) -> None:
     require_espeak()
-    from speech.stt import create_stt
+    from speech.registry import create_stt
 
     # The speech tests' model folder, so tiny.en is prepared once per run.
     env = os.environ.get("SHOPTALK_TEST_CACHE")

@@ -1,1 +1,4 @@
-"""Per-shopper and per-session memory: the interface, SQLite and `create_memory` (`store`), Redis (`redis_store`)."""
+"""Per-shopper and per-session memory.
+
+`store`: the interface and SQLite; `factory`: `create_memory`; `redis_store`: Redis, for several servers.
+"""

@@ -606,17 +606,3 @@ class SQLiteMemory(MemoryStore):
             n = db.execute("DELETE FROM sessions WHERE updated<?", (session_cutoff,)).rowcount
             db.execute("DELETE FROM events WHERE ts<?", (event_cutoff,))
         return int(n)
-
-
-def create_memory(url: str | None, data_dir: Path, config: MemoryConfig | None = None) -> MemoryStore:
-    """``None``/``sqlite``: ``data_dir/memory.sqlite``; ``sqlite:///PATH``; ``redis://host:port/db``."""
-    if not url or url == "sqlite":
-        return SQLiteMemory(Path(data_dir) / "memory.sqlite", config)
-    if url.startswith("sqlite:///"):
-        return SQLiteMemory(url.removeprefix("sqlite:///"), config)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from assistant.memory.redis_store import RedisMemory
-
-        return RedisMemory(url, config)
-    raise InvalidInputError(f"unknown memory engine {url!r}; use sqlite, sqlite:///PATH or redis://HOST:PORT/DB",
-                            param="memory_url")

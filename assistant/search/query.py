@@ -2,8 +2,8 @@
 
 `parse_query` turns "men's black hoodie under fifty dollars" into ``SearchQuery(text="black hoodie",
 max_price=50.0, color="black", gender="men")``; given the catalog's `QueryVocab` it also recognises brands and
-categories. Searchers (`assistant.search.retrieval.HybridRetriever`, and `EmbeddingSearcher`, its text-only form, still
-importable from here) apply every filter hard: a result over ``max_price`` is never returned.
+categories. Searchers (`assistant.search.retrieval.HybridRetriever`, and `EmbeddingSearcher`, its text-only form)
+apply every filter hard: a result over ``max_price`` is never returned.
 """
 
 from __future__ import annotations
@@ -638,13 +638,3 @@ class ProductSearcher(Protocol):
     """Anything that answers a `SearchQuery` with ranked hits."""
 
     def search(self, query: SearchQuery) -> list[ProductHit]: ...
-
-
-def __getattr__(name: str) -> Any:
-    # EmbeddingSearcher lives in assistant.search.retrieval (it is the text-only HybridRetriever); imported lazily because
-    # assistant.search.retrieval imports this module.
-    if name == "EmbeddingSearcher":
-        from assistant.search.retrieval import EmbeddingSearcher
-
-        return EmbeddingSearcher
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -45,8 +45,9 @@ from assistant.search.query import (
     without_constraints,
 )
 from ranking.fusion import FusedHit, reciprocal_rank_fusion
-from ranking.index import FaissIndex, VectorIndex, create_vector_index, load_vector_index, parse_vector_url
+from ranking.index import FaissIndex, VectorIndex
 from ranking.lexical import BM25Index
+from ranking.stores import create_vector_index, load_vector_index, parse_vector_url
 from ranking.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -317,7 +318,7 @@ class HybridRetriever:
         image_min_score: ``image`` hits at least this similar may add candidates no word source found; below it,
             or when None, the ``image`` source only re-ranks what the words found.
         index_kind: `FaissIndex` kind for the vector indexes.
-        vector_url: Where the vector indexes live (`ranking.index.create_vector_index`): None (or ``faiss``) for
+        vector_url: Where the vector indexes live (`ranking.stores.create_vector_index`): None (or ``faiss``) for
             in-process FAISS saved under ``cache_dir``; ``qdrant-local:[PATH]`` (default ``cache_dir/qdrant``),
             ``qdrant::memory:`` or ``http(s)://host:6333`` for Qdrant collections `TEXT_COLLECTION` and
             `IMAGE_COLLECTION`, whose manifest is saved where the FAISS text index would be.
