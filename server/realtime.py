@@ -172,8 +172,7 @@ class RealtimeConnection:
                 "timings_ms": {k: round(v, 1) for k, v in frame.timings_ms.items()}})]
         if isinstance(frame, ErrorFrame):
             metrics.ERRORS.labels(code=frame.code).inc()
-            return [error_event(frame.code, frame.message, param=frame.param,
-                                client_error=frame.code not in ("internal_error", "stt_failed", "tts_failed"))]
+            return [error_event(frame.code, frame.message, param=frame.param, client_error=frame.client_error)]
         log.debug("no event for frame %r", frame)
         return []
 
@@ -264,10 +263,9 @@ class RealtimeConnection:
                         self._limit("events", "events")
                         kind, data, event_id = parse_client_event(message["text"])
                         await self._handle(kind, data, event_id)
-                except AssistantError as err:
-                    metrics.ERRORS.labels(code=err.code).inc()
-                    await self.send(error_event(err.code, err.message, event_id=event_id, param=err.param,
-                                                client_error=err.client_error))
+                except AssistantError as err:  # a client event's error: the same frame a turn's error becomes
+                    for out in self._to_events(ErrorFrame.of(err)):
+                        await self.send({**out, "event_id": event_id} if event_id and isinstance(out, dict) else out)
         except WebSocketDisconnect:
             pass
         except asyncio.CancelledError:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -213,6 +214,9 @@ class DialogueState:
     # The products talked about since the last search, most recent last: "the other one", "which of the two".
     discussed: list[ProductHit] = field(default_factory=list)
     heard: bool = True  # this turn's words were transcribed (may be misheard), not typed (`Brain.respond` sets it)
+    # One plan at a time: a reply cancelled while its plan runs in a worker thread finishes that plan before the
+    # next turn's plan reads the state.
+    planning: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def talked_about(self, *hits: ProductHit) -> None:
         """Note products the conversation is now about (most recent last, each once, the last four)."""

@@ -11,8 +11,9 @@
      └── MemoryUnavailable            code: memory_unavailable (the memory engine is unreachable)
 
 Each stage wraps unknown exceptions at its boundary with ``raise ... from err``; cancellation passes through
-unchanged.  Exactly one place (the server's session loop) turns an ``AssistantError`` into an ``error`` event, and an
-error ends the turn, never the session.
+unchanged.  ``ErrorFrame.of`` (``assistant.core.frames``) is the one way an error becomes an ``error`` event, with
+its code and ``client_error`` flag (the event's ``type``: ``invalid_request_error`` or ``server_error``); an error
+ends the turn, never the session.
 """
 
 from __future__ import annotations

@@ -117,10 +117,26 @@ class ResponseDone(SystemFrame):
 
 @dataclass(frozen=True)
 class ErrorFrame(SystemFrame):
+    """A turn's error, as the server will send it; `client_error`: the client's input caused it."""
+
     code: str
     message: str
     param: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    client_error: bool = False
+
+    @classmethod
+    def of(cls, err: BaseException) -> ErrorFrame:
+        """The frame of any error, the one way errors become ``error`` events.
+
+        An `AssistantError` (or another error with a ``code``) keeps its code, message, param and client-fault flag;
+        anything else is an ``internal_error`` that names only its type.
+        """
+        code = getattr(err, "code", None)
+        if not isinstance(code, str):
+            return cls(code="internal_error", message=f"internal error ({type(err).__name__})")
+        return cls(code=code, message=str(getattr(err, "message", err)), param=getattr(err, "param", None),
+                   client_error=bool(getattr(err, "client_error", False)))
 
 
 def audio_duration_ms(audio: np.ndarray, sample_rate: int) -> float:

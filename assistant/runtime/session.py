@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from assistant.conversation.dialogue import DialogueState
-from assistant.core.errors import AssistantError
+from assistant.core.errors import AssistantError, InvalidInputError
 from assistant.core.frames import (
     DataFrame,
     ErrorFrame,
@@ -151,7 +151,7 @@ class ConversationSession:
         image_id, self._pending_image = self._pending_image, None
         self._pending_text.clear()
         if not text and image_id is None:
-            raise AssistantError("nothing to respond to: add a user message first", code="empty_buffer")
+            raise InvalidInputError("nothing to respond to: add a user message first", code="empty_buffer")
         await self.start_response(UserTurn(item_id="item_" + uuid.uuid4().hex[:16], text=text, image_id=image_id,
                                            wants_audio=self._audio_out))
 
@@ -170,13 +170,13 @@ class ConversationSession:
 
     # --- replies --------------------------------------------------------------------------------------------
     async def start_response(self, turn: UserTurn) -> str:
+        if self.memory is not None and turn.text:  # SQLite/Redis, off the event loop; a failure refuses the turn
+            await asyncio.to_thread(self.memory.add_turn, "user", turn.text)
         await self.cancel_response()
         response_id = new_response_id()
         self._response_id = response_id
         self.history.append(("user", turn.text))
         del self.history[:-40]
-        if self.memory is not None and turn.text:
-            await asyncio.to_thread(self.memory.add_turn, "user", turn.text)  # SQLite: never on the event loop
         await self._emit(ResponseStarted(response_id=response_id))
         self._response = asyncio.ensure_future(self._run_response(turn, response_id))
         return response_id
@@ -199,10 +199,10 @@ class ConversationSession:
             status = "cancelled"
             raise
         except AssistantError as err:
-            await self._emit(ErrorFrame(code=err.code, message=err.message, param=err.param))
+            await self._emit(ErrorFrame.of(err))
         except Exception as err:  # the one place unknown reply errors become an error event
             log.exception("reply %s failed", response_id)
-            await self._emit(ErrorFrame(code="internal_error", message=f"reply failed: {type(err).__name__}"))
+            await self._emit(ErrorFrame.of(err))
         finally:
             if status == "completed" and text:
                 self.history.append(("assistant", text))
@@ -211,7 +211,7 @@ class ConversationSession:
                         await asyncio.to_thread(self._remember_reply, text)
                     except AssistantError as err:  # the reply went out; say the memory missed it, and finish
                         log.warning("reply %s not remembered: %s", response_id, err.message)
-                        await self._emit(ErrorFrame(code=err.code, message=err.message))
+                        await self._emit(ErrorFrame.of(err))
             if self._response_id == response_id:
                 self._response_id = None
             await self._emit_raw(ResponseDone(response_id=response_id, status=status, text=text, timings_ms=timings,

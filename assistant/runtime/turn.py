@@ -159,9 +159,10 @@ class Brain:
         understood = self.understand(turn)
         said = understood.text
         if self.dialogue is not None and state is not None:
-            state.heard = turn.avg_logprob is not None or bool(turn.alternatives)  # a transcript, not typed text
-            plan = self.dialogue.plan(said, image_id=turn.image_id, state=state, search=self.search_now,
-                                      signals=signals, k=self.options.k)
+            with state.planning:
+                state.heard = turn.avg_logprob is not None or bool(turn.alternatives)  # a transcript, not typed text
+                plan = self.dialogue.plan(said, image_id=turn.image_id, state=state, search=self.search_now,
+                                          signals=signals, k=self.options.k)
         else:
             query, hits = self.search_now(said, image_id=turn.image_id, signals=signals)
             plan = Plan(None, query, hits=hits, facts=facts_from_hits(hits))

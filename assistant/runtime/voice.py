@@ -395,8 +395,7 @@ class VoiceInput:
             # Surface errors of background decoding through the session's error path.
             from assistant.core.frames import ErrorFrame
 
-            code = getattr(err, "code", "internal_error")
-            self._spawn(self._emit(ErrorFrame(code=code, message=str(err))))
+            self._spawn(self._emit(ErrorFrame.of(err)))
 
     def _cancel_work(self) -> None:
         if self._partial_task is not None:
