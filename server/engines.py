@@ -122,7 +122,7 @@ class App:
         """Queue the quality work the served catalog lacks.
 
         Heads aligned on it when those serving cover too little of it; with `vocabulary` (a new catalog's), the
-        intent model trained on its words.
+        intent model trained on its words; the configured ranker when its backbone was not ready at start-up.
         """
         worker = self.background
         if worker is None or worker.stopping.is_set():

@@ -85,7 +85,7 @@ from assistant.search.query import (
 log = logging.getLogger(__name__)
 
 SearchFn = Callable[..., tuple[SearchQuery, list[ProductHit]]]
-"""The runtime's search: `Brain.search_now` (synchronous: the whole plan runs in a worker thread)."""
+"""The runtime's search: `Brain.search` (synchronous: the whole plan runs in a worker thread)."""
 
 FRUSTRATED = 0.5  # smoothed frustration from which the strategy changes
 HANDOFF = "I'll connect you with someone from our team who can help."

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -86,7 +85,7 @@ class Brain:
         self.dialogue = dialogue
         self.options = options or BrainOptions()
 
-    async def search(
+    def search(
         self,
         text: str,
         k: int | None = None,
@@ -96,21 +95,9 @@ class Brain:
         signals: SessionSignals | None = None,
         query: SearchQuery | None = None,
     ) -> tuple[SearchQuery, list[ProductHit]]:
-        """`search_now` in a worker thread, for callers on the event loop (``POST /v1/search``)."""
-        return await asyncio.to_thread(functools.partial(self.search_now, text, k, image_id, use_ranker=use_ranker,
-                                                         signals=signals, query=query))
+        """Text search, photo search, or photo refined by words ("like this but in blue, under $40").
 
-    def search_now(
-        self,
-        text: str,
-        k: int | None = None,
-        image_id: str | None = None,
-        *,
-        use_ranker: bool = True,
-        signals: SessionSignals | None = None,
-        query: SearchQuery | None = None,
-    ) -> tuple[SearchQuery, list[ProductHit]]:
-        """Text search, photo search, or photo refined by words ("like this but in blue, under $40"); it blocks.
+        It blocks: the turn calls it from its worker thread, ``POST /v1/search`` through ``asyncio.to_thread``.
 
         ``query``: an already built query (a refinement merged by the dialogue) instead of parsing ``text``.
 
@@ -161,10 +148,10 @@ class Brain:
         if self.dialogue is not None and state is not None:
             with state.planning:
                 state.heard = turn.avg_logprob is not None or bool(turn.alternatives)  # a transcript, not typed text
-                plan = self.dialogue.plan(said, image_id=turn.image_id, state=state, search=self.search_now,
+                plan = self.dialogue.plan(said, image_id=turn.image_id, state=state, search=self.search,
                                           signals=signals, k=self.options.k)
         else:
-            query, hits = self.search_now(said, image_id=turn.image_id, signals=signals)
+            query, hits = self.search(said, image_id=turn.image_id, signals=signals)
             plan = Plan(None, query, hits=hits, facts=facts_from_hits(hits))
         return understood, plan
 

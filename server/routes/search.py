@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
@@ -46,9 +47,10 @@ async def search(body: SearchRequest, state: StateDep, caller: PrincipalDep) -> 
         if session is None:
             raise HTTPException(404, detail="unknown or expired resume_token")
     try:
-        query, hits = await state.engines.brain.search(text, k=body.k, image_id=body.image_id,
-                                                       use_ranker=use_ranker,
-                                                       signals=session.signals() if session else None)
+        brain = state.engines.brain
+        query, hits = await asyncio.to_thread(  # the search and the shopper's signals block: off the event loop
+            lambda: brain.search(text, k=body.k, image_id=body.image_id, use_ranker=use_ranker,
+                                 signals=session.signals() if session else None))
     except ImageNotFound as err:
         raise HTTPException(404, detail=err.message) from err
     except AssistantError as err:
