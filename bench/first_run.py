@@ -102,17 +102,15 @@ def _talk(clone: Path, env: dict[str, str], port: int, *args: str) -> tuple[floa
 
 
 def speak(text: str, path: Path) -> str:
-    """A WAV of `text` in a voice the product does not reply with (eSpeak NG) when installed, else hibari."""
-    if shutil.which("espeak-ng"):
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(path), text], check=True)
-        return "espeak-ng en-us"
+    """A WAV of `text` in a test voice the product does not reply with (`bench.voices`): eSpeak NG when installed,
+    else hibari at another speed and pitch. Returns the voice's name."""
     import soundfile as sf
 
-    from speech.registry import create_tts
+    from bench.voices import espeak_available, synthesize
 
-    tts = create_tts("hibari")
-    sf.write(path, tts.synthesize(text), tts.sample_rate)
-    return "hibari"
+    voice = "espeak-us-m" if espeak_available() else "hibari-slow-high"
+    sf.write(path, synthesize(text, voice), 16000)
+    return voice
 
 
 def first_run(*, venv: Path | None = None, commit: str | None = None, keep: bool = False,

@@ -231,12 +231,12 @@ def choose_heads(settings: Settings, catalog: Catalog) -> HeadsChoice:
     The data dir's (``shoptalk vision align`` or a background align) or those shipped for the demo catalog,
     whichever was trained on more of it; none when neither covers `MIN_HEADS_COVERAGE` of it.
     """
-    from assistant.catalog.pairs import catalog_pairs
+    from assistant.catalog.pairs import catalog_labels
     from vision.registry import checkpoint_labels, shipped_heads
 
     if settings.vision_checkpoint is not None:
         return HeadsChoice(settings.vision_checkpoint, 1.0, explicit=True)
-    labels = {label for _, _, label in catalog_pairs(catalog)}
+    labels = catalog_labels(catalog)
     if not labels:
         return HeadsChoice(None, 1.0)  # no photos: nothing to align on
     best = HeadsChoice(None, 0.0)
