@@ -465,7 +465,7 @@ def ensure_ingested(data_dir: Path, catalog: Path) -> dict[str, Any]:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     with default_store(data_dir) as store:
-        report = ingest_file(catalog, store, progress=False, fetch_urls=False, delete_missing=True)
+        report = ingest_file(catalog, store, fetch_urls=False, delete_missing=True)
         return {"products": store.count(), "changed": report.changed, "skipped": report.skipped}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import logging
@@ -256,10 +257,10 @@ def catalog_ingest(
     from assistant.catalog.store import default_store
 
     _logging("warning")
-    with default_store(data_dir) as store:
+    shown = not as_json and sys.stderr.isatty()
+    with default_store(data_dir) as store, (progress_view() if shown else contextlib.nullcontext()) as progress:
         try:
-            report = ingest_file(path, store, progress=not as_json and sys.stderr.isatty(), fetch_urls=not no_fetch,
-                                 delete_missing=sync)
+            report = ingest_file(path, store, progress=progress, fetch_urls=not no_fetch, delete_missing=sync)
         except IngestError as err:
             console.print(f"[red]{err}[/red]")
             raise typer.Exit(2) from err

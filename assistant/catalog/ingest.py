@@ -31,7 +31,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,14 +40,6 @@ from typing import Any, Literal
 import httpx
 from PIL import Image
 from rich.console import Group, RenderableType
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
@@ -484,7 +476,7 @@ def ingest_records(
     base_dir: Path | None = None,
     fetch_urls: bool = True,
     delete_missing: bool = False,
-    progress: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> IngestReport:
     """Validate rows and write the valid ones into the store (one transaction); see the module docstring.
 
@@ -497,15 +489,15 @@ def ingest_records(
         fetch_urls: Download http(s) images (else they are reported and dropped).
         delete_missing: Full sync: delete stored products the input does not mention (skipped when no row is
             valid, so a wrong file cannot empty the catalog).
-        progress: Show a rich progress bar on stderr.
+        progress: Called as ``(step, done, total)`` while images are checked and rows written (the CLI draws it).
 
     Returns:
         The report.
     """
     start = time.perf_counter()
     report = IngestReport(source=source)
+    step = progress or (lambda name, done, total: None)
     with ExitStack() as stack:
-        bar = stack.enter_context(_progress(progress))
         checked, mentioned = _check_ids(rows, report)
         _derive_prices(checked, store)
         valid = _validate(checked, report)
@@ -513,7 +505,7 @@ def ingest_records(
         _check_parents(valid, known, report)
         checker = stack.enter_context(ImageChecker(base_dir=base_dir, store_dir=store.image_dir,
                                                    fetch_urls=fetch_urls))
-        task = bar.add_task("checking images", total=len(valid))
+        step("checking images", 0, len(valid))
         images: dict[str, list[Path]] = {}
         for r in valid:
             assert r.product is not None
@@ -525,11 +517,11 @@ def ingest_records(
                 else:
                     report.errors.append(RowError(r.number, r.product.id, "images", result, "warning"))
             images[r.product.id] = paths
-            bar.advance(task)
-        write = bar.add_task("writing", total=None)
+            step("checking images", len(images), len(valid))
+        step("writing", 0, 1)
         stats = store.upsert((r.product for r in valid if r.product is not None), images,
                              unpriced={r.record["id"] for r in valid if r.unpriced})
-        bar.update(write, total=1, completed=1)
+        step("writing", 1, 1)
     report.ingested = len(valid)
     report.added, report.updated, report.unchanged = stats.added, stats.updated, stats.unchanged
     if delete_missing:
@@ -552,7 +544,7 @@ def ingest_file(
     path: Path,
     store: CatalogStore,
     *,
-    progress: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
     fetch_urls: bool = True,
     delete_missing: bool = False,
     local_images: bool = True,
@@ -562,7 +554,7 @@ def ingest_file(
     Args:
         path: The file (``.jsonl``, ``.ndjson``, ``.json`` or ``.csv``).
         store: The store to write into.
-        progress: Show a rich progress bar on stderr.
+        progress: Called as ``(step, done, total)`` (see `ingest_records`).
         fetch_urls: Download http(s) images (else they are reported and dropped).
         delete_missing: Full sync: delete stored products the file does not mention.
         local_images: Resolve local image paths relative to the file (False for uploaded files).
@@ -576,13 +568,6 @@ def ingest_file(
     path = Path(path)
     return ingest_records(read_rows(path), store, source=str(path), base_dir=path.parent if local_images else None,
                           fetch_urls=fetch_urls, delete_missing=delete_missing, progress=progress)
-
-
-def _progress(enabled: bool) -> Progress:
-    from rich.console import Console
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("left"), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
 
 
 def records_from_json(body: Any) -> list[tuple[int, dict[str, Any] | RowError]]:
