@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from server.cli_common import DataDir, cli_settings
+from server.cli.common import DataDir, cli_settings
 
 bench_app = typer.Typer(help="Benchmarks (results to bench/results/*.json).", no_args_is_help=True)
 

@@ -275,7 +275,7 @@ def remote_worker(settings: Settings, role: str) -> Any:
     """
     if not settings.ray_address:
         return None
-    from server.ray_workers import connect_workers
+    from server.workers.proxies import connect_workers
 
     return getattr(connect_workers(settings), role)
 

@@ -270,7 +270,7 @@ def test_the_shipped_heads_find_the_demo_photos_as_well_as_a_fresh_align(tmp_pat
 def test_progress_views_for_a_parent_process_and_for_a_log(capsys) -> None:
     import json
 
-    from server.cli_common import progress_view
+    from server.cli.common import progress_view
 
     with progress_view(json_lines=True) as progress:
         progress("align: training", 3, 10)

@@ -44,19 +44,21 @@ try:
 except ImportError:
     _missing("ray[serve] is not installed (pip install 'shoptalk[ray]')")
 
-from server.ray_workers import (  # noqa: E402 (needs ray)
-    RemoteRanker,
-    RemoteSTT,
-    RemoteTextEncoder,
-    RemoteTTS,
+from server.workers.deployments import (  # noqa: E402 (needs ray)
     RemoteWorkerError,
-    RemoteWorkers,
     app_name,
-    connect_workers,
     deploy_workers,
     ranker_checkpoint,
     worker_settings,
     workers_status,
+)
+from server.workers.proxies import (  # noqa: E402 (needs ray)
+    RemoteRanker,
+    RemoteSTT,
+    RemoteTextEncoder,
+    RemoteTTS,
+    RemoteWorkers,
+    connect_workers,
 )
 
 pytestmark = [pytest.mark.real_model, pytest.mark.timeout(300)]
@@ -336,16 +338,16 @@ def test_server_serves_through_remote_workers(workers: RemoteWorkers, settings: 
                                              live_server_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """`shoptalk serve`'s path: build_app_state (with its warm-up) in the app's lifespan, then a voice turn."""
     from assistant.runtime.batching import ScheduledTTS
-    from server import ray_workers
     from server.app import create_app
     from server.client import TalkClient
+    from server.workers import proxies
     from speech.audio import pcm16_to_float32
     from speech.scheduler import ScheduledSTT
     from tests.fakes import VOICE_TURN_EVENTS, order_ok
 
     assert workers.ranker is not None
     before = workers.ranker.stats()
-    monkeypatch.setattr(ray_workers, "_connected", {})  # the server connects on its own, as on a front machine
+    monkeypatch.setattr(proxies, "_connected", {})  # the server connects on its own, as on a front machine
     fastapi_app = create_app(settings)
     server = live_server_factory(fastapi_app)
     app = fastapi_app.state.shoptalk  # built in the lifespan, on the event loop's thread

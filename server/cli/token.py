@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from server.cli_common import DataDir, cli_settings
+from server.cli.common import DataDir, cli_settings
 
 token_app = typer.Typer(help="Session tokens (for servers with auth on).", no_args_is_help=True)
 

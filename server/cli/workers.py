@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from server.cli_common import DataDir, cli_settings
+from server.cli.common import DataDir, cli_settings
 
 workers_app = typer.Typer(help="Model workers on a Ray cluster (several machines; see README 'Several machines').",
                           no_args_is_help=True)
@@ -43,7 +43,7 @@ def deploy(
     as_json: AsJson = False,
 ) -> None:
     """Deploy the model workers onto the Ray cluster (a no-op for those already running with these settings)."""
-    from server.ray_workers import deploy_workers, worker_roles
+    from server.workers.deployments import deploy_workers, worker_roles
 
     settings = cli_settings(data_dir, ray_address=address, ray_workers=roles)
     try:
@@ -56,7 +56,7 @@ def deploy(
 @workers_app.command("status")
 def status(address: Address = "auto", as_json: AsJson = False) -> None:
     """Show the deployed model workers and their replicas."""
-    from server.ray_workers import init_ray, workers_status
+    from server.workers.deployments import init_ray, workers_status
 
     init_ray(address)
     _print_status(workers_status(), as_json)

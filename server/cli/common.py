@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from server.settings import Settings, default_data_dir
 
@@ -46,7 +48,6 @@ def progress_view(json_lines: bool = False) -> Iterator[ProgressFn]:
     if not sys.stderr.isatty():  # a log: a line per tenth of each step, with the time left
         yield _progress_lines()
         return
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -58,7 +59,7 @@ def progress_view(json_lines: bool = False) -> Iterator[ProgressFn]:
     )
 
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("left"), TimeRemainingColumn(), console=Console(stderr=True))
+                    TextColumn("left"), TimeRemainingColumn(), console=console)
     tasks: dict[str, TaskID] = {}
 
     def update(step: str, done: int, total: int) -> None:
@@ -88,3 +89,27 @@ def _progress_lines() -> ProgressFn:
         print(f"{step}: {done}/{total}{left}", file=sys.stderr, flush=True)
 
     return update
+
+
+console = Console(stderr=True)
+"""Where commands print what is for the person (stdout carries results a script reads)."""
+
+
+class _Redact(logging.Filter):
+    """Scrub bearer credentials and tokens from every record, whoever logs it (server/auth.py ``redact``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from server.auth import redact
+
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def setup_logging(level: str = "info") -> None:
+    """Log lines with time and module, credentials scrubbed from every record."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Redact())

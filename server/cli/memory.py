@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from server.cli_common import DataDir, cli_settings
+from server.cli.common import DataDir, cli_settings
 
 if TYPE_CHECKING:
     from assistant.memory.store import MemoryStore

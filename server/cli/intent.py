@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from server.cli_common import DataDir, cli_settings
+from server.cli.common import DataDir, cli_settings
 
 
 def intent(
