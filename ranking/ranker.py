@@ -39,7 +39,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -165,6 +165,25 @@ class RankOutput:
             if lift > 0:
                 items.append((name, lift))
         return sorted(items, key=lambda item: -item[1])[:k]
+
+
+class RankingModel(Protocol):
+    """What `assistant.search.rerank.LLMReranker` calls.
+
+    A `Ranker` in this process, or a proxy of one on a cluster (``server.workers.proxies.RemoteRanker``).
+    """
+
+    @property
+    def hidden_size(self) -> int: ...
+
+    def encode_query(self, text: str) -> np.ndarray: ...
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_products(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray: ...
+
+    def score(self, query_vec: np.ndarray, product_vecs: np.ndarray, image_vecs: np.ndarray | None,
+              features: np.ndarray) -> RankOutput: ...
 
 
 class HashTokenizer:

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -70,6 +70,29 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+class SentenceEncoder(Protocol):
+    """What search and the intent model encode text with.
+
+    A `TextEncoder`, a micro-batched one (``assistant.runtime.batching.BatchedQueryEncoder``) or a proxy of one on a
+    cluster (``server.workers.proxies.RemoteTextEncoder``).
+    """
+
+    model_path: str
+    device: str
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_query(self, text: str) -> np.ndarray: ...
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class TextEncoder:

@@ -14,14 +14,17 @@ from typing import Any
 from assistant.catalog.demo import ensure_demo_catalog
 from assistant.catalog.model import Catalog
 from assistant.catalog.store import CatalogStore, default_store, store_exists
+from assistant.conversation.dialogue import Dialogue
+from assistant.conversation.intent import IntentRecognizer
 from assistant.conversation.intent_data import CatalogWords
 from assistant.conversation.vocabulary import CatalogVocabulary
 from assistant.memory.factory import create_memory
 from assistant.memory.store import MemoryConfig, MemoryStore
-from assistant.runtime.batching import BatchedQueryEncoder, ScheduledTTS, batched_ranker_queries
+from assistant.runtime.batching import BatchedQueryEncoder, MicroBatcher, ScheduledTTS, batched_ranker_queries
 from assistant.runtime.session import Engines
 from assistant.runtime.turn import Brain, BrainOptions
 from assistant.runtime.uploads import ImageStore
+from assistant.search.query import ProductSearcher
 from assistant.search.retrieval import HybridRetriever
 from ranking.text_encoder import TextEncoder
 from server.background import BackgroundWorker
@@ -44,7 +47,7 @@ class App:
     settings: Settings
     engines: Engines
     catalog: Catalog
-    searcher: Any  # a ProductSearcher; HybridRetriever in production
+    searcher: ProductSearcher  # NearMissSearcher or RankedSearcher over `retriever` when served
     tts: TTSEngine | None
     images: ImageStore
     store: CatalogStore | None = None
@@ -74,9 +77,7 @@ class App:
         with self._reindex_lock:
             self._store_version = self.store.version()
             catalog = self.store.load_catalog()
-            stats: dict[str, int] = {}
-            if hasattr(self.searcher, "update"):
-                stats = self.searcher.update(catalog)
+            stats = dict(self.searcher.update(catalog))
             self.catalog = catalog
             brain = self.engines.brain
             vocabulary = CatalogVocabulary.from_catalog(catalog)  # built once for the prompt, repair and names
@@ -130,13 +131,17 @@ class App:
         from server.background import align_task
 
         dialogue = self.engines.brain.dialogue
-        if vocabulary is not None and dialogue is not None and hasattr(dialogue.recognizer, "retrain"):
+        recognizer = dialogue.recognizer if dialogue is not None else None
+        if vocabulary is not None and isinstance(recognizer, IntentRecognizer):
             words = catalog_words(vocabulary)
             vocab = self.retriever.vocab if self.retriever is not None else None
-            worker.submit("intent-train", lambda report: dialogue.recognizer.retrain(words, vocab))
-        if self.settings.ranker_enabled and self.retriever is not None and not hasattr(self.searcher, "reranker"):
+            def retrain(report: Callable[[str, float], None]) -> None:
+                recognizer.retrain(words, vocab)
+
+            worker.submit("intent-train", retrain)
+        if self.settings.ranker_enabled and self.retriever is not None and not self.searcher.ranked:
             worker.submit("ranker-prepare", lambda report: self.use_ranker())
-        if self.retriever is None or getattr(self.retriever, "image_encoder", None) is None:
+        if self.retriever is None or self.retriever.image_encoder is None:
             return
         heads = choose_heads(self.settings, self.catalog)
         if self.heads is not None and heads.checkpoint != self.heads.checkpoint:
@@ -148,17 +153,17 @@ class App:
 
     def use_ranker(self) -> None:
         """Build the configured ranker (preparing its backbone) and let it rank every search from now on."""
-        if self.retriever is None or hasattr(self.searcher, "reranker"):
+        if self.retriever is None or self.searcher.ranked:
             return
         catalog = self.catalog
         searcher = build_ranked(self.settings, catalog, self.retriever)
-        if not hasattr(searcher, "reranker"):
+        if not searcher.ranked:
             return  # no trained or shipped checkpoint: retrieval alone, as build_ranked logged
         with self._reindex_lock:
             if self.catalog is not catalog:  # reloaded while the ranker was being built
                 searcher.update(self.catalog)
             self.searcher = self.engines.brain.searcher = searcher
-        watch_batchers(shared_batchers(getattr(self.retriever, "encoder", None), searcher, self.tts))
+        watch_batchers(shared_batchers(None, searcher, None))  # the ranker's, beside those watched already
 
     def use_best_heads(self, *, force: bool = False) -> None:
         """Serve photos with the heads that cover the catalog best now (`choose_heads`).
@@ -325,7 +330,8 @@ def ranker_prepared(settings: Settings) -> bool:
     return is_prepared(settings.cache_dir / SMOLLM2_FOLDER)
 
 
-def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetriever, *, prepare: bool = True) -> Any:
+def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetriever, *,
+                 prepare: bool = True) -> ProductSearcher:
     """The searcher the server runs.
 
     `retriever` wrapped in a `RankedSearcher` when a ranker is configured and trained, else `retriever` itself
@@ -334,7 +340,7 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     """
     from assistant.search.retrieval import NearMissSearcher
 
-    plain = NearMissSearcher(retriever) if settings.near_misses else retriever
+    plain: ProductSearcher = NearMissSearcher(retriever) if settings.near_misses else retriever
     if not settings.ranker_enabled:
         return plain
     remote = remote_worker(settings, "ranker")
@@ -371,15 +377,13 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
 
 
 def build_dialogue(settings: Settings, catalog: Catalog, retriever: HybridRetriever, memory: MemoryStore | None,
-                   *, warmup: bool = True, vocabulary: CatalogVocabulary | None = None) -> Any:
+                   *, warmup: bool = True, vocabulary: CatalogVocabulary | None = None) -> Dialogue:
     """The conversation layer: intents, the knowledge base, orders, moderation, references (``assistant.conversation.dialogue``).
 
     ``vocabulary``: the catalog's spoken vocabulary when the caller has built it (else built here).
     """
     from collections import Counter
 
-    from assistant.conversation.dialogue import Dialogue
-    from assistant.conversation.intent import IntentRecognizer
     from assistant.conversation.kb import open_kb
     from assistant.conversation.orders import open_demo_orders
     from assistant.safety.moderation import Moderator
@@ -439,14 +443,18 @@ def build_memory(settings: Settings) -> MemoryStore:
                          MemoryConfig(session_ttl_s=settings.memory_ttl_days * 86400))
 
 
-def shared_batchers(encoder: Any, searcher: Any, tts: Any) -> dict[str, Any]:
+def shared_batchers(encoder: object, searcher: ProductSearcher, tts: TTSEngine | None) -> dict[str, MicroBatcher[Any, Any]]:
     """The micro-batchers the engines use, by name (for ``/metrics``)."""
-    found = {
-        "query_encoder": getattr(encoder, "batcher", None),
-        "ranker_queries": getattr(getattr(searcher, "reranker", None), "query_batcher", None),
-        "tts": getattr(tts, "batcher", None),
-    }
-    return {name: batcher for name, batcher in found.items() if batcher is not None}
+    from assistant.search.rerank import RankedSearcher
+
+    found: dict[str, MicroBatcher[Any, Any]] = {}
+    if isinstance(encoder, BatchedQueryEncoder):
+        found["query_encoder"] = encoder.batcher
+    if isinstance(searcher, RankedSearcher) and isinstance(searcher.reranker.query_batcher, MicroBatcher):
+        found["ranker_queries"] = searcher.reranker.query_batcher
+    if isinstance(tts, ScheduledTTS):
+        found["tts"] = tts.batcher
+    return found
 
 
 def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
@@ -491,6 +499,6 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
         stt.warm_up(resample(spoken, tts.sample_rate, SAMPLE_RATE))  # every STT worker, at once
         retriever.encoder.encode_query("warm up")
     log.info("engines ready in %.1f s (%d products, stt=%s, tts=%s, vision=%s)", time.perf_counter() - t0,
-             len(catalog), settings.stt_model, settings.tts_model, getattr(image_encoder, "name", None))
+             len(catalog), settings.stt_model, settings.tts_model, image_encoder.name if image_encoder is not None else None)
     return App(settings=settings, engines=engines, catalog=catalog, searcher=searcher, tts=tts, images=images,
                store=store, retriever=retriever, heads=heads)

@@ -99,12 +99,19 @@ def make_products() -> list[Product]:
 
 
 class KeywordSearcher:
-    """Matches query words against titles/categories/colours; honours max_price."""
+    """Matches query words against titles/categories/colours; honours max_price (a `ProductSearcher`)."""
+
+    vocab = None
+    ranked = False
 
     def __init__(self, products: list[Product] | None = None) -> None:
         self.catalog = Catalog(products or make_products())
 
-    def search(self, query: SearchQuery) -> list[ProductHit]:
+    def update(self, catalog: Catalog) -> dict[str, int]:
+        self.catalog = catalog
+        return {}
+
+    def search(self, query: SearchQuery, *, use_ranker: bool = True, signals: object = None) -> list[ProductHit]:
         words = set(query.text.lower().split())
         hits = []
         for p in self.catalog:

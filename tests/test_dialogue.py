@@ -320,9 +320,9 @@ async def test_a_turn_is_planned_off_the_event_loop(tmp_path: Path) -> None:
             return super().recognize(text, context)
 
     class WatchedSearcher(KeywordSearcher):
-        def search(self, query: Any) -> list[ProductHit]:
+        def search(self, query: Any, **kwargs: Any) -> list[ProductHit]:
             threads["search"].add(threading.get_ident())
-            return super().search(query)
+            return super().search(query, **kwargs)
 
     c = Conversation(tmp_path)
     assert c.brain.dialogue is not None

@@ -17,6 +17,7 @@ class HashEncoder:
 
     dim = 64
     model_path = "hash-encoder"
+    name = "hash-encoder"
 
     def _vec(self, text: str) -> np.ndarray:
         v = np.zeros(self.dim, dtype=np.float32)

@@ -137,6 +137,7 @@ class FakeImageEncoder:
     """Image-text encoder stand-in: a photo is its mean foreground colour plus a 4x4 silhouette; text is a colour."""
 
     name = "fake-colour-shape"
+    model_key = name
     dim = 19
     aligned = True
 

@@ -168,11 +168,14 @@ def test_unsure_words_are_repaired_at_a_looser_distance(vocab: CatalogVocabulary
 
 
 class RecordingSearcher:
+    vocab = None
+    ranked = False
+
     def __init__(self) -> None:
         self.catalog = small_catalog()
         self.queries: list[SearchQuery] = []
 
-    def search(self, query: SearchQuery) -> list[ProductHit]:
+    def search(self, query: SearchQuery, **kwargs: object) -> list[ProductHit]:
         self.queries.append(query)
         hits = [ProductHit(p, 1.0, "test") for p in self.catalog if "hood" in p.title.lower()
                 and (query.max_price is None or p.price <= query.max_price)]

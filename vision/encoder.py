@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -41,6 +41,27 @@ def file_sha256(path: Path) -> str:
 def view_seed(sha: str, view: int, salt: int) -> list[int]:
     """Seed of augmented view ``view`` of the image with content hash ``sha`` (``salt`` keeps uses disjoint)."""
     return [salt, int(sha[:15], 16), view]
+
+
+class PhotoEncoder(Protocol):
+    """What photo search encodes with: `ImageTextEncoder`, or a stand-in in tests.
+
+    ``aligned``: text and image vectors are comparable (text→image search); ``model_key``: name plus checkpoint
+    hash, part of every cache key.
+    """
+
+    name: str
+    dim: int
+    aligned: bool
+    model_key: str
+
+    def encode_image(self, images: Sequence[Image.Image], normalize: bool = True, batch_size: int = 16,
+                     query_tta: bool = False) -> np.ndarray: ...
+
+    def encode_text(self, texts: Sequence[str], normalize: bool = True) -> np.ndarray: ...
+
+    def encode_image_files(self, paths: Sequence[Path], cache: EmbeddingCache | None = None,
+                           batch_size: int = 16) -> np.ndarray: ...
 
 
 class ImageTextEncoder:

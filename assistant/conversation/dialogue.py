@@ -37,7 +37,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant.conversation.answers import (
     EVIDENCE_COSINE,
@@ -58,7 +58,13 @@ from assistant.conversation.answers import (
     words_of,
 )
 from assistant.conversation.coverage import Absence, CatalogCoverage
-from assistant.conversation.intent import COMPLAINT_CUES, DialogueContext, Intent
+from assistant.conversation.intent import (
+    COMPLAINT_CUES,
+    DialogueContext,
+    Intent,
+    IntentModel,
+    IntentRecognizer,
+)
 from assistant.conversation.measures import asked_measure, compare_on_measure
 from assistant.conversation.names import Named, ProductNames
 from assistant.conversation.several import Item, ListedItems
@@ -81,6 +87,14 @@ from assistant.search.query import (
     parse_query,
     words_to_numbers,
 )
+
+if TYPE_CHECKING:
+    from assistant.catalog.model import Catalog
+    from assistant.conversation.kb import KnowledgeBase
+    from assistant.conversation.orders import OrderStore
+    from assistant.memory.store import MemoryStore
+    from assistant.safety.moderation import Moderator
+    from ranking.text_encoder import SentenceEncoder
 
 log = logging.getLogger(__name__)
 
@@ -414,7 +428,7 @@ class Dialogue:
     """Plans each turn of a conversation.
 
     Args:
-        recognizer: ``assistant.conversation.intent.IntentRecognizer`` (or anything with ``recognize(text, context)``).
+        recognizer: An `IntentModel`: ``assistant.conversation.intent.IntentRecognizer``, or rules in tests.
         kb: ``assistant.conversation.kb.KnowledgeBase`` for policy questions (None: always hands off).
         orders: ``assistant.conversation.orders.OrderStore`` for order status (None: hands off).
         moderator: ``assistant.safety.moderation.Moderator`` (None: no sentiment or moderation).
@@ -423,9 +437,9 @@ class Dialogue:
         catalog: The catalog (variants for add to cart; friends' products).
     """
 
-    def __init__(self, recognizer: Any, *, kb: Any | None = None, orders: Any | None = None,
-                 moderator: Any | None = None, memory_store: Any | None = None,
-                 categories: Sequence[str] = (), catalog: Any | None = None,
+    def __init__(self, recognizer: IntentModel, *, kb: KnowledgeBase | None = None, orders: OrderStore | None = None,
+                 moderator: Moderator | None = None, memory_store: MemoryStore | None = None,
+                 categories: Sequence[str] = (), catalog: Catalog | None = None,
                  vocabulary: CatalogVocabulary | None = None) -> None:
         self.recognizer = recognizer
         self.kb = kb
@@ -1000,9 +1014,14 @@ class Dialogue:
         return Plan(intent, query, hits=hits, reply=reply, sources=sources, facts=facts_from_hits(hits))
 
     @property
+    def encoder(self) -> SentenceEncoder | None:
+        """The recogniser's sentence encoder, for answers from descriptions and catalog coverage (None: words)."""
+        return self.recognizer.encoder if isinstance(self.recognizer, IntentRecognizer) else None
+
+    @property
     def coverage(self) -> CatalogCoverage | None:
         """What the served catalog has words for (rebuilt when a reload swaps the catalog)."""
-        encoder = getattr(self.recognizer, "encoder", None)
+        encoder = self.encoder
         return self._of_catalog("coverage", lambda catalog, names: CatalogCoverage(catalog, names.vocabulary, encoder))
 
     def _of_catalog(self, key: str, build: Callable[[Any, ProductNames], Any]) -> Any | None:
@@ -1200,13 +1219,13 @@ class Dialogue:
               or "how large" in text.lower()) and not hit.product.sizes():
             measured = measurements(hit, text)  # "how big is the backpack?": its measurements, as the listing gives them
             asked.append(f"The {name}: " + " ".join(f'"{m.rstrip(".")}."' for m in measured) if measured
-                         else what_it_says(hit, text, getattr(self.recognizer, "encoder", None)))
+                         else what_it_says(hit, text, self.encoder))
         elif words & {"size", "sizes", "fit", "small", "medium", "large", "big"}:
             sizes = list(dict.fromkeys(s for p in family for s in p.sizes())) if family else hit.product.sizes()
             measured = [] if sizes else measurements(hit, text)  # "what wrist size does it fit?": "Strap fits 5""
             asked.append(f"The {self._family_name(hit) if family else name} comes in sizes {join(sizes)}." if sizes
                          else f"The {name}: " + " ".join(f'"{m.rstrip(".")}."' for m in measured) if measured
-                         else what_it_says(hit, text, getattr(self.recognizer, "encoder", None)))
+                         else what_it_says(hit, text, self.encoder))
         if not (size or colour or other_colours) and (words & {"colour", "color", "colours", "colors"} or re.search(
                 r"\bcomes? in\b", text.lower())):  # "does it come with a pump" asks no colour
             colors = list(dict.fromkeys(c for p in family for c in p.colors())) if family else hit.product.colors()
@@ -1217,7 +1236,7 @@ class Dialogue:
         if words & {"price", "cost", "much", "expensive"} and not words & {"weigh", "weight", "hold", "fit", "fits"}:
             asked.append(f"The {name} is {format_price(hit.price, hit.product.currency)}.")
         if not asked:
-            asked.append(what_it_says(hit, text, getattr(self.recognizer, "encoder", None)))
+            asked.append(what_it_says(hit, text, self.encoder))
         sources = [*(f"{p.title} {join(p.sizes())} {join(p.colors())}" for p in family),
                    hit.product.title, without_injection(hit.product.description),
                    str(clean_attributes(hit.product.attributes)), join(hit.product.sizes()),
@@ -1243,7 +1262,7 @@ class Dialogue:
         question = self._property_asked(text, (a, b))
         if question is None:
             return [], None
-        encoder = getattr(self.recognizer, "encoder", None)
+        encoder = self.encoder
         one = the_one_that((a, b), question, encoder)
         if one is not None:
             winner, other = (a, b) if one[0] == 0 else (b, a)
@@ -1284,7 +1303,7 @@ class Dialogue:
         question = self._property_asked(text, shown)
         if question is None:
             return None
-        encoder = getattr(self.recognizer, "encoder", None)
+        encoder = self.encoder
         evidence = [best_evidence(h, question, encoder) for h in shown]  # each listing encoded once
         one = clear_winner(evidence)
         if one is not None:
@@ -1347,7 +1366,7 @@ class Dialogue:
                 parts.append(f"The {label} is made of {join(material)}." if material
                              else f"I don't have the material of the {label}.")
             else:  # "do they have pockets?": what each listing says to it
-                parts.append(what_it_says(hit, text, getattr(self.recognizer, "encoder", None)))
+                parts.append(what_it_says(hit, text, self.encoder))
         sources = [str(h.product.attributes) + " " + join(h.product.sizes()) + " " + without_injection(
             h.product.description) for h in hits]
         return self._said(intent, text, " ".join(parts), sources=sources, facts=facts_from_hits(hits),
@@ -1636,12 +1655,13 @@ class Dialogue:
         if words & {"friend", "friends", "buddy", "sister", "brother"} and memory is not None and memory.user_id \
                 and self.memory_store is not None and self.catalog is not None:
             social = self.memory_store.social(memory.user_id)
-            bought = [(pid, names) for pid, names in social.bought.items() if self.catalog.get(pid) is not None]
+            bought = [(product, names) for pid, names in social.bought.items()
+                      if (product := self.catalog.get(pid)) is not None]
             if bought:
                 colours = [COLOR_SYNONYMS[w] for w in _words(text) if w in COLOR_SYNONYMS]
-                pid, names = next(((p, n) for p, n in bought if colours and colours[0] in
-                                   [canonical_color(c) for c in self.catalog.get(p).colors()]), bought[-1])
-                product = self.catalog.get(pid)
+                product, names = next(((p, n) for p, n in bought if colours and colours[0] in
+                                       [canonical_color(c) for c in p.colors()]), bought[-1])
+                pid = product.id
                 leaf = product.leaf_category.lower()
                 goes = COMPLEMENTS.get(leaf.split()[-1] if leaf else "", ())
                 target = goes[0] if goes else leaf

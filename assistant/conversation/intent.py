@@ -34,7 +34,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -43,7 +43,7 @@ from assistant.search.query import QueryVocab, SearchQuery, parse_query, words_t
 
 if TYPE_CHECKING:
     from assistant.conversation.intent_data import CatalogWords
-    from ranking.text_encoder import TextEncoder
+    from ranking.text_encoder import SentenceEncoder
 
 log = logging.getLogger(__name__)
 
@@ -564,6 +564,12 @@ _REFERENCE_INTENTS = frozenset({"refine", "add_to_cart", "compare", "product_que
 _SHOPPING = frozenset({"search", "refine", "recommendation"})
 
 
+class IntentModel(Protocol):
+    """What the dialogue asks of intent recognition: `IntentRecognizer`, or rules in tests."""
+
+    def recognize(self, text: str, context: DialogueContext | Mapping[str, Any] | None = None) -> Intent: ...
+
+
 class IntentRecognizer:
     """Intent and slots of a shopper's turn, given what is on screen.
 
@@ -581,7 +587,7 @@ class IntentRecognizer:
     def __init__(
         self,
         vocab: QueryVocab | None = None,
-        encoder: TextEncoder | None = None,
+        encoder: SentenceEncoder | None = None,
         *,
         mode: Mode = "model",
         cache_dir: Path | None = None,
@@ -599,7 +605,7 @@ class IntentRecognizer:
         self._classifier: IntentClassifier | None = None
 
     @property
-    def encoder(self) -> TextEncoder:
+    def encoder(self) -> SentenceEncoder:
         """The sentence encoder (loaded on first use)."""
         if self._encoder is None:
             from ranking.text_encoder import TextEncoder

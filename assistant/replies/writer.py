@@ -13,6 +13,11 @@ from speech.tts import SentenceBuffer
 class ReplyWriter(Protocol):
     """Writes the reply text from retrieved facts only, as a stream of text deltas."""
 
+    @property
+    def sentence_deltas(self) -> bool:
+        """Whether every delta is one whole sentence, so speech may start on each at once (else it is buffered)."""
+        ...
+
     def write(self, text: str, query: SearchQuery, hits: Sequence[ProductHit]) -> AsyncIterator[str]: ...
 
 

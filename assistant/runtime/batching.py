@@ -39,6 +39,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from ranking.text_encoder import SentenceEncoder
 from speech.tts import TTSEngine
 
 log = logging.getLogger(__name__)
@@ -246,10 +247,11 @@ class MicroBatcher(Generic[T, R]):
 
 
 class BatchedQueryEncoder:
-    """A text encoder whose ``encode_query`` is micro-batched across threads; everything else is the wrapped one's.
+    """A `ranking.text_encoder.SentenceEncoder` whose ``encode_query`` is micro-batched across threads.
 
     Args:
-        encoder: A ``ranking.text_encoder.TextEncoder`` (needs ``encode_queries(texts) -> [n, dim]``).
+        encoder: The encoder that runs the batches (``encode_queries(texts) -> [n, dim]``); product texts
+            (``encode``) and already batched queries go straight to it.
         max_batch: Largest batch of queries.
         max_wait_s: See :class:`MicroBatcher`.
         workers: Batches run at once (see :class:`MicroBatcher`).
@@ -258,7 +260,7 @@ class BatchedQueryEncoder:
 
     def __init__(
         self,
-        encoder: Any,
+        encoder: SentenceEncoder,
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_wait_s: float = 0.0,
@@ -268,9 +270,27 @@ class BatchedQueryEncoder:
         from ranking.text_encoder import QueryCache
 
         self.encoder = encoder
+        self.model_path = encoder.model_path
+        self.device = encoder.device
         self.batcher = query_batcher(encoder, name="query-encoder", max_batch=max_batch, max_wait_s=max_wait_s,
                                      workers=workers, threads=threads)
         self.query_cache = QueryCache()
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    @property
+    def name(self) -> str:
+        return self.encoder.name
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Product texts, in the wrapped encoder's own batches."""
+        return self.encoder.encode(texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Queries already batched by the caller, in one call."""
+        return self.encoder.encode_queries(texts)
 
     def encode_query(self, text: str) -> np.ndarray:
         """One query's L2-normalised vector ``[dim]``; recent queries come from a cache."""
@@ -278,9 +298,6 @@ class BatchedQueryEncoder:
 
     def close(self) -> None:
         self.batcher.close()
-
-    def __getattr__(self, name: str) -> Any:  # encode, dim, name, device, model_path ...
-        return getattr(self.encoder, name)
 
 
 def _torch_threads(threads: int | None) -> Callable[[], None] | None:

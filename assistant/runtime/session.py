@@ -102,7 +102,7 @@ class ConversationSession:
             return False
         self.memory, self.id = found, found.session_id
         self.history = [(t.role, t.text) for t in found.turns()]
-        self.dialogue = DialogueState.restore(found, getattr(self.engines.brain.searcher, "catalog", None))
+        self.dialogue = DialogueState.restore(found, self.engines.brain.searcher.catalog)
         self._refresh_signals()
         return True
 

@@ -113,7 +113,7 @@ class Brain:
         query: SearchQuery | None = None,
     ) -> tuple[SearchQuery, list[ProductHit]]:
         # The searcher's vocabulary (the catalog's brands and categories) lets the parser find those slots too.
-        parsed = query if query is not None else parse_query(text, getattr(self.searcher, "vocab", None))
+        parsed = query if query is not None else parse_query(text, self.searcher.vocab)
         query = replace(parsed, k=k or self.options.k)
         if image_id is not None:
             if self.photos is None or self.images is None:
@@ -128,10 +128,7 @@ class Brain:
                 raise SearchError(f"photo search failed: {err}") from err
             return query, hits
         try:
-            if hasattr(self.searcher, "reranker"):
-                hits = self.searcher.search(query, use_ranker=use_ranker, signals=signals)  # type: ignore[call-arg]
-            else:
-                hits = self.searcher.search(query)
+            hits = self.searcher.search(query, use_ranker=use_ranker, signals=signals)
         except Exception as err:
             raise SearchError(f"product search failed: {err}") from err
         return query, hits
@@ -206,7 +203,7 @@ class Brain:
                 for i, sentence in enumerate(buffer.feed(plan.reply) + buffer.flush()):
                     yield (sentence if i == 0 else " " + sentence), True
             else:
-                whole = bool(getattr(self.writer, "sentence_deltas", False))
+                whole = self.writer.sentence_deltas
                 async for delta in self.writer.write(said, query, hits):
                     yield delta, whole
             if plan.postscript:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from assistant.catalog.model import Catalog, Product
+from assistant.core.signals import SessionSignals
 
 log = logging.getLogger(__name__)
 
@@ -635,6 +636,32 @@ def constraint_tests(query: SearchQuery) -> dict[str, SearchQuery]:
 
 
 class ProductSearcher(Protocol):
-    """Anything that answers a `SearchQuery` with ranked hits."""
+    """What the turn, the dialogue and ``POST /v1/search`` search with.
 
-    def search(self, query: SearchQuery) -> list[ProductHit]: ...
+    `assistant.search.retrieval.HybridRetriever` (retrieval alone), ``NearMissSearcher`` (with close alternatives)
+    and `assistant.search.rerank.RankedSearcher` (the learned ranker's order) implement it.
+    """
+
+    @property
+    def catalog(self) -> Catalog | None:
+        """The catalog the searcher indexes (None: a test double without one)."""
+        ...
+
+    @property
+    def vocab(self) -> QueryVocab | None:
+        """The catalog's brands and categories, for `parse_query`."""
+        ...
+
+    @property
+    def ranked(self) -> bool:
+        """Whether a learned ranker orders the hits, so that ``use_ranker`` and ``signals`` change them."""
+        ...
+
+    def search(self, query: SearchQuery, *, use_ranker: bool = True,
+               signals: SessionSignals | None = None) -> list[ProductHit]:
+        """Up to ``query.k`` hits, best first; ``use_ranker=False`` keeps the first stage's order."""
+        ...
+
+    def update(self, catalog: Catalog) -> Mapping[str, int]:
+        """Index another version of the catalog (a reload); counts of what changed."""
+        ...

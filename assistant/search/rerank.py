@@ -25,15 +25,31 @@ from assistant.catalog.model import Catalog, Product
 from assistant.core.signals import SessionSignals
 from assistant.search.query import (
     ProductHit,
+    ProductSearcher,
+    QueryVocab,
     SearchQuery,
     canonical_color,
     canonical_size,
     parse_query,
     relaxed_query,
 )
-from assistant.search.retrieval import lexical_text, mark_near_misses, product_genders, with_near_misses
+from assistant.search.retrieval import (
+    HybridRetriever,
+    lexical_text,
+    mark_near_misses,
+    product_genders,
+    with_near_misses,
+)
 from ranking.features import product_text, slot_features
-from ranking.ranker import FEATURE_NAMES, NUM_FEATURES, RETRIEVAL_FEATURES, RankOutput, render_query
+from ranking.ranker import (
+    FEATURE_NAMES,
+    NUM_FEATURES,
+    RETRIEVAL_FEATURES,
+    Ranker,
+    RankingModel,
+    RankOutput,
+    render_query,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +165,7 @@ def basic_retrieval_features(hits: list[ProductHit]) -> np.ndarray:
 
 
 def retrieval_features(
-    retriever: Any,
+    retriever: HybridRetriever,
     query: SearchQuery,
     hits: list[ProductHit],
     allowed: Mapping[str, Product | None],
@@ -222,7 +238,7 @@ class LLMReranker:
 
     def __init__(
         self,
-        ranker: Any,
+        ranker: RankingModel,
         catalog: Catalog,
         *,
         image_vectors: ImageVectors | None = None,
@@ -239,7 +255,7 @@ class LLMReranker:
         self._texts: dict[str, str] = {}
         self._vectors: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
-        if hasattr(ranker, "eval"):
+        if isinstance(ranker, Ranker):
             ranker.eval()
         self.update(catalog)
 
@@ -336,7 +352,7 @@ class LLMReranker:
                 images = self.image_vectors([h.product.id for h in hits])
             if qvec is None:
                 qvec = self.ranker.encode_query(text)
-            return self.ranker.score(qvec, product_vecs, images, feats)  # type: ignore[no-any-return]
+            return self.ranker.score(qvec, product_vecs, images, feats)
 
     def rerank(
         self,
@@ -383,8 +399,10 @@ class RankedSearcher:
         near_misses: Offer close alternatives (above); False returns only products meeting every constraint.
     """
 
+    ranked = True
+
     def __init__(
-        self, retriever: Any, reranker: LLMReranker, *, pool: int | None = None, near_misses: bool = True
+        self, retriever: ProductSearcher, reranker: LLMReranker, *, pool: int | None = None, near_misses: bool = True
     ) -> None:
         self.retriever = retriever
         self.reranker = reranker
@@ -393,16 +411,12 @@ class RankedSearcher:
         self._tokens: dict[str, frozenset[str]] = {}  # product id -> BM25 tokens of its text
 
     @property
-    def vocab(self) -> Any:
-        return getattr(self.retriever, "vocab", None)
+    def vocab(self) -> QueryVocab | None:
+        return self.retriever.vocab
 
     @property
-    def catalog(self) -> Any:
-        return getattr(self.retriever, "catalog", None)
-
-    @property
-    def encoder(self) -> Any:
-        return getattr(self.retriever, "encoder", None)
+    def catalog(self) -> Catalog | None:
+        return self.retriever.catalog
 
     def search(
         self, query: SearchQuery, *, use_ranker: bool = True, signals: SessionSignals | None = None
@@ -412,14 +426,17 @@ class RankedSearcher:
             return []
         if not use_ranker:
             hits = list(self.retriever.search(query))
-            return with_near_misses(self.retriever, query, hits) if self._relaxable(query) else hits
+            hybrid = self._relaxable(query)
+            return with_near_misses(hybrid, query, hits) if hybrid is not None else hits
         hits, retrieval = self.candidates(query)
         ranked = self.reranker.rerank(query, hits, signals, retrieval)
         ranked = [h for h in ranked if not h.near_miss] + [h for h in ranked if h.near_miss]
         return ranked[: query.k]
 
-    def _relaxable(self, query: SearchQuery) -> bool:
-        return self.near_misses and relaxed_query(query) is not None and hasattr(self.retriever, "candidates")
+    def _relaxable(self, query: SearchQuery) -> HybridRetriever | None:
+        """The retriever, when near misses are on, `query` has a constraint to relax, and it can test them."""
+        relaxable = self.near_misses and relaxed_query(query) is not None
+        return self.retriever if relaxable and isinstance(self.retriever, HybridRetriever) else None
 
     def candidates(self, query: SearchQuery) -> tuple[list[ProductHit], np.ndarray]:
         """The pool the ranker re-orders, and its first-stage features (`RETRIEVAL_FEATURES` columns).
@@ -433,10 +450,10 @@ class RankedSearcher:
         n = max(query.k, self.pool)
         hits = list(self.retriever.search(replace(query, k=n)))
         retriever = self.retriever
-        if not all(hasattr(retriever, a) for a in ("candidates", "lexical", "text_index", "encoder")):
+        if not isinstance(retriever, HybridRetriever):  # e.g. a test's keyword searcher: its ranks alone
             return hits, basic_retrieval_features(hits)
         allowed = retriever.candidates(query)
-        if not self._relaxable(query):
+        if self._relaxable(query) is None:
             return retrieval_features(retriever, query, hits, allowed, n, self._tokens)
         relaxed = relaxed_query(query)
         assert relaxed is not None
@@ -444,13 +461,9 @@ class RankedSearcher:
         pool, feats = retrieval_features(retriever, relaxed, hits, widened, n, self._tokens)
         return mark_near_misses(retriever, query, pool, allowed), feats
 
-    def search_image(self, image_vector: np.ndarray, query: SearchQuery | None = None) -> list[ProductHit]:
-        """Photo search, passed through to the retriever (not re-ranked)."""
-        return list(self.retriever.search_image(image_vector, query))
-
     def update(self, catalog: Catalog) -> Mapping[str, int]:
         """Update the retriever's indexes and the reranker's product vectors."""
-        stats = dict(self.retriever.update(catalog)) if hasattr(self.retriever, "update") else {}
+        stats = dict(self.retriever.update(catalog))
         self.reranker.update(catalog)
         self._tokens.clear()
         return stats

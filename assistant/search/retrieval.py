@@ -27,11 +27,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from assistant.catalog.model import Catalog, Product
+from assistant.core.signals import SessionSignals
 from assistant.search.query import (
     COLOR_ALTERNATION,
     ProductHit,
@@ -48,7 +49,11 @@ from ranking.fusion import FusedHit, reciprocal_rank_fusion
 from ranking.index import FaissIndex, VectorIndex
 from ranking.lexical import BM25Index
 from ranking.stores import create_vector_index, load_vector_index, parse_vector_url
-from ranking.text_encoder import TextEncoder
+from ranking.text_encoder import SentenceEncoder
+
+if TYPE_CHECKING:
+    from vision.cache import EmbeddingCache
+    from vision.encoder import PhotoEncoder
 
 log = logging.getLogger(__name__)
 
@@ -327,12 +332,14 @@ class HybridRetriever:
         ValueError: Unknown sources, or an unknown `vector_url` scheme.
     """
 
+    ranked = False  # no learned ranker: ``use_ranker`` and ``signals`` change nothing
+
     def __init__(
         self,
         catalog: Catalog,
-        text_encoder: TextEncoder,
+        text_encoder: SentenceEncoder,
         *,
-        image_encoder: Any | None = None,
+        image_encoder: PhotoEncoder | None = None,
         cache_dir: Path | None = None,
         weights: Mapping[str, float] | None = None,
         sources: Sequence[str] | None = None,
@@ -368,16 +375,14 @@ class HybridRetriever:
 
     # -- building --
 
-    def _sources_for(self, image_encoder: Any | None) -> tuple[str, ...]:
+    def _sources_for(self, image_encoder: PhotoEncoder | None) -> tuple[str, ...]:
         """The wanted sources that `image_encoder` can serve (text→image needs aligned heads)."""
-        aligned = image_encoder is not None and bool(getattr(image_encoder, "aligned", False))
+        aligned = image_encoder is not None and image_encoder.aligned
         return tuple(s for s in self._wanted if s != "image" or aligned)
 
     @property
     def _encoder_name(self) -> str:
-        return _safe_name(
-            str(getattr(self.encoder, "name", None) or getattr(self.encoder, "model_path", "text"))
-        )
+        return _safe_name(self.encoder.name or self.encoder.model_path)
 
     @property
     def index(self) -> VectorIndex:
@@ -415,7 +420,7 @@ class HybridRetriever:
         )
 
     def _text_meta(self) -> dict[str, str]:
-        return {"encoder": str(getattr(self.encoder, "model_path", self._encoder_name))}
+        return {"encoder": str(self.encoder.model_path)}
 
     def _load_index(self, path: Path | None, ids: list[str]) -> VectorIndex | None:
         if path is None or not path.is_file():
@@ -472,7 +477,7 @@ class HybridRetriever:
             files[fallback] = None
         return list(files)
 
-    def _image_store(self, encoder: Any) -> Any:
+    def _image_store(self, encoder: PhotoEncoder) -> EmbeddingCache | None:
         if self.cache_dir is None:
             return None
         try:
@@ -486,7 +491,7 @@ class HybridRetriever:
             return
         self._index_photos(ids, self.image_encoder, self.image_index)
 
-    def _index_photos(self, ids: Iterable[str], encoder: Any, index: VectorIndex) -> None:
+    def _index_photos(self, ids: Iterable[str], encoder: PhotoEncoder, index: VectorIndex) -> None:
         """Encode the photos of products `ids` with `encoder` into `index`."""
         owners: list[str] = []
         paths: list[Path] = []
@@ -501,7 +506,7 @@ class HybridRetriever:
         index.add(owners, vectors)
         log.info("indexed %d product photos in %.2f s", len(paths), time.perf_counter() - start)
 
-    def set_image_encoder(self, encoder: Any) -> None:
+    def set_image_encoder(self, encoder: PhotoEncoder) -> None:
         """Serve photo lookup (and text→image, when aligned) with another image encoder, e.g. newly aligned heads.
 
         The catalog's photos are encoded with it first, while searches go on with the current one; then the
@@ -509,7 +514,7 @@ class HybridRetriever:
         """
         with self._lock:
             ids = set(self._entries)
-        key = str(getattr(encoder, "model_key", encoder.name))
+        key = encoder.model_key
         name = f"{IMAGE_COLLECTION}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
         index = self._new_index(int(encoder.dim), name)
         self._index_photos(sorted(ids), encoder, index)
@@ -633,11 +638,14 @@ class HybridRetriever:
             hits.append(ProductHit(product, float(score), reason, variant))
         return hits
 
-    def search(self, query: SearchQuery) -> list[ProductHit]:
+    def search(self, query: SearchQuery, *, use_ranker: bool = True,
+               signals: SessionSignals | None = None) -> list[ProductHit]:
         """Rank the products that pass every filter of `query` by the fused word sources.
 
         Args:
             query: The query; `SearchQuery.k` bounds the number of hits.
+            use_ranker: Unused (`ProductSearcher`: there is no second stage here).
+            signals: Unused (the order does not depend on the shopper).
 
         Returns:
             Hits, best first; every hit satisfies every filter. Scores are fused RRF scores (with one source,
@@ -709,7 +717,7 @@ class EmbeddingSearcher(HybridRetriever):
     def __init__(
         self,
         catalog: Catalog,
-        encoder: TextEncoder,
+        encoder: SentenceEncoder,
         cache_dir: Path | None = None,
         *,
         min_score: float = DEFAULT_MIN_SCORE,
@@ -722,7 +730,7 @@ class EmbeddingSearcher(HybridRetriever):
 
 
 def mark_near_misses(
-    retriever: Any, query: SearchQuery, hits: list[ProductHit], strict: Mapping[str, Product | None]
+    retriever: HybridRetriever, query: SearchQuery, hits: list[ProductHit], strict: Mapping[str, Product | None]
 ) -> list[ProductHit]:
     """`hits` with ``near_miss`` set on those outside `strict` (the products meeting all of `query`).
 
@@ -746,7 +754,7 @@ def mark_near_misses(
     return out
 
 
-def with_near_misses(retriever: Any, query: SearchQuery, hits: list[ProductHit]) -> list[ProductHit]:
+def with_near_misses(retriever: HybridRetriever, query: SearchQuery, hits: list[ProductHit]) -> list[ProductHit]:
     """Retrieval alone, with close alternatives.
 
     `hits` (the retriever's for `query`), then, when fewer than ``query.k``, the retriever's own hits for the
@@ -761,18 +769,29 @@ def with_near_misses(retriever: Any, query: SearchQuery, hits: list[ProductHit])
 
 
 class NearMissSearcher:
-    """A retriever whose search offers close alternatives (`with_near_misses`) when few products meet a query.
+    """Retrieval alone, with close alternatives (`with_near_misses`) when few products meet a query.
 
-    What the server runs when the ranker is not served (`RankedSearcher` does the same with the ranker's
-    order); every other attribute is the retriever's own.
+    The `ProductSearcher` the server runs when the ranker is not served (`RankedSearcher` does the same in the
+    ranker's order).
     """
 
-    def __init__(self, retriever: Any) -> None:
+    ranked = False
+
+    def __init__(self, retriever: HybridRetriever) -> None:
         self.retriever = retriever
 
-    def search(self, query: SearchQuery) -> list[ProductHit]:
+    @property
+    def catalog(self) -> Catalog:
+        return self.retriever.catalog
+
+    @property
+    def vocab(self) -> QueryVocab:
+        return self.retriever.vocab
+
+    def search(self, query: SearchQuery, *, use_ranker: bool = True,
+               signals: SessionSignals | None = None) -> list[ProductHit]:
         """The retriever's hits for `query`, then its near misses up to ``query.k``."""
         return with_near_misses(self.retriever, query, list(self.retriever.search(query)))
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.retriever, name)
+    def update(self, catalog: Catalog) -> dict[str, int]:
+        return self.retriever.update(catalog)

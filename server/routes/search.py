@@ -35,8 +35,7 @@ async def search(body: SearchRequest, state: StateDep, caller: PrincipalDep) -> 
         raise HTTPException(400, detail={"code": "empty_query", "message": "give 'text', 'image_id', or both"})
     use_ranker = True
     if body.ranker is not None:
-        ranked = hasattr(state.searcher, "reranker")
-        valid = ["none", *([state.settings.ranker] if ranked else [])]
+        valid = ["none", *([state.settings.ranker] if state.searcher.ranked else [])]
         if body.ranker not in valid:
             raise HTTPException(400, detail={"code": "unknown_ranker",
                                              "message": f"unknown ranker {body.ranker!r}; valid: {', '.join(valid)}"})
