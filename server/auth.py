@@ -37,6 +37,8 @@ _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}
 class AuthError(Exception):
     """Authentication or authorisation failed; ``code`` is the protocol error code, ``status`` the HTTP status."""
 
+    client_error = True  # the credential the client sent (or did not)
+
     def __init__(self, message: str, *, code: str = "auth_failed", status: int = 401) -> None:
         super().__init__(message)
         self.message = message

@@ -171,8 +171,7 @@ class RealtimeConnection:
                 "intent": frame.intent, "handoff": frame.handoff,
                 "timings_ms": {k: round(v, 1) for k, v in frame.timings_ms.items()}})]
         if isinstance(frame, ErrorFrame):
-            metrics.ERRORS.labels(code=frame.code).inc()
-            return [error_event(frame.code, frame.message, param=frame.param, client_error=frame.client_error)]
+            return [error_frame_event(frame)]
         log.debug("no event for frame %r", frame)
         return []
 
@@ -406,6 +405,20 @@ async def authenticate(ws: WebSocket, gate: Gate) -> Principal:
     return authority.credential(data["token"])
 
 
+def error_frame_event(frame: ErrorFrame) -> dict[str, Any]:
+    """The one place an error becomes an ``error`` event (and is counted): a turn's, a client event's, a connection's."""
+    metrics.ERRORS.labels(code=frame.code).inc()
+    return error_event(frame.code, frame.message, param=frame.param, client_error=frame.client_error)
+
+
+async def refuse(ws: WebSocket, err: Exception, close_code: int, reason: str | None = None) -> None:
+    """Tell a connection why it is not served, with an ``error`` event like every other error, then close it."""
+    frame = ErrorFrame.of(err)
+    with contextlib.suppress(Exception):
+        await ws.send_json(error_frame_event(frame))
+        await ws.close(code=close_code, reason=reason or frame.code)
+
+
 async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, output_rate: int,
                          gate: Gate | None = None, live: LiveSessions | None = None) -> None:
     principal = OPEN
@@ -422,24 +435,20 @@ async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, ou
         client = ws.client.host if ws.client else None
         if live is not None and len(live.connections) >= gate.settings.max_sessions:
             await ws.accept()
-            await ws.send_json(error_event("server_busy", "this server is at its session limit; retry shortly",
-                                           client_error=False))
-            await ws.close(code=1013, reason="try again later")
+            await refuse(ws, AssistantError("this server is at its session limit; retry shortly", code="server_busy"),
+                         1013, "try again later")
             return
         if not gate.limits.allow("connections", client_key(None, client)):
             await ws.accept()
-            await ws.send_json(error_event("rate_limited", "too many connections from this address; retry later"))
-            await ws.close(code=1013, reason="try again later")
+            await refuse(ws, InvalidInputError("too many connections from this address; retry later",
+                                               code="rate_limited"), 1013, "try again later")
             return
         await ws.accept()
         try:
             principal = await authenticate(ws, gate)
         except AuthError as err:
-            metrics.ERRORS.labels(code=err.code).inc()
             log.info("websocket authentication failed: %s", err.code)
-            with contextlib.suppress(Exception):
-                await ws.send_json(error_event(err.code, err.message))
-                await ws.close(code=1008, reason=err.code)
+            await refuse(ws, err, 1008)
             return
     else:
         await ws.accept()
@@ -448,9 +457,7 @@ async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, ou
                                   principal=principal, live=live)
     except AssistantError as err:  # e.g. the memory engine is down: say so, and the server goes on
         log.warning("session not opened: %s", err.message)
-        with contextlib.suppress(Exception):
-            await ws.send_json(error_event(err.code, err.message, client_error=False))
-            await ws.close(code=1011, reason=err.code)
+        await refuse(ws, err, 1011)
         return
     await conn.run()
     if ws.client_state == WebSocketState.CONNECTED and not conn.kicked:
