@@ -105,7 +105,7 @@ def main(out: Path = Path("bench/results/batching.json"), per_client: int = PER_
     """
     import torch
 
-    from assistant.runtime.batching import BatchedQueryEncoder, batched_ranker_queries
+    from assistant.runtime.scheduling import BatchedQueryEncoder, batched_ranker_queries
     from ranking.registry import create_ranker, shipped_checkpoint
     from ranking.text_encoder import TextEncoder
     from server.settings import Settings

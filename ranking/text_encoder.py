@@ -75,7 +75,7 @@ def resolve_device(device: str) -> str:
 class SentenceEncoder(Protocol):
     """What search and the intent model encode text with.
 
-    A `TextEncoder`, a micro-batched one (``assistant.runtime.batching.BatchedQueryEncoder``) or a proxy of one on a
+    A `TextEncoder`, a micro-batched one (``assistant.runtime.scheduling.BatchedQueryEncoder``) or a proxy of one on a
     cluster (``server.workers.proxies.RemoteTextEncoder``).
     """
 
@@ -188,7 +188,7 @@ class TextEncoder:
         """Encode several short queries in one forward pass, exactly as `encode_query` encodes each (no cache).
 
         Padding is masked out of the mean, so a query's vector does not depend on its batch-mates (up to float
-        rounding). For servers that batch queries from many sessions (``assistant.runtime.batching.BatchedQueryEncoder``,
+        rounding). For servers that batch queries from many sessions (``assistant.runtime.scheduling.BatchedQueryEncoder``,
         the Ray Serve encoder worker).
 
         Args:

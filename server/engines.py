@@ -20,7 +20,13 @@ from assistant.conversation.intent_data import CatalogWords
 from assistant.conversation.vocabulary import CatalogVocabulary
 from assistant.memory.factory import create_memory
 from assistant.memory.store import MemoryConfig, MemoryStore
-from assistant.runtime.batching import BatchedQueryEncoder, MicroBatcher, ScheduledTTS, batched_ranker_queries
+from assistant.runtime.scheduling import (
+    BatchedQueryEncoder,
+    MicroBatcher,
+    ScheduledSTT,
+    ScheduledTTS,
+    batched_ranker_queries,
+)
 from assistant.runtime.session import Engines
 from assistant.runtime.turn import Brain, BrainOptions
 from assistant.runtime.uploads import ImageStore
@@ -33,7 +39,6 @@ from server.security import Gate
 from server.settings import Settings
 from speech.audio import SAMPLE_RATE, resample
 from speech.registry import create_stt, create_tts
-from speech.scheduler import ScheduledSTT
 from speech.tts import TTSEngine
 from speech.vad import SileroVAD
 
@@ -286,7 +291,7 @@ def remote_worker(settings: Settings, role: str) -> Any:
 
 
 def batch_options(settings: Settings) -> dict[str, Any]:
-    """`assistant.runtime.batching` keyword arguments from the settings."""
+    """`assistant.runtime.scheduling` keyword arguments from the settings."""
     return {"max_batch": settings.batch_max, "max_wait_s": settings.batch_wait_ms / 1000,
             "workers": settings.batch_workers, "threads": 1 if settings.batch_workers > 1 else None}
 

@@ -50,7 +50,7 @@ async def watch_event_loop(tick_s: float = LAG_TICK_S, window_s: float = LAG_WIN
 
 
 class BatcherCollector:
-    """Requests and batches of the shared micro-batchers (``assistant.runtime.batching``), read at scrape time.
+    """Requests and batches of the shared micro-batchers (``assistant.runtime.scheduling``), read at scrape time.
 
     Mean batch size = ``shoptalk_batcher_requests_total`` / ``shoptalk_batcher_batches_total``.
     """

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     asr_repair: bool = True
     # Beam width of final transcripts (partials stay greedy); 1: greedy finals, as before #8
     stt_beam_size: int = Field(5, ge=1, le=10)
-    # Micro-batching across sessions (assistant.runtime.batching): query encodes (MiniLM, the ranker's) run in shared batches
+    # Micro-batching across sessions (assistant.runtime.scheduling): query encodes (MiniLM, the ranker's) run in shared batches
     # of at most batch_max, and TTS serves every reply's first sentence first. batch_wait_ms > 0 holds a batch open
     # for company (0: take what queued while the previous batch ran; no added latency when idle).
     micro_batching: bool = True

@@ -70,3 +70,9 @@ class ModelNotFoundError(SpeechError, KeyError):
         self.name = name
         self.valid = list(valid)
         super().__init__(f"unknown {kind} {name!r}; valid names: {', '.join(self.valid)}")
+
+
+class RequestDropped(SpeechError):
+    """A partial transcription was dropped by the scheduler (superseded or stale); not a failure."""
+
+    code = "stt_dropped"

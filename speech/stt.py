@@ -270,7 +270,7 @@ class STTEngine(ABC):
     ``transcribe`` blocks; ``run_stt`` runs it in a worker thread. At most ``max_concurrency`` threads are inside
     the model at once (subclasses hold ``self._lock``, a semaphore with that many slots, around model calls); an
     engine whose model runs concurrent calls (CTranslate2's ``num_workers``) has more than one slot. To share one
-    engine between sessions with priorities, wrap it in :class:`speech.scheduler.ScheduledSTT`.
+    engine between sessions with priorities, wrap it in :class:`assistant.runtime.scheduling.ScheduledSTT`.
 
     Attributes:
         name: Registry name, e.g. ``"faster-whisper:tiny.en"``.
@@ -313,7 +313,7 @@ class STTEngine(ABC):
             audio: 1-D float32 samples at 16 kHz.
             options: Decoding options.
             priority: What the result is for; a bare engine ignores it (calls queue FIFO on the model's slots),
-                :class:`speech.scheduler.ScheduledSTT` serves finals first and may drop stale partials.
+                :class:`assistant.runtime.scheduling.ScheduledSTT` serves finals first and may drop stale partials.
             key: Who asks (one voice session); a scheduler coalesces that caller's pending partials.
         """
         return await asyncio.to_thread(self.transcribe, audio, options)

@@ -179,7 +179,7 @@ class TTSEngine(ABC):
 
         Args:
             text: One sentence.
-            priority: The sentence's index in its reply; a shared scheduler (``assistant.runtime.batching.ScheduledTTS``)
+            priority: The sentence's index in its reply; a shared scheduler (``assistant.runtime.scheduling.ScheduledTTS``)
                 serves lower values first. A plain engine ignores it.
         """
         return await asyncio.to_thread(self.synthesize, text)

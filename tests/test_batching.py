@@ -1,4 +1,4 @@
-"""Micro-batching (assistant.runtime.batching): batches form under load, results stay per request, priorities and failures."""
+"""Micro-batching (assistant.runtime.scheduling): batches form under load, results stay per request, priorities and failures."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.runtime.batching import (
+from assistant.runtime.scheduling import (
     BatchedQueryEncoder,
     BatcherClosed,
     MicroBatcher,

@@ -337,12 +337,11 @@ def test_remote_failures_are_clear_and_the_proxy_recovers(workers: RemoteWorkers
 def test_server_serves_through_remote_workers(workers: RemoteWorkers, settings: Settings, clip: np.ndarray,
                                              live_server_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """`shoptalk serve`'s path: build_app_state (with its warm-up) in the app's lifespan, then a voice turn."""
-    from assistant.runtime.batching import ScheduledTTS
+    from assistant.runtime.scheduling import ScheduledSTT, ScheduledTTS
     from server.app import create_app
     from server.client import TalkClient
     from server.workers import proxies
     from speech.audio import pcm16_to_float32
-    from speech.scheduler import ScheduledSTT
     from tests.fakes import VOICE_TURN_EVENTS, order_ok
 
     assert workers.ranker is not None

@@ -129,7 +129,7 @@ async def test_concurrent_calls_are_serialized(tiny_fw: STTEngine, jfk: np.ndarr
 async def test_two_workers_decode_concurrently_through_the_scheduler(model_cache: Path, jfk: np.ndarray):
     import asyncio
 
-    from speech.scheduler import ScheduledSTT
+    from assistant.runtime.scheduling import ScheduledSTT
     from speech.stt import STTPriority
 
     engine = create_stt("faster-whisper:tiny.en", cache_dir=model_cache, device="cpu", cpu_threads=2, workers=2)

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from speech.errors import SpeechToTextError
-from speech.scheduler import RequestDropped, ScheduledSTT
+from assistant.runtime.scheduling import ScheduledSTT
+from speech.errors import RequestDropped, SpeechToTextError
 from speech.stt import STTEngine, STTPriority, TranscribeOptions, Transcription
 
 FINAL, SPEC, PARTIAL = STTPriority.FINAL, STTPriority.SPECULATIVE, STTPriority.PARTIAL

@@ -8,7 +8,7 @@ decoder never falls behind on 2 cores.  When the VAD sees the first silent frame
 time is spent after the end of the turn; if speech resumes the speculation is dropped.
 
 Every decode states its priority (``STTPriority``) and the session as its ``key``: an engine shared by many sessions
-(:class:`speech.scheduler.ScheduledSTT`) serves finals and speculative finals before partials and drops a partial that
+(:class:`assistant.runtime.scheduling.ScheduledSTT`) serves finals and speculative finals before partials and drops a partial that
 a newer request of the same session supersedes or that waited too long.
 """
 
@@ -27,8 +27,7 @@ import numpy as np
 from assistant.core.errors import InvalidInputError, TranscriptionError
 from assistant.core.frames import Frame, SpeechStarted, SpeechStopped, Transcript, TranscriptDelta
 from speech.audio import SAMPLE_RATE, StreamResampler, pcm16_to_float32
-from speech.errors import AudioFormatError
-from speech.scheduler import RequestDropped
+from speech.errors import AudioFormatError, RequestDropped
 from speech.stt import STTEngine, STTPriority, TranscribeOptions, Transcription
 from speech.vad import SileroVAD, TurnDetector, VADEvent, VADOptions
 

@@ -232,7 +232,7 @@ class LLMReranker:
         pool: Retrieval candidates a `RankedSearcher` hands over.
         one_thread: Score under `single_thread` (on a small CPU box torch with several threads was 10–30×
             slower for the ranker's short query encode).
-        query_batcher: Encodes the query text, batched with other sessions' (``assistant.runtime.batching.
+        query_batcher: Encodes the query text, batched with other sessions' (``assistant.runtime.scheduling.
             batched_ranker_queries``); None encodes each query alone.
     """
 

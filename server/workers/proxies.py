@@ -114,7 +114,7 @@ def _remote_vectors(value: Any) -> np.ndarray:
 class RemoteSTT(STTEngine):
     """`STTEngine` whose decodes run on the ``STTWorker`` deployment.
 
-    Wrap it in `speech.scheduler.ScheduledSTT` as the local engine: the scheduler's worker threads (this engine's
+    Wrap it in `assistant.runtime.scheduling.ScheduledSTT` as the local engine: the scheduler's worker threads (this engine's
     ``max_concurrency``) are the requests this server keeps in flight to the deployment.
     """
 
@@ -189,7 +189,7 @@ class RemoteTextEncoder:
         return self.query_cache.get(text, lambda query: _remote_vectors(self._call("encode_query", query)))
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode queries already batched here (e.g. by ``assistant.runtime.batching``) in one call: ``[n, dim]``."""
+        """Encode queries already batched here (e.g. by ``assistant.runtime.scheduling``) in one call: ``[n, dim]``."""
         if len(texts) == 0:
             return np.zeros((0, self._dim), dtype=np.float32)
         return _remote_vectors(self._call("encode_queries", list(texts)))
