@@ -551,13 +551,22 @@ class ConversationRunner:
         searcher = engines.build_ranked(self.settings, self.catalog, retriever)  # what the server serves
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-conv-")
         self.memory = SQLiteMemory(Path(self._tmp.name) / "memory.sqlite")
-        dialogue = engines.build_dialogue(self.settings, self.catalog, retriever, self.memory)
         extra: dict[str, Any] = {}
         vocabulary = None
-        if hasattr(engines, "build_vocabulary") and "vocabulary" in inspect.signature(Brain).parameters:
-            # the catalog's spoken vocabulary and the repair of misheard product words, as the server builds them
-            vocabulary = engines.build_vocabulary(self.settings, self.catalog)
-            extra = {"vocabulary": vocabulary, "repair": bool(getattr(self.settings, "asr_repair", True))}
+        if hasattr(engines, "listens_with_vocabulary"):  # the served catalog's view, as the server builds it
+            from assistant.catalog.view import CatalogView as ServedView
+
+            served = ServedView(self.catalog)
+            dialogue = engines.build_dialogue(self.settings, served, retriever, self.memory)
+            if engines.listens_with_vocabulary(self.settings):
+                vocabulary = dialogue.vocabulary
+                extra = {"view": served, "repair": bool(self.settings.asr_repair)}
+        else:  # an older commit (a baseline run)
+            dialogue = engines.build_dialogue(self.settings, self.catalog, retriever, self.memory)
+            if hasattr(engines, "build_vocabulary") and "vocabulary" in inspect.signature(Brain).parameters:
+                # the catalog's spoken vocabulary and the repair of misheard product words, as the server built them
+                vocabulary = engines.build_vocabulary(self.settings, self.catalog)
+                extra = {"vocabulary": vocabulary, "repair": bool(getattr(self.settings, "asr_repair", True))}
         self.brain = Brain(searcher, tts=None, options=BrainOptions(k=self.settings.search_k), dialogue=dialogue,
                            **extra)
         self.view = CatalogView(self.catalog)

@@ -7,17 +7,16 @@ its resume token at the start (JSON: a ``{"session": ...}`` line), and ``--resum
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import sys
 from collections.abc import Iterable
 
+from assistant.catalog.view import CatalogView
 from assistant.conversation.dialogue import DialogueState
-from assistant.conversation.vocabulary import CatalogVocabulary
 from assistant.core.errors import AssistantError
 from assistant.core.frames import ProductResults, ReplyTextDelta, ResponseDone, UserTurn
 from assistant.runtime.turn import Brain, BrainOptions
-from server.engines import build_dialogue, build_memory, build_search, build_vocabulary
+from server.engines import build_dialogue, build_memory, build_search, listens_with_vocabulary
 from server.serialize import product_json
 from server.settings import Settings
 
@@ -26,11 +25,10 @@ async def _turns(settings: Settings, lines: Iterable[str], as_json: bool, *, res
                  user_id: str | None) -> int:
     catalog, searcher, _ = await asyncio.to_thread(build_search, settings, vision=False)
     memory = build_memory(settings)
-    vocabulary = CatalogVocabulary.from_catalog(catalog)  # one build: the dialogue's names and the repair
-    dialogue = await asyncio.to_thread(functools.partial(build_dialogue, vocabulary=vocabulary), settings, catalog,
-                                       searcher, memory) if settings.dialogue else None
+    view = CatalogView(catalog)  # one vocabulary build: the dialogue's names and the repair
+    dialogue = await asyncio.to_thread(build_dialogue, settings, view, searcher, memory) if settings.dialogue else None
     brain = Brain(searcher, tts=None, options=BrainOptions(k=settings.search_k), dialogue=dialogue,
-                  vocabulary=build_vocabulary(settings, catalog, vocabulary), repair=settings.asr_repair)
+                  view=view if listens_with_vocabulary(settings) else None, repair=settings.asr_repair)
     session = memory.resume(resume, user_id=user_id) if resume else memory.open_session(user_id)
     if session is None:
         print(json.dumps({"error": {"code": "invalid_resume_token", "message": "unknown or expired resume token"}})

@@ -14,6 +14,7 @@ from typing import Any
 from assistant.catalog.demo import ensure_demo_catalog
 from assistant.catalog.model import Catalog
 from assistant.catalog.store import CatalogStore, default_store, store_exists
+from assistant.catalog.view import CatalogView
 from assistant.conversation.dialogue import Dialogue
 from assistant.conversation.intent import IntentRecognizer
 from assistant.conversation.intent_data import CatalogWords
@@ -51,7 +52,7 @@ class App:
 
     settings: Settings
     engines: Engines
-    catalog: Catalog
+    view: CatalogView  # the served catalog (shared with the turn and the dialogue; a reload swaps it)
     searcher: ProductSearcher  # NearMissSearcher or RankedSearcher over `retriever` when served
     tts: TTSEngine | None
     images: ImageStore
@@ -72,6 +73,11 @@ class App:
         return self._gate
 
     @property
+    def catalog(self) -> Catalog:
+        """The catalog served now."""
+        return self.view.catalog
+
+    @property
     def memory(self) -> MemoryStore | None:
         return self.engines.memory
 
@@ -82,16 +88,9 @@ class App:
         with self._reindex_lock:
             self._store_version = self.store.version()
             catalog = self.store.load_catalog()
-            stats = dict(self.searcher.update(catalog))
-            self.catalog = catalog
-            brain = self.engines.brain
-            vocabulary = CatalogVocabulary.from_catalog(catalog)  # built once for the prompt, repair and names
-            if brain.vocabulary is not None:  # the Whisper prompt and the repair terms follow the catalog
-                brain.vocabulary = vocabulary
-            dialogue = self.engines.brain.dialogue
-            if dialogue is not None:
-                dialogue.set_catalog(catalog, vocabulary)
-            self.improve(vocabulary)
+            stats = dict(self.searcher.update(catalog))  # the indexes first: they serve the new catalog's ids
+            self.view.swap(catalog)  # then every reader at once: the turn, the dialogue, Whisper's prompt, routes
+            self.improve(self.view.derived("vocabulary", CatalogVocabulary.from_catalog))
             return stats
 
     def start_background(self) -> None:
@@ -381,20 +380,23 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     return searcher
 
 
-def build_dialogue(settings: Settings, catalog: Catalog, retriever: HybridRetriever, memory: MemoryStore | None,
-                   *, warmup: bool = True, vocabulary: CatalogVocabulary | None = None) -> Dialogue:
+def build_dialogue(settings: Settings, catalog: Catalog | CatalogView, retriever: HybridRetriever,
+                   memory: MemoryStore | None, *, warmup: bool = True,
+                   vocabulary: CatalogVocabulary | None = None) -> Dialogue:
     """The conversation layer: intents, the knowledge base, orders, moderation, references (``assistant.conversation.dialogue``).
 
+    ``catalog``: the served catalog's shared view (a reload swaps it), or a catalog served as it is.
     ``vocabulary``: the catalog's spoken vocabulary when the caller has built it (else built here).
     """
-    from collections import Counter
-
     from assistant.conversation.kb import open_kb
     from assistant.conversation.orders import open_demo_orders
     from assistant.safety.moderation import Moderator
 
+    if isinstance(catalog, Catalog):
+        catalog = CatalogView(catalog, **({"vocabulary": vocabulary} if vocabulary is not None else {}))
+    view = catalog
     encoder = retriever.encoder
-    vocabulary = vocabulary or CatalogVocabulary.from_catalog(catalog)
+    vocabulary = view.derived("vocabulary", CatalogVocabulary.from_catalog)
     recognizer = IntentRecognizer(retriever.vocab, encoder, cache_dir=settings.cache_dir / "intent",
                                   words=catalog_words(vocabulary))
     if warmup:
@@ -402,23 +404,12 @@ def build_dialogue(settings: Settings, catalog: Catalog, retriever: HybridRetrie
         vocabulary.warm()  # the spelling dictionaries, so the first typed message does not wait for them
     kb = open_kb(settings.data_dir, encoder, docs=settings.kb_dir)
     orders = open_demo_orders(settings.data_dir)
-    leaves = Counter(p.leaf_category.lower() for p in catalog.parents() if p.leaf_category)
-    return Dialogue(recognizer, kb=kb, orders=orders, moderator=Moderator(encoder), memory_store=memory,
-                    categories=[c for c, _ in leaves.most_common(6)], catalog=catalog, vocabulary=vocabulary)
+    return Dialogue(recognizer, kb=kb, orders=orders, moderator=Moderator(encoder), memory_store=memory, view=view)
 
 
-def build_vocabulary(settings: Settings, catalog: Catalog, vocabulary: CatalogVocabulary | None = None
-                     ) -> CatalogVocabulary | None:
-    """The catalog's spoken vocabulary, when biasing or repair uses it (``SHOPTALK_ASR_BIAS``/``_REPAIR``).
-
-    ``vocabulary``: one already built for this catalog (the dialogue's), used as it is.
-    """
-    if not (settings.asr_bias or settings.asr_repair):
-        return None
-    vocabulary = vocabulary or CatalogVocabulary.from_catalog(catalog)
-    log.info("catalog vocabulary %s: %d kind words, %d product lines; prompt %r", vocabulary.fingerprint,
-             len(vocabulary.kinds), len(vocabulary.lines), vocabulary.prompt[:120])
-    return vocabulary
+def listens_with_vocabulary(settings: Settings) -> bool:
+    """Whether the catalog's words bias Whisper or repair what it misheard (``SHOPTALK_ASR_BIAS``/``_REPAIR``)."""
+    return settings.asr_bias or settings.asr_repair
 
 
 def asr_prompt(settings: Settings, brain: Brain) -> Callable[[Sequence[str]], str | None] | None:
@@ -481,9 +472,8 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     searcher = build_ranked(settings, catalog, retriever, prepare=not settings.background)
     memory = build_memory(settings)
     memory.purge_expired()
-    vocabulary = CatalogVocabulary.from_catalog(catalog)  # one build: the dialogue's names and Whisper's prompt
-    dialogue = build_dialogue(settings, catalog, retriever, memory, warmup=warmup, vocabulary=vocabulary) \
-        if settings.dialogue else None
+    view = CatalogView(catalog)  # the served catalog, shared by the turn, the dialogue and the routes
+    dialogue = build_dialogue(settings, view, retriever, memory, warmup=warmup) if settings.dialogue else None
     writer = None
     if settings.reply_writer == "llm":
         from assistant.replies.llm import LLMReplyWriter
@@ -492,7 +482,7 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
         if warmup:
             writer.warm_up()
     brain = Brain(searcher, tts, writer, options=BrainOptions(k=settings.search_k), images=images, photos=photos,
-                  dialogue=dialogue, vocabulary=build_vocabulary(settings, catalog, vocabulary),
+                  dialogue=dialogue, view=view if listens_with_vocabulary(settings) else None,
                   repair=settings.asr_repair)
     engines = Engines(stt=stt, brain=brain, vad_factory=SileroVAD, memory=memory,
                       asr_prompt=asr_prompt(settings, brain), final_beam_size=settings.stt_beam_size)
@@ -505,5 +495,5 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
         retriever.encoder.encode_query("warm up")
     log.info("engines ready in %.1f s (%d products, stt=%s, tts=%s, vision=%s)", time.perf_counter() - t0,
              len(catalog), settings.stt_model, settings.tts_model, image_encoder.name if image_encoder is not None else None)
-    return App(settings=settings, engines=engines, catalog=catalog, searcher=searcher, tts=tts, images=images,
+    return App(settings=settings, engines=engines, view=view, searcher=searcher, tts=tts, images=images,
                store=store, retriever=retriever, heads=heads)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
+from assistant.catalog.view import CatalogView
 from assistant.memory.factory import create_memory
 from assistant.memory.store import SQLiteMemory
 from assistant.runtime.session import Engines
@@ -28,7 +29,7 @@ def build(data_dir: Path, *, tts_delay: float = 0.0, memory_url: str | None = No
     memory = create_memory(memory_url, data_dir) if memory_url else SQLiteMemory(data_dir / "memory.sqlite")
     engines = Engines(stt=stt, brain=Brain(searcher, tts, images=images), vad_factory=EnergyVAD, memory=memory)
     return App(settings=Settings(data_dir=data_dir, **settings), engines=engines,  # type: ignore[arg-type]
-               catalog=searcher.catalog, searcher=searcher, tts=tts, images=images)
+               view=CatalogView(searcher.catalog), searcher=searcher, tts=tts, images=images)
 
 
 def main() -> None:

@@ -103,6 +103,7 @@ class KeywordSearcher:
 
     vocab = None
     ranked = False
+    image_encoder = None  # standing in for a retriever: no photo index
 
     def __init__(self, products: list[Product] | None = None) -> None:
         self.catalog = Catalog(products or make_products())

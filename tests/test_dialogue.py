@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from assistant.catalog.view import CatalogView
 from assistant.conversation.dialogue import DialogueState, check_quoted, merge_refinement, resolve_reference
 from assistant.conversation.intent import IntentRecognizer
 from assistant.conversation.orders import open_demo_orders
@@ -222,7 +223,7 @@ async def test_websocket_conversation_with_dialogue_and_resume(tmp_path: Path, l
     c = Conversation(tmp_path)
     engines = Engines(stt=FakeSTT(), brain=Brain(c.searcher, FakeTTS(), dialogue=c.brain.dialogue),
                       vad_factory=EnergyVAD, memory=c.memory)
-    state = App(settings=Settings(data_dir=tmp_path), engines=engines, catalog=c.searcher.catalog,
+    state = App(settings=Settings(data_dir=tmp_path), engines=engines, view=CatalogView(c.searcher.catalog),
                 searcher=c.searcher, tts=engines.brain.tts, images=ImageStore(tmp_path / "uploads"))
     server = live_server_factory(create_app(state=state))
     async with TalkClient(server.ws_url) as client:

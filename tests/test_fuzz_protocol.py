@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from assistant.catalog.view import CatalogView
 from assistant.core.errors import AssistantError, InvalidInputError
 from assistant.core.frames import ErrorFrame, Frame, Transcript
 from assistant.runtime.session import Engines
@@ -86,7 +87,7 @@ def make_state(tmp_path: Path) -> App:
     images = ImageStore(tmp_path / "uploads")
     engines = Engines(stt=stt, brain=Brain(searcher, tts, images=images, photos=ColourPhotoSearcher(searcher)),
                       vad_factory=EnergyVAD)  # type: ignore[arg-type]
-    return App(settings=Settings(data_dir=tmp_path, copy_llm=False, **NO_LIMITS), engines=engines, catalog=searcher.catalog,
+    return App(settings=Settings(data_dir=tmp_path, copy_llm=False, **NO_LIMITS), engines=engines, view=CatalogView(searcher.catalog),
                searcher=searcher, tts=tts, images=images)
 
 

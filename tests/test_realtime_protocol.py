@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import websockets
 
+from assistant.catalog.view import CatalogView
 from assistant.runtime.session import Engines
 from assistant.runtime.turn import Brain
 from assistant.runtime.uploads import ImageStore
@@ -39,7 +40,7 @@ def make_state(tmp_path: Path, *, tts_delay: float = 0.0, stt_delay: float = 0.0
     images = ImageStore(tmp_path / "uploads")
     engines = Engines(stt=stt, brain=Brain(searcher, tts, images=images, photos=ColourPhotoSearcher(searcher)),
                       vad_factory=EnergyVAD)
-    return App(settings=Settings(data_dir=tmp_path, **settings), engines=engines, catalog=searcher.catalog,
+    return App(settings=Settings(data_dir=tmp_path, **settings), engines=engines, view=CatalogView(searcher.catalog),
                searcher=searcher, tts=tts, images=images)  # type: ignore[arg-type]
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from assistant.catalog.model import Catalog, Product
+from assistant.catalog.view import CatalogView
 from assistant.core.signals import SessionSignals
 from assistant.search.query import SearchQuery, parse_query
 from assistant.search.rerank import LLMReranker, RankedSearcher, product_dict, single_thread
@@ -200,7 +201,7 @@ def _search_app(tmp_path: Path, searcher: object) -> object:
     app = FastAPI()
     app.include_router(search_routes.router)
     app.state.shoptalk = App(settings=Settings(data_dir=tmp_path), engines=engines,
-                             catalog=searcher.catalog, searcher=searcher, tts=tts, images=images)  # type: ignore[attr-defined]
+                             view=CatalogView(searcher.catalog), searcher=searcher, tts=tts, images=images)  # type: ignore[attr-defined]
     return TestClient(app)
 
 
@@ -316,7 +317,7 @@ def test_an_unprepared_ranker_is_built_in_the_background(tmp_path: Path, tiny: o
     plain = build_ranked(settings, searcher.catalog, searcher, prepare=False)  # type: ignore[arg-type]
     assert isinstance(plain, NearMissSearcher)  # the server answers with retrieval alone meanwhile
     brain = SimpleNamespace(searcher=plain, dialogue=None)
-    app = App(settings=settings, engines=SimpleNamespace(brain=brain), catalog=searcher.catalog,  # type: ignore[arg-type]
+    app = App(settings=settings, engines=SimpleNamespace(brain=brain), view=CatalogView(searcher.catalog),  # type: ignore[arg-type]
               searcher=plain, tts=None, images=None, retriever=searcher)  # type: ignore[arg-type]
     app.background = BackgroundWorker()
     app.improve()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from assistant.catalog.model import Catalog, Product
+from assistant.catalog.view import CatalogView
 from assistant.conversation.vocabulary import PROMPT_MAX_WORDS, CatalogVocabulary
 from assistant.core.frames import ProductResults, ReplyTextDelta, ResponseDone, Transcript, UserTurn
 from assistant.runtime.turn import Brain
@@ -290,9 +291,10 @@ def test_ingest_rebuilds_the_vocabulary_and_the_sessions_prompt(tmp_path: Path) 
     catalog = store.load_catalog()
     settings = Settings(data_dir=tmp_path)
     searcher = _Reindexing()
-    brain = Brain(searcher, tts=None, vocabulary=CatalogVocabulary.from_catalog(catalog))
+    view = CatalogView(catalog)
+    brain = Brain(searcher, tts=None, view=view)  # the view the app swaps on a reload
     engines = Engines(stt=FakeSTT(), brain=brain, vad_factory=EnergyVAD, asr_prompt=asr_prompt(settings, brain))
-    app = App(settings=settings, engines=engines, catalog=catalog, searcher=searcher, tts=None,
+    app = App(settings=settings, engines=engines, view=view, searcher=searcher, tts=None,
               images=ImageStore(tmp_path / "uploads"), store=store)
     assert engines.asr_prompt is not None
     before, fingerprint = engines.asr_prompt([]), brain.vocabulary.fingerprint  # type: ignore[union-attr]

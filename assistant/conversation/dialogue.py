@@ -35,10 +35,13 @@ import contextlib
 import logging
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from assistant.catalog.model import Catalog
+from assistant.catalog.view import CatalogView
 from assistant.conversation.answers import (
     EVIDENCE_COSINE,
     attribute_lines,
@@ -89,7 +92,6 @@ from assistant.search.query import (
 )
 
 if TYPE_CHECKING:
-    from assistant.catalog.model import Catalog
     from assistant.conversation.kb import KnowledgeBase
     from assistant.conversation.orders import OrderStore
     from assistant.memory.store import MemoryStore
@@ -97,6 +99,8 @@ if TYPE_CHECKING:
     from ranking.text_encoder import SentenceEncoder
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SearchFn = Callable[..., tuple[SearchQuery, list[ProductHit]]]
 """The runtime's search: `Brain.search` (synchronous: the whole plan runs in a worker thread)."""
@@ -424,6 +428,12 @@ def _new_kind(intent: Intent, last: SearchQuery) -> bool:
     return category is not None and last.category is not None and category != last.category
 
 
+def main_kinds(catalog: Catalog, n: int = 6) -> list[str]:
+    """The catalog's `n` leaf categories with the most products, lower-case (for "hoodies, jackets or tees?")."""
+    leaves = Counter(p.leaf_category.lower() for p in catalog.parents() if p.leaf_category)
+    return [c for c, _ in leaves.most_common(n)]
+
+
 class Dialogue:
     """Plans each turn of a conversation.
 
@@ -440,32 +450,40 @@ class Dialogue:
     def __init__(self, recognizer: IntentModel, *, kb: KnowledgeBase | None = None, orders: OrderStore | None = None,
                  moderator: Moderator | None = None, memory_store: MemoryStore | None = None,
                  categories: Sequence[str] = (), catalog: Catalog | None = None,
-                 vocabulary: CatalogVocabulary | None = None) -> None:
+                 vocabulary: CatalogVocabulary | None = None, view: CatalogView | None = None) -> None:
         self.recognizer = recognizer
         self.kb = kb
         self.orders = orders
         self.moderator = moderator
         self.memory_store = memory_store
-        self.categories = list(categories)
-        self.catalog = catalog
-        self._vocabulary = (catalog, vocabulary) if vocabulary is not None else None  # (its catalog, the vocabulary)
-        self._names: tuple[Any, ProductNames] | None = None  # (the catalog it was built from, the names)
-        self._built: dict[str, tuple[Any, Any]] = {}  # per served catalog: its coverage, its list finder
+        self._categories = list(categories)
+        if view is None and catalog is not None:
+            view = CatalogView(catalog, **({"vocabulary": vocabulary} if vocabulary is not None else {}))
+        self.view = view
 
-    def set_catalog(self, catalog: Any, vocabulary: CatalogVocabulary | None = None) -> None:
-        """Serve another catalog (a reload); `vocabulary`: its spoken vocabulary, when the caller has built it."""
-        self.catalog = catalog
-        self._vocabulary = (catalog, vocabulary) if vocabulary is not None else None
+    @property
+    def catalog(self) -> Catalog | None:
+        """The catalog served now (the shared view's: a reload swaps it for every reader at once)."""
+        return self.view.catalog if self.view is not None else None
+
+    @property
+    def vocabulary(self) -> CatalogVocabulary | None:
+        """The served catalog's spoken vocabulary (built once per catalog)."""
+        return self.view.derived("vocabulary", CatalogVocabulary.from_catalog) if self.view is not None else None
+
+    @property
+    def categories(self) -> list[str]:
+        """The kinds named in clarifying questions: the given ones, else the served catalog's six largest."""
+        if self._categories or self.view is None:
+            return self._categories
+        return self.view.derived("main_kinds", main_kinds)
 
     @property
     def names(self) -> ProductNames | None:
         """The served catalog's product names (rebuilt when a reload swaps the catalog)."""
-        if self.catalog is None:
+        if self.view is None:
             return None
-        if self._names is None or self._names[0] is not self.catalog:
-            given = self._vocabulary[1] if self._vocabulary and self._vocabulary[0] is self.catalog else None
-            self._names = (self.catalog, ProductNames(self.catalog, given))
-        return self._names[1]
+        return self.view.derived("names", lambda catalog: ProductNames(catalog, self.vocabulary))
 
     def named(self, text: str, state: DialogueState) -> list[ProductHit]:
         """The products this turn names, on screen first, then anywhere in the catalog (names over positions)."""
@@ -1024,15 +1042,12 @@ class Dialogue:
         encoder = self.encoder
         return self._of_catalog("coverage", lambda catalog, names: CatalogCoverage(catalog, names.vocabulary, encoder))
 
-    def _of_catalog(self, key: str, build: Callable[[Any, ProductNames], Any]) -> Any | None:
+    def _of_catalog(self, key: str, build: Callable[[Catalog, ProductNames], T]) -> T | None:
         """What is built once per served catalog from its names (rebuilt when a reload swaps the catalog)."""
         names = self.names
-        if names is None or self.catalog is None:
+        if names is None or self.view is None:
             return None
-        built = self._built.get(key)
-        if built is None or built[0] is not self.catalog:
-            built = self._built[key] = (self.catalog, build(self.catalog, names))
-        return built[1]
+        return self.view.derived(key, lambda catalog: build(catalog, names))
 
     def _select(self, intent: Intent, text: str, state: DialogueState) -> Plan:
         """"The second one, in medium": show that product (the variant in the asked size/colour, if any)."""

@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from assistant.catalog.view import CatalogView
 from assistant.conversation.dialogue import Dialogue, DialogueState, Plan, check_quoted
 from assistant.conversation.vocabulary import CatalogVocabulary, Understood
 from assistant.core.errors import AssistantError, ReplyError, SearchError
@@ -71,12 +72,15 @@ class Brain:
         images: ImageStore | None = None,
         dialogue: Dialogue | None = None,
         vocabulary: CatalogVocabulary | None = None,
+        view: CatalogView | None = None,
         repair: bool = True,
     ) -> None:
         self.searcher = searcher
-        # The served catalog's spoken vocabulary (a catalog reload swaps it) and whether misheard product words
-        # are repaired with it before the turn is understood.
-        self.vocabulary = vocabulary
+        # The served catalog's spoken vocabulary: the shared view's (a reload swaps it), else a fixed one, else none
+        # (no Whisper prompt, no repair). `repair`: misheard product words are repaired with it before the turn is
+        # understood.
+        self.view = view
+        self._vocabulary = vocabulary
         self.repair = repair
         self.photos = photos
         self.images = images
@@ -84,6 +88,13 @@ class Brain:
         self.writer: ReplyWriter = writer or TemplateReplyWriter()
         self.dialogue = dialogue
         self.options = options or BrainOptions()
+
+    @property
+    def vocabulary(self) -> CatalogVocabulary | None:
+        """The served catalog's spoken vocabulary, for Whisper's prompt and repairs (None: neither)."""
+        if self.view is not None:
+            return self.view.derived("vocabulary", CatalogVocabulary.from_catalog)
+        return self._vocabulary
 
     def search(
         self,
