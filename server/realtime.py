@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -103,8 +104,6 @@ class RealtimeConnection:
         self.feedback: list[dict[str, str]] = []
         self._started = time.monotonic()
         self.limit_key = principal.subject if principal.kind == "shopper" else "conn:" + self.session.id
-        if principal.user_id:
-            self.session.sign_in(principal.user_id)
 
     # --- outbound -------------------------------------------------------------------------------------------
     async def send(self, message: dict[str, Any] | bytes) -> None:
@@ -241,6 +240,13 @@ class RealtimeConnection:
         if self.live is not None:
             self.live.connections.add(self)
         try:
+            if self.principal.user_id:  # a signed-in shopper's session token names them
+                try:
+                    await self.session.sign_in(self.principal.user_id)
+                except AssistantError as err:  # e.g. the memory engine is down: as when the session cannot open
+                    log.warning("session not opened: %s", err.message)
+                    await refuse(self.ws, err, 1011)
+                    return
             await self.send(event(ServerEvent.SESSION_CREATED, session=self._describe()))
             while True:
                 try:
@@ -299,7 +305,7 @@ class RealtimeConnection:
             self.session.clear_audio()
             await self.send(event(ServerEvent.CLEARED))
         elif kind == ClientEvent.SESSION_UPDATE:
-            self._update(validate(SessionUpdate, data), "turn_detection" in (data.get("session") or {}))
+            await self._update(validate(SessionUpdate, data), "turn_detection" in (data.get("session") or {}))
             await self.send(event(ServerEvent.SESSION_UPDATED, session=self._describe()))
         elif kind == ClientEvent.ITEM_CREATE:
             await self._item_create(validate(ItemCreate, data))
@@ -317,12 +323,12 @@ class RealtimeConnection:
         elif kind == ClientEvent.KEEPALIVE:
             await self.send(event(ServerEvent.KEEPALIVE))
 
-    def _update(self, update: SessionUpdate, has_turn_detection: bool) -> None:
+    async def _update(self, update: SessionUpdate, has_turn_detection: bool) -> None:
         cfg = update.session
         if cfg.resume_token:
             # A signed-in shopper (their token names the user) resumes only their own sessions.
             owner = self.principal.user_id if self.principal.kind == "shopper" else cfg.user_id
-            if not self.session.resume(cfg.resume_token, user_id=owner):
+            if not await self.session.resume(cfg.resume_token, user_id=owner):
                 raise InvalidInputError("unknown or expired resume_token; this session goes on as a new one",
                                         code="invalid_resume_token", param="session.resume_token")
             self.resume_token = cfg.resume_token
@@ -330,7 +336,7 @@ class RealtimeConnection:
             if self.principal.kind == "shopper" and cfg.user_id != self.principal.user_id:
                 raise InvalidInputError("session.user_id must be the user the session token was minted for",
                                         code="auth_failed", param="session.user_id")
-            self.session.sign_in(cfg.user_id)
+            await self.session.sign_in(cfg.user_id)
         options = self.session.options
         voice = options.voice
         if cfg.input_audio is not None:
@@ -453,8 +459,10 @@ async def serve_realtime(ws: WebSocket, engines: Engines, *, queue_size: int, ou
     else:
         await ws.accept()
     try:
-        conn = RealtimeConnection(ws, engines, queue_size=queue_size, output_rate=output_rate, gate=gate,
-                                  principal=principal, live=live)
+        # Built in a worker thread: opening the session's memory writes to the store.
+        conn = await asyncio.to_thread(functools.partial(
+            RealtimeConnection, ws, engines, queue_size=queue_size, output_rate=output_rate, gate=gate,
+            principal=principal, live=live))
     except AssistantError as err:  # e.g. the memory engine is down: say so, and the server goes on
         log.warning("session not opened: %s", err.message)
         await refuse(ws, err, 1011)

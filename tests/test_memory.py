@@ -184,3 +184,38 @@ def test_turns_are_bounded(tmp_path: Path) -> None:
 def test_unknown_engine_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="unknown memory engine"):
         create_memory("mongodb://x", tmp_path)
+
+
+async def test_resume_and_sign_in_read_the_store_off_the_event_loop(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session's memory reads and writes block (SQLite, Redis): resume and sign-in run them in worker threads."""
+    import threading
+
+    from assistant.memory.store import SessionMemory
+    from assistant.runtime.session import ConversationSession, Engines
+    from assistant.runtime.turn import Brain
+    from tests.fakes import EnergyVAD, FakeSTT, KeywordSearcher
+
+    store = SQLiteMemory(tmp_path / "memory.sqlite")
+    earlier = store.open_session()
+    earlier.set_shown(["p1"])
+    threads: set[int] = set()
+    for cls, name in ((SQLiteMemory, "resume"), (SessionMemory, "attach_user"), (SessionMemory, "signals")):
+        original = getattr(cls, name)
+
+        def watched(self: object, *args: object, _original: object = original, **kwargs: object) -> object:
+            threads.add(threading.get_ident())
+            return _original(self, *args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(cls, name, watched)
+
+    async def emit(frame: object) -> None:
+        return None
+
+    session = ConversationSession(Engines(stt=FakeSTT(), brain=Brain(KeywordSearcher(), None), vad_factory=EnergyVAD,
+                                          memory=store), emit)
+    assert await session.resume(earlier.resume_token) and session.id == earlier.session_id
+    await session.sign_in("ada")
+    assert session.memory is not None and session.memory.user_id == "ada"
+    assert threads and threading.get_ident() not in threads, threads
+    assert not await session.resume("no-such-token")

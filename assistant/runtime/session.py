@@ -68,12 +68,18 @@ def new_response_id() -> str:
 
 
 class ConversationSession:
+    """One shopper's conversation: voice input, turns, replies, and what is remembered of them.
+
+    Building one opens its memory session (a store write): the server builds it in a worker thread.
+    """
+
     def __init__(self, engines: Engines, emit: Emit, options: SessionOptions | None = None) -> None:
         self.engines = engines
         self.memory: SessionMemory | None = engines.memory.open_session() if engines.memory is not None else None
         self.id = self.memory.session_id if self.memory is not None else "sess_" + uuid.uuid4().hex[:16]
         self._emit_raw = emit
         self.options = options or SessionOptions(voice=VoiceOptions(final_beam_size=engines.final_beam_size))
+        self.dialogue = DialogueState(memory=self.memory)  # what "the second one" and "cheaper" refer to
         self.voice = VoiceInput(engines.stt, engines.vad_factory, self.options.voice, self._emit, self._on_transcript,
                                 prompt=self._asr_prompt if engines.asr_prompt is not None else None)
         self._response: asyncio.Task[None] | None = None
@@ -83,34 +89,53 @@ class ConversationSession:
         self.history: list[tuple[str, str]] = []  # (role, text), bounded
         self._cancelled: deque[str] = deque(maxlen=16)  # recent cancelled replies whose late frames are dropped
         self.signals = SessionSignals()  # what this shopper viewed/liked/bought/disliked, for ranking
-        self.dialogue = DialogueState(memory=self.memory)  # what "the second one" and "cheaper" refer to
 
     # --- memory ---------------------------------------------------------------------------------------------
     def _asr_prompt(self) -> str | None:
         """Whisper's prompt for this session: the catalog's words, the lines of the products on screen first."""
         if self.engines.asr_prompt is None:
             return None
-        state = getattr(self, "dialogue", None)
-        shown = [h.product.id for h in state.shown] if state is not None else []
-        return self.engines.asr_prompt(shown)
+        return self.engines.asr_prompt([h.product.id for h in self.dialogue.shown])
 
-    def resume(self, token: str, user_id: str | None = None) -> bool:
-        """Continue an earlier session (``session.update {resume_token}``): its turns, results, cart and signals."""
+    async def resume(self, token: str, user_id: str | None = None) -> bool:
+        """Continue an earlier session (``session.update {resume_token}``): its turns, results, cart and signals.
+
+        The store is read in a worker thread; the session switches to what was read on the loop.
+        """
         store = self.engines.memory
-        found = store.resume(token, user_id=user_id) if store is not None else None
-        if found is None:
+        if store is None:
             return False
-        self.memory, self.id = found, found.session_id
-        self.history = [(t.role, t.text) for t in found.turns()]
-        self.dialogue = DialogueState.restore(found, self.engines.brain.searcher.catalog)
-        self._refresh_signals()
+        catalog = self.engines.brain.searcher.catalog
+
+        def load() -> tuple[SessionMemory, list[tuple[str, str]], DialogueState, SessionSignals] | None:
+            found = store.resume(token, user_id=user_id)
+            if found is None:
+                return None
+            return (found, [(t.role, t.text) for t in found.turns()], DialogueState.restore(found, catalog),
+                    found.signals())
+
+        loaded = await asyncio.to_thread(load)
+        if loaded is None:
+            return False
+        memory, self.history, self.dialogue, signals = loaded
+        self.memory, self.id = memory, memory.session_id
+        signals.viewed |= self.signals.viewed
+        self.signals = signals
         return True
 
-    def sign_in(self, user_id: str) -> None:
+    async def sign_in(self, user_id: str) -> None:
         """The shopper's user id (``session.update {user_id}``): their history (with consent) and friends count."""
-        if self.memory is not None:
-            self.memory.attach_user(user_id)
-            self._refresh_signals()
+        memory = self.memory
+        if memory is None:
+            return
+
+        def attach() -> SessionSignals:
+            memory.attach_user(user_id)
+            return memory.signals()
+
+        signals = await asyncio.to_thread(attach)
+        signals.viewed |= self.signals.viewed
+        self.signals = signals
 
     def _refresh_signals(self) -> None:
         if self.memory is None:
