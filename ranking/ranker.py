@@ -79,6 +79,8 @@ FEATURE_NAMES: tuple[str, ...] = (
 # learns corrections on top of it (a residual), so it starts from retrieval instead of from noise.
 INIT_FEATURE_WEIGHTS: dict[str, float] = {"retrieval_score": 4.0, "in_retrieval": 2.0}
 NUM_FEATURES = len(FEATURE_NAMES)
+FEATURE_INDEX: dict[str, int] = {name: j for j, name in enumerate(FEATURE_NAMES)}
+"""A feature's column in the ``features`` matrices `Ranker.score` takes."""
 TEXT_CONTRIBUTION = "text_relevance"
 IMAGE_CONTRIBUTION = "image_relevance"
 

@@ -41,11 +41,11 @@ from ranking.features import (
     slot_features,
     word_set,
 )
-from ranking.ranker import FEATURE_NAMES, NUM_FEATURES, Ranker, render_query
+from ranking.ranker import FEATURE_INDEX, NUM_FEATURES, Ranker, render_query
 
 log = logging.getLogger(__name__)
 
-_COL = {name: j for j, name in enumerate(FEATURE_NAMES)}
+_COL = FEATURE_INDEX
 FEEDBACK_GRADES: dict[str, int] = {"purchase": 3, "add_to_cart": 2, "click": 1, "dislike": 0}
 
 

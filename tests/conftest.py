@@ -54,3 +54,14 @@ def live_server_factory() -> Iterator[object]:
     yield start
     for server in servers:
         server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread() -> Iterator[None]:
+    """torch on one thread for a module of tiny models (on a shared machine OpenMP spinning makes them 10-30x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

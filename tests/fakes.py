@@ -188,3 +188,16 @@ def check_products(
     fits = [row for row in products if not row["near_miss"]]
     assert products[: len(fits)] == fits, products
     return fits
+
+
+def count_encodes(encoder: Any, monkeypatch: Any) -> list[str]:
+    """The texts `encoder.encode` is asked to encode from now on (the encoder still encodes them)."""
+    encoded: list[str] = []
+    real_encode = encoder.encode
+
+    def counting_encode(texts: Any) -> Any:
+        encoded.extend(texts)
+        return real_encode(texts)
+
+    monkeypatch.setattr(encoder, "encode", counting_encode)
+    return encoded

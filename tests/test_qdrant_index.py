@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ranking.index import FaissIndex, VectorIndex  # noqa: E402
 from ranking.stores import create_vector_index, load_vector_index, parse_vector_url  # noqa: E402
+from tests.fakes import count_encodes  # noqa: E402
 
 HAVE_QDRANT = importlib.util.find_spec("qdrant_client") is not None
 needs_qdrant = pytest.mark.skipif(
@@ -466,14 +467,7 @@ def test_retriever_qdrant_local_save_load_and_update(demo_catalog, encoder, tmp_
     assert manifest.is_file()
     before = [h.product.id for h in first.search(SearchQuery("black hoodie", k=8))]
 
-    encoded: list[str] = []
-    real_encode = encoder.encode
-
-    def counting_encode(texts):
-        encoded.extend(texts)
-        return real_encode(texts)
-
-    monkeypatch.setattr(encoder, "encode", counting_encode)
+    encoded = count_encodes(encoder, monkeypatch)
     again = HybridRetriever(demo_catalog, encoder, cache_dir=cache, vector_url="qdrant-local:")
     assert encoded == [] and isinstance(again.text_index, QdrantIndex)  # reopened from the manifest
     assert [h.product.id for h in again.search(SearchQuery("black hoodie", k=8))] == before

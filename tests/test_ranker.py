@@ -31,6 +31,8 @@ from ranking.train import (
     train,
 )
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 
 COLOURS = ["red", "blue", "black", "green"]
@@ -63,13 +65,6 @@ def tiny_catalog() -> list[dict]:
     return products
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> object:
-    # Tiny matmuls gain nothing from threads, and on a shared machine OpenMP spinning makes them 10-30x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

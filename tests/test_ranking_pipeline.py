@@ -22,6 +22,8 @@ from ranking.registry import create_ranker
 from ranking.train import feedback_examples, lambda_loss, listnet_loss
 from tests.fakes import KeywordSearcher
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 COL = {name: j for j, name in enumerate(FEATURE_NAMES)}
 
 
@@ -40,12 +42,6 @@ PRODUCTS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_number_words_and_category_terms() -> None:

@@ -21,6 +21,7 @@ from assistant.search.query import (  # noqa: E402
 from assistant.search.retrieval import EmbeddingSearcher, HybridRetriever, product_genders  # noqa: E402
 from ranking.fusion import reciprocal_rank_fusion  # noqa: E402
 from ranking.lexical import BM25Index, Tokenizer  # noqa: E402
+from tests.fakes import count_encodes
 from tests.shared_data import LUMA_DIR  # noqa: E402
 
 LUMA = LUMA_DIR / "products.jsonl"
@@ -332,14 +333,7 @@ def test_update_reencodes_only_changes(demo_dir, encoder, tmp_path, monkeypatch)
     by_id["HD99-BLACK"] = added
     new_catalog = Catalog([Product.from_dict(r) for r in by_id.values()], image_root=catalog.image_root)
 
-    encoded: list[str] = []
-    real_encode = encoder.encode
-
-    def counting_encode(texts):
-        encoded.extend(texts)
-        return real_encode(texts)
-
-    monkeypatch.setattr(encoder, "encode", counting_encode)
+    encoded = count_encodes(encoder, monkeypatch)
     assert retriever.update(new_catalog) == {"added": 1, "changed": 1, "removed": 1}
     assert len(encoded) == 1 and encoded[0].startswith(
         "Brand New Hoodie"

@@ -42,7 +42,7 @@ from assistant.search.retrieval import (
 )
 from ranking.features import product_text, slot_features
 from ranking.ranker import (
-    FEATURE_NAMES,
+    FEATURE_INDEX,
     NUM_FEATURES,
     RETRIEVAL_FEATURES,
     Ranker,
@@ -53,7 +53,7 @@ from ranking.ranker import (
 
 log = logging.getLogger(__name__)
 
-_COL = {name: j for j, name in enumerate(FEATURE_NAMES)}
+_COL = FEATURE_INDEX
 _NON_TERM_KEYS = {"color", "colour", "size", "available_color", "available_size", "associated_sku", "bundle_options",
                   "gender"}  # fmt: skip
 DEFAULT_POOL = 50
