@@ -45,6 +45,9 @@ POOL = 50  # hybrid candidates the ranker re-orders
 TARGET_RATIO = 1.10
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ROOT / "bench" / "data" / "luma_queries.jsonl"
+USECASE = ROOT / "bench" / "data" / "luma_usecase.jsonl"  # (c) use-case, complementary and gift requests (#18)
+USECASE_HELDOUT = ROOT / "bench" / "data" / "luma_usecase_heldout.jsonl"  # (c) held out: aggregates only
+USECASE_RATIO = 1.25  # #18: the served ranking over hybrid+near-misses on (c)
 HELDOUT_FRACTION = 0.2  # of generated examples; ranking.train.train holds out the same share
 GENERATED_QUERIES = 2000  # make_training_data examples drawn (seed 0), so (a) has 400 queries
 QUICK_QUERIES = 30
@@ -502,6 +505,15 @@ def target(luma: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def usecase_target(systems: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """#18 on a use-case set: the served ranking over hybrid+near-misses (needed `USECASE_RATIO`)."""
+    base = systems.get(NEAR, {}).get("ndcg@10")
+    if RANKED not in systems or not base:
+        return {"ratio": None, "needed_ratio": USECASE_RATIO, "note": "no ranker or no baseline"}
+    ratio = systems[RANKED]["ndcg@10"] / base
+    return {"ratio": round(ratio, 3), "needed_ratio": USECASE_RATIO, "met": bool(ratio >= USECASE_RATIO)}
+
+
 def main(
     data_dir: Path | None = None,
     out: Path = Path("bench/results/ranking.json"),
@@ -540,10 +552,13 @@ def main(
     systems, hybrid = build_systems(catalog, TextEncoder(), ranker, reranker, extra)
     build_s = time.perf_counter() - start
     luma = load_queries()
+    usecase = load_queries(USECASE) if USECASE.is_file() else []
+    usecase_heldout = load_queries(USECASE_HELDOUT) if USECASE_HELDOUT.is_file() else []
     gen, gen_note = generated_queries(catalog, generated)
     if quick:
-        luma, gen = luma[:QUICK_QUERIES], gen[:QUICK_QUERIES]
-    sets = run_sets(systems, {"generated": gen, "luma": luma})
+        luma, gen, usecase = luma[:QUICK_QUERIES], gen[:QUICK_QUERIES], usecase[:QUICK_QUERIES]
+        usecase_heldout = []
+    sets = run_sets(systems, {"generated": gen, "luma": luma, "usecase": usecase, "usecase_heldout": usecase_heldout})
     latency = rerank_latency(hybrid, reranker, luma[:LATENCY_QUERIES]) if reranker is not None else None
     personal, ceilings = None, None
     if reranker is not None:
@@ -590,7 +605,24 @@ def main(
         },
     }
     results["luma"]["ceiling"] = ceilings
+    for name, queries, path in (("usecase", usecase, USECASE), ("usecase_heldout", usecase_heldout, USECASE_HELDOUT)):
+        if not queries:
+            continue
+        results[name] = {
+            "file": str(path.relative_to(path.parents[2])),
+            "judged": judged_stats(queries),
+            "systems": {s: {m: r[m] for m in ("ndcg@10", "mrr", "search_ms_p50")} for s, r in sets[name].items()},
+            "by_intent": {s: by_intent(queries, r["per_query"]) for s, r in sets[name].items()},
+        }
+        if name == "usecase":  # the held-out part keeps no per-query scores: nobody tunes on them
+            results[name]["per_query"] = {
+                q["qid"]: {"query": q["query"], **{s: r["per_query"][q["qid"]] for s, r in sets[name].items()}}
+                for q in queries
+            }
     results["target"] = target(results["luma"]["systems"])
+    results["target_usecase"] = {
+        name: usecase_target(results[name]["systems"]) for name in ("usecase", "usecase_heldout") if name in results
+    }
     write_results(out, results)
     print(table(results))
     print(f"\nresults written to {out}")
@@ -671,6 +703,24 @@ def table(results: Mapping[str, Any]) -> str:
                 f"(needed {t['needed_ratio']:.2f}×): {'met' if t['met'] else 'not met'}"
                 + (f" (over {others})." if others else ".")
             )
+    for name, label in (("usecase", "(c) use-case/complement/gift, dev"), ("usecase_heldout", "(c) held out")):
+        part = results.get(name)
+        if not part:
+            continue
+        lines += ["", f"| system | {label} nDCG@10 | MRR | " + " | ".join(
+            f"{intent} nDCG@10" for intent in next(iter(part["by_intent"].values()))) + " |",
+            "|---|---|---|" + "---|" * len(next(iter(part["by_intent"].values())))]
+        for s in results.get("systems", SYSTEMS):
+            row = part["systems"].get(s)
+            if row is None:
+                continue
+            intents = part["by_intent"][s]
+            lines.append(f"| {s} | {_cell(row['ndcg@10'])} | {_cell(row['mrr'])} | "
+                         + " | ".join(_cell(v) for v in intents.values()) + " |")
+        t = (results.get("target_usecase") or {}).get(name) or {}
+        if t.get("ratio") is not None:
+            lines.append(f"Target (#18): {RANKED} / {NEAR} = {t['ratio']:.2f}× (needed {t['needed_ratio']:.2f}×): "
+                         f"{'met' if t['met'] else 'not met'}.")
     return "\n".join(lines)
 
 
