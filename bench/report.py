@@ -49,6 +49,10 @@ def section() -> str:
         parts += ["", f"### Concurrent sessions (`shoptalk bench load`; {levels} sessions, "
                   f"{load_results['seconds_per_level']:.0f} s each, spoken queries at real-time pace, server VAD, "
                   "against one `shoptalk serve` process)", "", load.table(load_results)]
+    redesign = _load("redesign_17")
+    if redesign:
+        parts += ["", "### The assistant/ redesign (#17), before and after (one run each, same machine, minutes "
+                  "apart)", "", redesign_table(redesign)]
     batching = _load("batching")
     if batching:
         from bench import batching as batching_bench
@@ -101,6 +105,38 @@ def section() -> str:
         parts += ["", f"### GPU paths (`python -m bench.gpu_paths`, run on {where}; random weights of the "
                   "real architectures: timings valid, outputs meaningless)", "", gpu_paths.markdown(gpu)]
     return "\n".join(parts)
+
+
+def redesign_table(r: dict[str, Any]) -> str:
+    """Voice and load latency, loop lag and ranking quality before and after the #17 redesign."""
+    v, load, rank = r["voice"], r["load"], r["ranking"]
+    lines = ["| measure | before | after |", "|---|---|---|"]
+    for mode in ("ptt", "server_vad"):
+        b, a = v["before"]["first_audio_ms"][mode], v["after"]["first_audio_ms"][mode]
+        lines.append(f"| bench voice, first audio p50 / p95 ms ({mode}) | {b[0]:.0f} / {b[1]:.0f} | "
+                     f"{a[0]:.0f} / {a[1]:.0f} |")
+    lines.append(f"| bench voice, word error rate (ptt) | {v['before']['word_error_rate']['ptt']:.3f} | "
+                 f"{v['after']['word_error_rate']['ptt']:.3f} |")
+    lag = r.get("loop_lag_before_planning_on_loop", {})
+    for before, after in zip(load["before"], load["after"], strict=True):
+        n = after["n"]
+        lines.append(f"| bench load, {n} sessions: first audio p50 / p95 ms | {before['first_audio_ms']['p50']:.0f} / "
+                     f"{before['first_audio_ms']['p95']:.0f} | {after['first_audio_ms']['p50']:.0f} / "
+                     f"{after['first_audio_ms']['p95']:.0f} |")
+        if after.get("server_loop_lag_max_ms") is not None:
+            was = lag.get(str(n))
+            lines.append(f"| bench load, {n} sessions: largest event-loop lag ms | "
+                         f"{'—' if was is None else f'{was:.0f}'} | {after['server_loop_lag_max_ms']:.0f} |")
+    b, a = rank["before_dcf5755"], rank["after"]
+    for name in ("hybrid", "hybrid+near-misses", "hybrid+ranker"):
+        lines.append(f"| bench ranking, (b) nDCG@10 {name} | {b['luma'][name]:.3f} | {a['luma'][name]:.3f} |")
+    lines.append(f"| bench ranking, re-rank p50 ms (100 candidates) | {b['rerank_p50_ms']:.1f} | "
+                 f"{a['rerank_p50_ms']:.1f} |")
+    lines += ["", f"Before: {r['before']} (ranking: dcf5755, which differs from it only outside search); after: "
+              f"{r['after']}. Ranking quality identical on every system and set: "
+              f"{'yes' if rank['identical_ndcg_mrr'] else 'no'}. The loop lag before is the stop-22 measurement with "
+              "planning on the loop (the code before had no lag monitor)."]
+    return "\n".join(lines)
 
 
 def _grounding_section() -> dict[str, Any]:
