@@ -38,7 +38,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from assistant.catalog.model import Catalog
 from assistant.catalog.view import CatalogView
@@ -102,8 +102,16 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SearchFn = Callable[..., tuple[SearchQuery, list[ProductHit]]]
-"""The runtime's search: `Brain.search` (synchronous: the whole plan runs in a worker thread)."""
+class SearchFn(Protocol):
+    """The turn's search (`assistant.runtime.turn.Brain.search`), handed to each plan.
+
+    It is handed over, not built in: a search needs the turn's photo (an upload the runtime holds) and the runtime
+    owns it, and this room may not import the runtime. Synchronous: the whole plan runs in a worker thread.
+    """
+
+    def __call__(self, text: str, k: int | None = None, image_id: str | None = None, *, use_ranker: bool = True,
+                 signals: SessionSignals | None = None, query: SearchQuery | None = None
+                 ) -> tuple[SearchQuery, list[ProductHit]]: ...
 
 FRUSTRATED = 0.5  # smoothed frustration from which the strategy changes
 HANDOFF = "I'll connect you with someone from our team who can help."
