@@ -207,7 +207,8 @@ def assert_filters_hold(hit, q: SearchQuery, retriever: HybridRetriever) -> None
 
 @pytest.mark.real_model
 def test_sources_in_use(hybrid):
-    assert hybrid.sources == ("lexical", "text", "image")
+    assert hybrid.sources == ("lexical", "text", "passage", "image")
+    assert len(hybrid.passages) == len(hybrid.catalog.parents())  # every product has a sentence to match
     assert hybrid.image_index is not None and len(hybrid.image_index) == len(hybrid.catalog.parents())
 
 

@@ -87,7 +87,9 @@ from assistant.search.query import (
     SearchQuery,
     canonical_color,
     canonical_size,
+    complement_request,
     parse_query,
+    refers_back,
     words_to_numbers,
 )
 
@@ -118,12 +120,6 @@ HANDOFF = "I'll connect you with someone from our team who can help."
 BROAD_WORDS = frozenset({"something", "stuff", "things", "anything", "clothes", "products", "items", "gear",
                          "show", "me", "some", "want", "need", "looking", "for", "i", "a", "to", "buy", "i'm",
                          "what", "do", "you", "have", "got", "can", "see", "please", "like", "would", "the"})
-COMPLEMENTS = {  # what goes with a leaf category, for "what goes with it?"
-    "hoodies": ("pants", "joggers", "leggings", "shorts"), "jackets": ("pants", "shirts", "tees", "hoodies"),
-    "tees": ("shorts", "pants", "jackets"), "shirts": ("pants", "jackets"), "pants": ("tees", "hoodies", "shirts"),
-    "shorts": ("tees", "tanks"), "leggings": ("bras", "tanks", "hoodies"), "bras": ("leggings", "shorts"),
-    "tanks": ("shorts", "leggings"), "shoes": ("socks", "shorts"), "bags": ("bottles", "mats"),
-}
 _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "1st": 1, "2nd": 2, "3rd": 3,
              "4th": 4, "5th": 5, "one": 1, "two": 2, "three": 3}
 _STOCK_QUESTION = re.compile(r"\b(?:do|does|did|can|could)\s+(?:you|y'?all|they|the store|your store)\s+(?:guys\s+)?"
@@ -547,6 +543,9 @@ class Dialogue:
     def _reroute(self, intent: Intent, text: str, state: DialogueState, image_id: str | None) -> Intent:
         """Fix intents the words themselves contradict (the classifier learned them on another catalog)."""
         low = text.lower()
+        if complement_request(low) is not None and intent.name not in ("add_to_cart", "greeting", "complaint",
+                                                                       "human"):
+            return replace(intent, name="recommendation", source="rule")  # "what goes with it?": other products
         if intent.name == "photo_lookup" and image_id is None and not _PHOTO_WORDS.search(low):
             intent = replace(intent, name="search", source=f"{intent.source}+no-photo")  # "yoga videos for beginners"
         if _WHAT_DO_YOU_SELL.search(low):
@@ -801,6 +800,17 @@ class Dialogue:
             return "You're welcome! Anything else I can find for you?"
         return "Hi! What are you shopping for today?"
 
+    @staticmethod
+    def _goes_with_shown(query: SearchQuery | None, text: str, state: DialogueState) -> SearchQuery | None:
+        """"What goes with it?": the product it refers to is the one in focus, else the first on screen."""
+        if query is None or query.goes_with is not None:
+            return query
+        split = complement_request(text)
+        shown = state.focus or (state.shown[0] if state.shown else None)
+        if split is None or not refers_back(split[1]) or shown is None:
+            return query
+        return replace(query, goes_with=shown.product.title)
+
     def _search(self, intent: Intent, text: str, image_id: str | None, state: DialogueState,
                       search: SearchFn, signals: SessionSignals | None, k: int, *, fresh: bool) -> Plan:
         if fresh and image_id is None and self._too_broad(intent, text):
@@ -830,7 +840,7 @@ class Dialogue:
         else:
             # Parse once: the query intent recognition built (with its ASR repairs, "for tea dollars" -> $40) is
             # the query that searches.
-            asked, unwanted = self._unwanted(intent.query, text)
+            asked, unwanted = self._unwanted(self._goes_with_shown(intent.query, text, state), text)
             wanted = asked.text if unwanted and asked is not None else text
             query, hits = search(wanted, k=k, image_id=image_id, signals=signals, query=asked)
             if image_id is None and query.category is None and _WEAR.search(text.lower()):
@@ -1685,10 +1695,8 @@ class Dialogue:
                 product, names = next(((p, n) for p, n in bought if colours and colours[0] in
                                        [canonical_color(c) for c in p.colors()]), bought[-1])
                 pid = product.id
-                leaf = product.leaf_category.lower()
-                goes = COMPLEMENTS.get(leaf.split()[-1] if leaf else "", ())
-                target = goes[0] if goes else leaf
-                query, hits = search(target, k=k, signals=signals)
+                # what goes with it, by the catalog's own kinds (assistant.search.complements)
+                query, hits = search(f"what goes with the {product.title}", k=k, signals=signals)
                 hits = [h for h in hits if h.product.id != pid]
                 state.last_query, state.shown, state.focus, state.discussed = query, list(hits), None, []
                 friend = names[0]

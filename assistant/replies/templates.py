@@ -93,7 +93,8 @@ def _opening(query: SearchQuery, hits: Sequence[ProductHit]) -> str:
         what = f"{_count_word(n)} {color + ' ' if color else ''}{noun}"
         color_part = ""
     lead = ("I found", "Here are", "I've got")[_variant(query, 3)] if n > 1 else "I found"
-    return f"{lead} {what}{color_part}{_size_phrase(query)}{_price_phrase(query)}."
+    goes = f" to go with the {query.goes_with}" if query.goes_with else ""  # the shopper's own words for it
+    return f"{lead} {what}{color_part}{_size_phrase(query)}{_price_phrase(query)}{goes}."
 
 
 def _item(fact: ProductFact, query: SearchQuery, joiner: str) -> str:

@@ -274,6 +274,9 @@ class SearchQuery:
         category: Required category: a word the shopper used for it ("hoodie", "running shoe") or a category path.
         brand: Required brand, as the catalog spells it.
         gender: Required department: ``men``, ``women`` or ``kids`` (unisex products match all three).
+        goes_with: What the products must go with, in the shopper's words ("a grey hoodie", "the nona tank"): the
+            results are then of the kinds that complement it (`assistant.search.complements`), never of its kind
+            unless the request names that kind.
     """
 
     text: str
@@ -285,6 +288,7 @@ class SearchQuery:
     category: str | None = None
     brand: str | None = None
     gender: str | None = None
+    goes_with: str | None = None
 
     @property
     def has_filters(self) -> bool:
@@ -485,6 +489,52 @@ class QueryVocab:
         return None
 
 
+# "What goes with a grey hoodie", "shorts to go with this tank", "a bra to wear under the nona tank": the words after
+# the phrase name what the products must go with; the kind, colour and size asked for come from the words before it.
+_GOES_WITH_RE = re.compile(
+    r"\b(?:(?:goes|go|going|look|looks|pairs?|match|matches|work|works)\s+(?:well\s+|nicely\s+|good\s+|great\s+)?with"
+    r"|(?:match|matches|complement|complements)(?=\s+(?:the|my|this|that|a|an|her|his|our)\b)"
+    r"|(?:wear|throw|put|layer)\s+(?:it\s+|them\s+|on\s+)?(?:with|under|over|beneath|underneath)"
+    r"|(?:to\s+)?complete\s+(?:the|my|this)\s+(?:outfit|look)\s+(?:with|of|for)?)\s+(?P<anchor>.+)$"
+)
+# "I've got a grey hoodie, what bottoms would go with it": the pronoun is the thing the shopper said they have.
+_HAVE_RE = re.compile(
+    r"\b(?:i(?:'ve|\s+have)?\s+(?:just\s+|already\s+)?(?:got|bought|have|own|ordered|picked\s+up)|i\s+love"
+    r"|i'?m\s+wearing|i\s+am\s+wearing)\s+(?P<thing>[^,.;?!]+?)\s*(?:[,.;?!]|\band\b|\bso\b|$)"
+)
+_ANCHOR_FILLER_RE = re.compile(r"^(?:(?:a|an|the|my|this|that|these|those|our|her|his|new|pair\s+of)\s+)+")
+_PRONOUN_ANCHOR = frozenset({"it", "them", "this", "that", "these", "those", "this one", "that one", "mine"})
+
+
+def complement_request(text: str) -> tuple[str, str] | None:
+    """(what is asked for, what it must go with) of a request for complements, as said, or None.
+
+    "shorts to go with this tank" -> ("shorts to", "tank"); "what goes with it" -> ("what", "it").
+    """
+    low = text.lower()
+    m = _GOES_WITH_RE.search(low)
+    if m is None:
+        return None
+    anchor = _ANCHOR_FILLER_RE.sub("", re.sub(r"[!?.,;:]+", " ", m["anchor"]).strip()).strip()
+    asked = text[: m.start()].strip()
+    if refers_back(anchor) and (have := _HAVE_RE.search(low[: m.start()])) is not None:
+        thing = _ANCHOR_FILLER_RE.sub("", have["thing"]).strip()
+        if thing and not refers_back(thing):
+            return text[have.end() : m.start()].strip(" ,"), thing
+    return (asked, anchor or m["anchor"].strip())
+
+
+def refers_back(anchor: str) -> bool:
+    """Whether what a complement request names is a pronoun ("it", "this one"): the product on screen."""
+    return anchor.strip().lower() in _PRONOUN_ANCHOR
+
+
+def goes_with_split(text: str) -> tuple[str, str] | None:
+    """`complement_request`, unless it names no product ("what goes with it": the dialogue resolves the pronoun)."""
+    split = complement_request(text)
+    return None if split is None or refers_back(split[1]) else split
+
+
 def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
     """Parse a spoken or typed request into a `SearchQuery`.
 
@@ -502,6 +552,14 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
     Returns:
         The parsed query.
     """
+    if (split := goes_with_split(text)) is not None:
+        # The kind, colour and size asked for come from the words before the anchor; prices from either part.
+        asked, anchor = split
+        query, rest = parse_query(asked, vocab), parse_query(anchor, vocab)
+        return replace(query, text=" ".join(text.split()), goes_with=rest.text or anchor,
+                       max_price=query.max_price if query.max_price is not None else rest.max_price,
+                       min_price=query.min_price if query.min_price is not None else rest.min_price,
+                       gender=query.gender or rest.gender)
     norm = words_to_numbers(text)
     norm = re.sub(
         r"(\d+)\s+dollars?\s+and\s+(\d{1,2})\s+cents?", lambda m: f"{m[1]}.{int(m[2]):02d} dollars", norm
@@ -539,6 +597,8 @@ def parse_query(text: str, vocab: QueryVocab | None = None) -> SearchQuery:
     if m and not m[0].startswith("for") and "'" not in m["g"] and not m["g"].endswith("s'") and \
             not norm[m.end():].strip() and m.start() > 0 and m["g"] in _TRAILING_ADDRESS:
         m = None  # "what about running shorts, men?", "any hoodies guys": the shopper addresses someone
+    if m and "'" in m["g"] and re.search(r"\b(?:my|our|your|his|her|their)\s+$", norm[: m.start()]):
+        m = None  # "at my kid's soccer game": someone in the shopper's life, not a department
     if m:
         gender = canonical_gender(m["g"])
         norm = norm[: m.start()] + " " + norm[m.end() :]

@@ -24,6 +24,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,8 @@ import numpy as np
 
 from assistant.catalog.model import Catalog, Product
 from assistant.core.signals import SessionSignals
+from assistant.search.complements import GOES_WITH, Complement, Complements
+from assistant.search.passages import PassageIndex, catalog_passages
 from assistant.search.query import (
     COLOR_ALTERNATION,
     ProductHit,
@@ -42,6 +45,7 @@ from assistant.search.query import (
     canonical_gender,
     canonical_size,
     constraint_tests,
+    parse_query,
     relaxed_query,
     without_constraints,
 )
@@ -57,22 +61,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("lexical", "text", "image")
+SOURCES = ("lexical", "text", "passage", "image")
 """Sources for worded queries; `HybridRetriever.search_image` adds ``photo``."""
-DEFAULT_WEIGHTS: dict[str, float] = {"lexical": 1.0, "text": 1.0, "image": 0.5, "photo": 2.0}
+DEFAULT_WEIGHTS: dict[str, float] = {"lexical": 1.0, "text": 1.0, "passage": 1.0, "image": 0.5, "photo": 2.0,
+                                     "goes_with": 1.0, "kind": 1.0}
 TEXT_COLLECTION = "shoptalk-text"  # Qdrant collection names (with `vector_url`)
 IMAGE_COLLECTION = "shoptalk-image"
 DIVERSITY_POOL = 4  # candidates fetched per wanted hit, so colourways of one model do not crowd out others
 # MiniLM cosine: "red running shoes" vs a red running shoe 0.63, hiking boots 0.36, a coffee maker -0.01.
 DEFAULT_MIN_SCORE = 0.2
+# A product's best passage (one sentence or attribute phrase) must be at least this close to the query to list it.
+PASSAGE_MIN_SCORE = 0.25
 # A BM25 hit must share at least half of the query's words (one stray word in a description is noise).
 LEXICAL_MIN_COVERAGE = 0.5
 _PHOTO_FILLER_RE = re.compile(
     r"\b(?:like|similar|same|such|as|to|this|these|that|those|one|ones|but|in|just|something|kind|of|looks?|"
     r"with|it|a|an|the|please|show|me|find|more)\b"
 )
+_LAYER_RE = re.compile(r"\b(?:under|over|beneath|underneath|layer|layering)\b")
 _COLOR_WORDS_RE = re.compile(r"\b(?:" + COLOR_ALTERNATION + r")\b")
-_SOURCE_WORDS = {"lexical": "words", "text": "meaning", "image": "picture", "photo": "photo"}
+_SOURCE_WORDS = {"lexical": "words", "text": "meaning", "passage": "description", "image": "picture", "photo": "photo"}
 
 
 # --- filters -------------------------------------------------------------------------------------------------------
@@ -177,6 +185,14 @@ def match_filters(
 def model_key(product: Product) -> str:
     """Products that differ only by a " — colour" title suffix are colourways of one model."""
     return re.split(r"\s+[—–]\s+", product.title, maxsplit=1)[0].strip().lower()
+
+
+_MEASURE_RE = re.compile(r"\s+\d+(?:[.,]\d+)?\s*(?:cm|mm|m|in|inch|inches|ft|foot|feet|kg|g|lb|lbs|oz|l|ml|\")?$")
+
+
+def _line_key(product: Product) -> str:
+    """`model_key` without a trailing measure: the 55 cm and 65 cm balls are one product line."""
+    return _MEASURE_RE.sub("", model_key(product))
 
 
 def diversify(ranked: list[tuple[str, float]], k: int, key: Callable[[str], str]) -> list[tuple[str, float]]:
@@ -320,9 +336,13 @@ class HybridRetriever:
         weights: Source name to RRF weight (defaults `DEFAULT_WEIGHTS`).
         sources: The worded-query sources to use (default: all that are available).
         min_score: ``text`` hits less similar than this are dropped (MiniLM cosine).
+        passage_min_score: ``passage`` hits (a product's best description sentence or attribute phrase,
+            `assistant.search.passages`) less similar than this are dropped.
         image_min_score: ``image`` hits at least this similar may add candidates no word source found; below it,
             or when None, the ``image`` source only re-ranks what the words found.
         index_kind: `FaissIndex` kind for the vector indexes.
+        complements_table: The merchant's table of what goes with what (`assistant.search.complements`; None: the
+            catalog's own tree decides).
         vector_url: Where the vector indexes live (`ranking.stores.create_vector_index`): None (or ``faiss``) for
             in-process FAISS saved under ``cache_dir``; ``qdrant-local:[PATH]`` (default ``cache_dir/qdrant``),
             ``qdrant::memory:`` or ``http(s)://host:6333`` for Qdrant collections `TEXT_COLLECTION` and
@@ -344,9 +364,11 @@ class HybridRetriever:
         weights: Mapping[str, float] | None = None,
         sources: Sequence[str] | None = None,
         min_score: float = DEFAULT_MIN_SCORE,
+        passage_min_score: float = PASSAGE_MIN_SCORE,
         image_min_score: float | None = None,
         index_kind: str = "auto",
         vector_url: str | None = None,
+        complements_table: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         unknown = set(sources or ()) - set(SOURCES)
         if unknown:
@@ -357,6 +379,7 @@ class HybridRetriever:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
         self.min_score = min_score
+        self.passage_min_score = passage_min_score
         self.image_min_score = image_min_score
         self.index_kind = index_kind
         self.vector_url = vector_url
@@ -370,6 +393,10 @@ class HybridRetriever:
         self._tokens: dict[str, frozenset[str]] = {}
         self._text_cache = _VectorCache(self._cache_path(f"text-vectors-{self._encoder_name}.npz"))
         self.text_index: VectorIndex = FaissIndex(text_encoder.dim, kind=index_kind)  # replaced by _build
+        self.passages = PassageIndex(text_encoder.dim)
+        self.complements_table = complements_table
+        self.complements = Complements({})
+        self._anchors: dict[str, Product | None] = {}  # what a request for complements names, per its words
         self.image_index: VectorIndex | None = None
         self._build(catalog, use_cached_index=True)
 
@@ -408,6 +435,7 @@ class HybridRetriever:
             loaded.add(ids, self._encode_products(ids))
             self._save_text_index(loaded, path)
         self.text_index = loaded
+        self._rebuild_passages()
         if self.image_encoder is not None:
             self.image_index = self._new_index(int(self.image_encoder.dim), IMAGE_COLLECTION)
             self._add_images(ids)
@@ -451,7 +479,22 @@ class HybridRetriever:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
         return self._text_cache.encode(texts, self.encoder.encode)
 
+    def _rebuild_passages(self) -> None:
+        """Embed every product's description sentences and attribute phrases (`assistant.search.passages`).
+
+        Vectors are cached by text, so an update encodes only new sentences.
+        """
+        if "passage" not in self.sources:
+            return
+        products = [e.product for e in self._entries.values()]
+        self.passages.build(catalog_passages(self.catalog, products), lambda texts: self._text_cache.encode(
+            texts, self.encoder.encode))
+        self._text_cache.save()
+
     def _rebuild_lexical(self) -> None:
+        self.complements = Complements(Counter(e.product.category for e in self._entries.values()),
+                                       self.complements_table)
+        self._anchors = {}
         ids = list(self._entries)
         texts = [lexical_text(self._entries[i].product) for i in ids]
         self.lexical = BM25Index()
@@ -560,6 +603,7 @@ class HybridRetriever:
                 self._add_images(fresh)
             if stale or fresh:
                 self._rebuild_lexical()
+                self._rebuild_passages()
                 self._save_text_index(self.text_index, self._text_index_path(catalog.content_hash()))
             counts = {"added": len(added), "changed": len(changed), "removed": len(removed)}
             log.info("catalog update: %s", counts)
@@ -568,19 +612,92 @@ class HybridRetriever:
     # -- searching --
 
     def candidates(self, query: SearchQuery) -> dict[str, Product | None]:
-        """Products passing every hard filter of `query`, each with its matching variant (None for simple ones)."""
+        """Products passing every hard filter of `query`, each with its matching variant (None for simple ones).
+
+        For a request for complements (``query.goes_with``) the kinds are those that go with what it names
+        (`complements_of`), unless the request names a kind itself; the product it names is never among them.
+        """
+        if query.goes_with is not None:
+            return self._complement_candidates(query)
         if query.category is not None:
             categories = self.vocab.categories_for(query.category)
             if categories is None:  # a category this catalog does not have: nothing can match
                 return {}
         else:
             categories = self.vocab.categories_for(query.text)
+        return self._filtered(query, categories)
+
+    def _filtered(self, query: SearchQuery, categories: set[str] | None) -> dict[str, Product | None]:
         out: dict[str, Product | None] = {}
         for pid, entry in self._entries.items():
             ok, variant = match_filters(entry, query, categories)
             if ok:
                 out[pid] = variant
         return out
+
+    def anchor(self, words: str) -> Product | None:
+        """The product a shopper's words name or describe ("the nona tank", "a grey hoodie"): their best hit."""
+        with self._lock:
+            if words in self._anchors:
+                return self._anchors[words]
+            hits = self.search(replace(parse_query(words, self.vocab), k=1))
+            found = hits[0].product if hits else None
+            self._anchors[words] = found
+            return found
+
+    def complements_of(self, query: SearchQuery) -> tuple[Product | None, list[Complement]]:
+        """What a request for complements names (its best hit), and the kinds that go with it, best first.
+
+        "Under", "over" or "layer" in the request put the layers first ("what can I wear under the jacket").
+        """
+        assert query.goes_with is not None
+        anchor = self.anchor(query.goes_with)
+        if anchor is not None:
+            kinds = self.complements.for_category(anchor.category)
+        else:
+            own = self.vocab.categories_for(query.goes_with) or set()  # no product: the kind its words name
+            kinds = [c for path in sorted(own) for c in self.complements.for_category(path) if c.path not in own]
+        if _LAYER_RE.search(query.text.lower()):
+            kinds = self.complements.layered_first(kinds)
+        return anchor, kinds
+
+    def _complement_candidates(self, query: SearchQuery) -> dict[str, Product | None]:
+        """What may go with the anchor: any product but the anchor's own line.
+
+        When the anchor's kind comes in sizes (clothes: a hoodie does not go with a hoodie), its own kind is left
+        out too. The kinds that go with it rank first (`_complement_rankings`).
+        """
+        anchor, _ = self.complements_of(query)
+        base = replace(query, goes_with=None)
+        if query.category is not None:  # "shorts to go with this tank": the kind asked for
+            out = self.candidates(base)
+        else:
+            out = self._filtered(base, None)
+            own = anchor.category if anchor is not None else None
+            if own is not None and any(e.sizes for e in self._entries.values() if e.product.category == own):
+                out = {pid: v for pid, v in out.items() if self._entries[pid].product.category != own}
+        if anchor is not None:
+            same = _line_key(anchor)
+            out = {pid: v for pid, v in out.items() if _line_key(self._entries[pid].product) != same}
+        return out
+
+    def _complement_rankings(self, query: SearchQuery, allowed: set[str], n: int
+                             ) -> dict[str, list[tuple[str, float]]]:
+        """Two more rankings for a request for complements.
+
+        By likeness to what it goes with (a shared collection, activity or colour shows in the text vectors), and
+        by how well the kind goes with it.
+        """
+        anchor, kinds = self.complements_of(query)
+        rankings: dict[str, list[tuple[str, float]]] = {}
+        if anchor is not None:
+            vector = self._text_cache.encode([anchor.search_text()], self.encoder.encode)[0]
+            rankings["goes_with"] = self.text_index.search(vector, n, allowed=allowed)
+        order = {c.path: i for i, c in enumerate(kinds)}
+        ranked = sorted(allowed, key=lambda pid: (order.get(self._entries[pid].product.category, len(order)), pid))
+        rankings["kind"] = [(pid, 1.0 / (1 + order.get(self._entries[pid].product.category, len(order))))
+                            for pid in ranked[:n]]
+        return rankings
 
     def _word_rankings(self, text: str, allowed: set[str], n: int) -> dict[str, list[tuple[str, float]]]:
         """Each worded source's ranking of the allowed products for `text`."""
@@ -595,10 +712,14 @@ class HybridRetriever:
                 for pid, s in self.lexical.search(text, n, allowed=allowed)
                 if len(q_tokens & self._tokens[pid]) >= need
             ]
-        if "text" in self.sources:
+        if "text" in self.sources or "passage" in self.sources:
             qvec = self.encoder.encode_query(text)
-            hits = self.text_index.search(qvec, n, allowed=allowed)
-            rankings["text"] = [(pid, s) for pid, s in hits if s >= self.min_score]
+            if "text" in self.sources:
+                hits = self.text_index.search(qvec, n, allowed=allowed)
+                rankings["text"] = [(pid, s) for pid, s in hits if s >= self.min_score]
+            if "passage" in self.sources:
+                hits = self.passages.search(qvec, n, allowed=allowed)
+                rankings["passage"] = [(pid, s) for pid, s in hits if s >= self.passage_min_score]
         if "image" in self.sources and self.image_index is not None and self.image_encoder is not None:
             qvec = np.asarray(self.image_encoder.encode_text([text]), dtype=np.float32)[0]
             rankings["image"] = self.image_index.search(qvec, n, allowed=allowed)
@@ -606,7 +727,7 @@ class HybridRetriever:
 
     def _gate(self, rankings: dict[str, list[tuple[str, float]]]) -> set[str]:
         """Ids relevant enough to return: listed by a word source or the photo, or a confident picture match."""
-        keep = {pid for src in ("lexical", "text", "photo") for pid, _ in rankings.get(src, ())}
+        keep = {pid for src in ("lexical", "text", "passage", "photo", "goes_with") for pid, _ in rankings.get(src, ())}
         if "image" in rankings and self.image_min_score is not None:
             keep |= {pid for pid, s in rankings["image"] if s >= self.image_min_score}
         return keep
@@ -635,8 +756,15 @@ class HybridRetriever:
             price = variant.price if variant is not None else product.price
             sources = [s for s in SOURCES if s in by_id[pid].ranks]
             reason = explain(query, price, sources, photo=photo and "photo" in by_id[pid].ranks)
+            if query.goes_with is not None:
+                reason = f"{self._goes_with_reason(query, product)}; {reason}"
             hits.append(ProductHit(product, float(score), reason, variant))
         return hits
+
+    def _goes_with_reason(self, query: SearchQuery, product: Product) -> str:
+        anchor, kinds = self.complements_of(query)
+        why = next((c.reason for c in kinds if c.path == product.category), GOES_WITH)
+        return f"{why} the {anchor.title}" if anchor is not None else f"{why} {query.goes_with}"
 
     def search(self, query: SearchQuery, *, use_ranker: bool = True,
                signals: SessionSignals | None = None) -> list[ProductHit]:
@@ -658,6 +786,8 @@ class HybridRetriever:
             if not variants:
                 return []
             rankings = self._word_rankings(query.text, set(variants), query.k * DIVERSITY_POOL)
+            if query.goes_with is not None:
+                rankings.update(self._complement_rankings(query, set(variants), query.k * DIVERSITY_POOL))
             return self._hits(query, rankings, variants)
 
     def search_photo(self, image: Any, query: SearchQuery | None = None) -> list[ProductHit]:
