@@ -31,6 +31,8 @@ from assistant.runtime.scheduling import (
 from assistant.runtime.session import Engines
 from assistant.runtime.turn import Brain, BrainOptions
 from assistant.runtime.uploads import ImageStore
+from assistant.search.complements import TABLE_FILE as COMPLEMENTS_FILE
+from assistant.search.complements import load_table
 from assistant.search.query import ProductSearcher
 from assistant.search.retrieval import HybridRetriever
 from ranking.text_encoder import TextEncoder
@@ -88,6 +90,8 @@ class App:
         with self._reindex_lock:
             self._store_version = self.store.version()
             catalog = self.store.load_catalog()
+            if self.retriever is not None:  # the merchant may have edited what goes with what too
+                self.retriever.complements_table = load_table(self.settings.data_dir / COMPLEMENTS_FILE)
             stats = dict(self.searcher.update(catalog))  # the indexes first: they serve the new catalog's ids
             self.view.swap(catalog)  # then every reader at once: the turn, the dialogue, Whisper's prompt, routes
             self.improve(self.view.derived("vocabulary", CatalogVocabulary.from_catalog))
@@ -314,8 +318,10 @@ def _build_search(settings: Settings, *, vision: bool = True
             encoder = BatchedQueryEncoder(encoder, **batch_options(settings))
     heads = choose_heads(settings, catalog) if vision else None
     image_encoder = build_image_encoder(settings, heads) if heads is not None else None
+    # What goes with what: the merchant's own table when the data dir has one, else the catalog's tree decides.
+    table = load_table(settings.data_dir / COMPLEMENTS_FILE)
     retriever = HybridRetriever(catalog, encoder, image_encoder=image_encoder, cache_dir=settings.data_dir / "index",
-                                vector_url=settings.vector_url)
+                                vector_url=settings.vector_url, complements_table=table)
     return catalog, retriever, image_encoder, heads
 
 

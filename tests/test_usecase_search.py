@@ -186,3 +186,14 @@ def test_what_goes_with_it_means_the_product_on_screen(tmp_path: Path) -> None:
     then = dialogue.plan("what goes with it", image_id=None, state=state, search=brain.search, signals=None, k=3)
     assert then.hits and all(h.product.category != "Women/Tops/Hoodies" for h in then.hits)
     assert then.query is not None and then.query.goes_with == "Quillon Hoodie"
+
+
+def test_the_server_reads_the_merchants_table_from_the_data_dir(tmp_path: Path) -> None:
+    from server.engines import build_search
+    from server.settings import Settings
+
+    (tmp_path / "complements.json").write_text(json.dumps({"hoodies": ["Running Shoes"]}))
+    catalog, retriever, _ = build_search(Settings(data_dir=tmp_path), vision=False)
+    hoodie = next(p for p in catalog.parents() if p.leaf_category == "Hoodies")
+    kinds = retriever.complements.for_category(hoodie.category)
+    assert kinds and {c.reason for c in kinds} == {MERCHANT} and all("Running" in c.path for c in kinds)
