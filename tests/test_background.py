@@ -183,7 +183,7 @@ def test_a_new_image_encoder_takes_over_at_once(tmp_path: Path) -> None:
     searcher.join()
     assert searched and all(searched)
     assert retriever.image_encoder is second and second.files_encoded >= len(catalog.parents())
-    assert retriever.sources == ("lexical", "text", "image")  # aligned heads: text->image is on
+    assert retriever.sources == ("lexical", "text", "passage", "image")  # aligned heads: text->image is on
     after = retriever.search_photo(Image.open(photo), SearchQuery(text="", k=3))
     assert after[0].product.id == product.id
 
