@@ -55,6 +55,17 @@ NEAR = "hybrid+near-misses"  # the hybrid, then close alternatives (`assistant.s
 BASELINES = ("bm25", "vector", "hybrid", NEAR)
 RANKED = "hybrid+ranker"
 CROSS = "hybrid+ranker (demo-trained)"  # the shipped checkpoint, trained on the demo catalog only
+RANKER_ALONE = "hybrid+ranker, its order alone"  # no fusion with the retrieval's order (the served one fuses)
+
+
+def _served_fusion() -> float:
+    """The server's default weight of the retrieval's order against the ranker's (``SHOPTALK_RANKER_RETRIEVAL_WEIGHT``)."""
+    from server.settings import Settings
+
+    return float(Settings.model_fields["ranker_retrieval_weight"].default)
+
+
+SERVED_FUSION = _served_fusion()
 SYSTEMS = (*BASELINES, RANKED)
 
 Search = Callable[[str], list[str]]
@@ -278,10 +289,11 @@ def build_systems(
     }
     if ranker is not None:
         systems[RANKED] = reranked_search(hybrid, ranker)
-    elif reranker is not None:
-        systems[RANKED] = searcher_search(RankedSearcher(hybrid, reranker, pool=POOL))
+    elif reranker is not None:  # as served: the ranker's order fused with the retrieval's
+        systems[RANKED] = searcher_search(RankedSearcher(hybrid, reranker, pool=POOL, retrieval_weight=SERVED_FUSION))
+        systems[RANKER_ALONE] = searcher_search(RankedSearcher(hybrid, reranker, pool=POOL))
     for name, other in (extra or {}).items():
-        systems[name] = searcher_search(RankedSearcher(hybrid, other, pool=POOL))
+        systems[name] = searcher_search(RankedSearcher(hybrid, other, pool=POOL, retrieval_weight=SERVED_FUSION))
     return systems, hybrid
 
 
@@ -565,7 +577,8 @@ def main(
         from assistant.search.rerank import RankedSearcher
 
         probes = [q for q in gen if q.get("intent") == "category"] or gen
-        personal = personalisation(RankedSearcher(hybrid, reranker, pool=POOL), probes)
+        # in the default configuration: the served fusion with the retrieval's order
+        personal = personalisation(RankedSearcher(hybrid, reranker, pool=POOL, retrieval_weight=SERVED_FUSION), probes)
         ceilings = ceiling(RankedSearcher(hybrid, reranker, pool=POOL), luma)
     results: dict[str, Any] = {
         "machine": machine(),
@@ -573,7 +586,7 @@ def main(
         "pool": POOL,
         "quick": quick,
         "build_s": round(build_s, 1),
-        "systems": [*SYSTEMS, *extra],
+        "systems": [*SYSTEMS, *([RANKER_ALONE] if RANKER_ALONE in systems else []), *extra],
         "absent": [] if RANKED in systems else [RANKED],
         "ranker_checkpoint": _shown(checkpoint),
         "cross_catalog_checkpoint": _shown(shipped) if extra else None,

@@ -361,7 +361,8 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     if remote is not None:  # the worker loaded the trained (or shipped) checkpoint
         from assistant.search.rerank import LLMReranker, RankedSearcher
 
-        return RankedSearcher(retriever, LLMReranker(remote, catalog), near_misses=settings.near_misses)
+        return RankedSearcher(retriever, LLMReranker(remote, catalog), near_misses=settings.near_misses,
+                              retrieval_weight=settings.ranker_retrieval_weight)
     from ranking.registry import shipped_checkpoint
 
     checkpoint: Path | None = settings.ranker_checkpoint_path
@@ -381,7 +382,7 @@ def build_ranked(settings: Settings, catalog: Catalog, retriever: HybridRetrieve
     batcher = (batched_ranker_queries(ranker, **{**batch_options(settings), "threads": 1})
                if settings.micro_batching else None)
     searcher = RankedSearcher(retriever, LLMReranker(ranker, catalog, query_batcher=batcher),
-                              near_misses=settings.near_misses)
+                              near_misses=settings.near_misses, retrieval_weight=settings.ranker_retrieval_weight)
     log.info("ranker %s ready in %.1f s (%s)", settings.ranker, time.perf_counter() - t0, checkpoint)
     return searcher
 

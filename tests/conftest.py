@@ -12,6 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # No background aligns or retraining in tests unless a test asks for them (tests/test_background.py)
 os.environ.setdefault("SHOPTALK_BACKGROUND", "0")
+# Servers in tests answer with retrieval alone unless a test asks for the ranker (it is served by default: loading
+# SmolLM2 in every test server would triple the suite's time; tests/test_rerank.py serves it)
+os.environ.setdefault("SHOPTALK_SERVE_RANKER", "0")
 
 LiveServer = ThreadServer  # uvicorn on a free loopback port, in a background thread
 

@@ -234,8 +234,8 @@ def test_build_ranked_needs_a_checkpoint(tmp_path: Path, tiny: object, searcher:
 
     settings = Settings(data_dir=tmp_path, ranker="tiny-random", serve_ranker=True, device="cpu")
     assert plain(build_ranked(settings, searcher.catalog, searcher))  # type: ignore[arg-type]
-    # Trained but not switched on (the default): retrieval alone.
-    off = Settings(data_dir=tmp_path, ranker="tiny-random", device="cpu")
+    # Trained but switched off: retrieval alone.
+    off = Settings(data_dir=tmp_path, ranker="tiny-random", device="cpu", serve_ranker=False)
     assert plain(build_ranked(Settings(data_dir=tmp_path, ranker="none"), searcher.catalog, searcher))  # type: ignore[arg-type]
     no_near = Settings(data_dir=tmp_path, ranker="none", near_misses=False)
     assert build_ranked(no_near, searcher.catalog, searcher) is searcher  # type: ignore[arg-type]
@@ -244,7 +244,33 @@ def test_build_ranked_needs_a_checkpoint(tmp_path: Path, tiny: object, searcher:
     assert plain(build_ranked(off, searcher.catalog, searcher))  # type: ignore[arg-type]
     ranked = build_ranked(settings, searcher.catalog, searcher)  # type: ignore[arg-type]
     assert isinstance(ranked, RankedSearcher) and ranked.near_misses
+    assert ranked.retrieval_weight == settings.ranker_retrieval_weight == 1.0  # fused with retrieval's order
     assert len(ranked.search(SearchQuery(text="black hoodie", k=2))) == 2
+
+
+def test_the_ranker_is_served_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from server.settings import Settings
+
+    monkeypatch.delenv("SHOPTALK_SERVE_RANKER", raising=False)  # the test suite switches it off for speed
+    monkeypatch.delenv("SHOPTALK_RANKER_RETRIEVAL_WEIGHT", raising=False)
+    settings = Settings(data_dir=tmp_path)
+    assert settings.serve_ranker and settings.ranker_enabled and settings.ranker_retrieval_weight > 0
+
+
+def test_fusing_the_rankers_order_with_the_retrievals() -> None:
+    from assistant.search.rerank import fuse_orders
+    from assistant.search.query import ProductHit
+
+    products = make_products()
+    retrieved = [ProductHit(p, 1.0, "retrieval") for p in products]  # p1, p2, p3, p4
+    ranker = [retrieved[i] for i in (3, 2, 1, 0)]  # the ranker reverses it
+    ids = lambda hits: [h.product.id for h in hits]  # noqa: E731
+    assert ids(fuse_orders(ranker, retrieved, 0.0)) == ids(ranker)
+    assert ids(fuse_orders(ranker, retrieved, 10.0)) == ids(retrieved)  # the retrieval's order holds
+    agree = fuse_orders(retrieved, retrieved, 1.0)
+    assert ids(agree) == ids(retrieved)  # where both agree, nothing moves
+    moved = fuse_orders([retrieved[1], retrieved[0], retrieved[2], retrieved[3]], retrieved, 1.0)
+    assert set(ids(moved[:2])) == {"p1", "p2"} and ids(moved[2:]) == ["p3", "p4"]  # a swap stays a local change
 
 
 def test_cli_ranker_commands(tmp_path: Path) -> None:

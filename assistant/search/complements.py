@@ -33,6 +33,7 @@ TABLE_FILE = "complements.json"
 GOES_WITH = "goes with"
 LAYERS_WITH = "layers with"
 MERCHANT = "recommended with"
+REASONS = (GOES_WITH, LAYERS_WITH, MERCHANT)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import numpy as np
 
 from assistant.catalog.model import Catalog, Product
 from assistant.core.signals import SessionSignals
+from assistant.search.complements import REASONS as COMPLEMENT_REASONS
 from assistant.search.query import (
     ProductHit,
     ProductSearcher,
@@ -383,6 +384,24 @@ class LLMReranker:
         return self.rerank(parse_query(query_text, vocab), hits)
 
 
+FUSION_K = 60  # reciprocal rank fusion's constant (Cormack et al.)
+
+
+def fuse_orders(ranked: list[ProductHit], retrieved: list[ProductHit], retrieval_weight: float) -> list[ProductHit]:
+    """`ranked` (the ranker's order) fused with `retrieved` (the same hits in the retrieval's order) by reciprocal rank.
+
+    A hit keeps the ranker's reason and score; products the retrieval did not order count as last in it.
+    """
+    where = {h.product.id: i for i, h in enumerate(retrieved)}
+    last = len(retrieved)
+
+    def fused(item: tuple[int, ProductHit]) -> float:
+        i, hit = item
+        return 1.0 / (FUSION_K + i) + retrieval_weight / (FUSION_K + where.get(hit.product.id, last))
+
+    return [hit for _, hit in sorted(enumerate(ranked), key=lambda item: -fused(item))]
+
+
 class RankedSearcher:
     """A `ProductSearcher`: a retriever's top ``max(k, pool)`` candidates re-ranked by an `LLMReranker`.
 
@@ -397,17 +416,22 @@ class RankedSearcher:
         reranker: The re-ranker.
         pool: Candidates fetched per query (default: the reranker's).
         near_misses: Offer close alternatives (above); False returns only products meeting every constraint.
+        retrieval_weight: The final order fuses the ranker's order with the retrieval's by reciprocal rank, the
+            retrieval's weighted this much against the ranker's 1 (0: the ranker's order alone). Where the ranker
+            is unsure (a catalog or a kind of request it was not trained on) the retrieval's order holds.
     """
 
     ranked = True
 
     def __init__(
-        self, retriever: ProductSearcher, reranker: LLMReranker, *, pool: int | None = None, near_misses: bool = True
+        self, retriever: ProductSearcher, reranker: LLMReranker, *, pool: int | None = None, near_misses: bool = True,
+        retrieval_weight: float = 0.0,
     ) -> None:
         self.retriever = retriever
         self.reranker = reranker
         self.pool = pool if pool is not None else reranker.pool
         self.near_misses = near_misses
+        self.retrieval_weight = retrieval_weight
         self._tokens: dict[str, frozenset[str]] = {}  # product id -> BM25 tokens of its text
 
     @property
@@ -430,6 +454,12 @@ class RankedSearcher:
             return with_near_misses(hybrid, query, hits) if hybrid is not None else hits
         hits, retrieval = self.candidates(query)
         ranked = self.reranker.rerank(query, hits, signals, retrieval)
+        if self.retrieval_weight > 0:
+            ranked = fuse_orders(ranked, hits, self.retrieval_weight)
+        if query.goes_with is not None:  # keep saying what each one goes with ("goes with the Mona Pullover")
+            why = {h.product.id: h.reason.split("; ", 1)[0] for h in hits if h.reason.startswith(COMPLEMENT_REASONS)}
+            ranked = [replace(h, reason=f"{why[h.product.id]}; {h.reason}") if h.product.id in why else h
+                      for h in ranked]
         ranked = [h for h in ranked if not h.near_miss] + [h for h in ranked if h.near_miss]
         return ranked[: query.k]
 
