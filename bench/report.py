@@ -53,6 +53,10 @@ def section() -> str:
     if redesign:
         parts += ["", "### The assistant/ redesign (#17), before and after (one run each, same machine, minutes "
                   "apart)", "", redesign_table(redesign)]
+    ranker_latency = _load("ranker_latency")
+    if ranker_latency:
+        parts += ["", "### Voice and load with the ranker served (the default since #18)", "",
+                  ranker_latency_table(ranker_latency)]
     batching = _load("batching")
     if batching:
         from bench import batching as batching_bench
@@ -136,6 +140,26 @@ def redesign_table(r: dict[str, Any]) -> str:
               f"{r['after']}. Ranking quality identical on every system and set: "
               f"{'yes' if rank['identical_ndcg_mrr'] else 'no'}. The loop lag before is the stop-22 measurement with "
               "planning on the loop (the code before had no lag monitor)."]
+    return "\n".join(lines)
+
+
+def ranker_latency_table(r: dict[str, Any]) -> str:
+    """First audio with the ranker served and off, and the #18 latency targets."""
+    on, off = r["voice_first_audio_ms"], r["ranker_off"]["voice_first_audio_ms"]
+    lines = ["| measure | ranker off | ranker served | target |", "|---|---|---|---|"]
+    for mode in ("ptt", "server_vad"):
+        target = f"p50 ≤ {r['targets']['single_first_audio_p50_ms']}" if mode == "server_vad" else ""
+        lines.append(f"| bench voice, first audio p50 / p95 ms ({mode}) | {off[mode]['p50']:.0f} / {off[mode]['p95']:.0f} "
+                     f"| {on[mode]['p50']:.0f} / {on[mode]['p95']:.0f} | {target} |")
+    for served, plain in zip(r["load"], r["ranker_off"]["load"], strict=True):
+        target = f"p95 ≤ {r['targets']['eight_sessions_first_audio_p95_ms']}" if served["n"] == 8 else ""
+        lines.append(f"| bench load, {served['n']} sessions: first audio p50 / p95 ms | "
+                     f"{plain['first_audio_ms']['p50']:.0f} / {plain['first_audio_ms']['p95']:.0f} | "
+                     f"{served['first_audio_ms']['p50']:.0f} / {served['first_audio_ms']['p95']:.0f} | {target} |")
+    lines.append(f"| server RSS at the end of bench load, MB | {r['ranker_off']['rss_mb_end']:.0f} | "
+                 f"{r['rss_mb_end']:.0f} | |")
+    lines += ["", f"Ranker served: {r['code']}, one run. Ranker off: `bench/results/redesign_17.json` (after), the "
+              "same machine, about half an hour earlier."]
     return "\n".join(lines)
 
 
