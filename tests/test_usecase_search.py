@@ -127,6 +127,7 @@ def test_complement_requests_split_into_what_is_asked_and_what_it_goes_with() ->
     assert goes_with_split("what sports bra should i wear under the nona tank")[1] == "nona tank"  # type: ignore[index]
     assert goes_with_split("what goes with it") is None and refers_back(complement_request("what goes with it")[1])  # type: ignore[index]
     assert goes_with_split("a bag for my yoga mat") is None and goes_with_split("black hoodies under 50") is None
+    assert complement_request("a black tee that goes with everything") is None  # versatile, not a complement
     catalog = outdoor_catalog()
     retriever = HybridRetriever(catalog, HashEncoder())  # type: ignore[arg-type]
     query = parse_query("gray shorts to go with the quillon hoodie under $60", retriever.vocab)

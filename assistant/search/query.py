@@ -504,6 +504,8 @@ _HAVE_RE = re.compile(
 )
 _ANCHOR_FILLER_RE = re.compile(r"^(?:(?:a|an|the|my|this|that|these|those|our|her|his|new|pair\s+of)\s+)+")
 _PRONOUN_ANCHOR = frozenset({"it", "them", "this", "that", "these", "those", "this one", "that one", "mine"})
+_NOTHING_NAMED = frozenset({"everything", "anything", "all", "whatever", "most things", "every outfit", "any outfit",
+                            "my style", "my size"})  # "goes with everything": versatile, not a complement
 
 
 def complement_request(text: str) -> tuple[str, str] | None:
@@ -516,6 +518,8 @@ def complement_request(text: str) -> tuple[str, str] | None:
     if m is None:
         return None
     anchor = _ANCHOR_FILLER_RE.sub("", re.sub(r"[!?.,;:]+", " ", m["anchor"]).strip()).strip()
+    if anchor in _NOTHING_NAMED or m["anchor"].strip().rstrip("?.!") in _NOTHING_NAMED:
+        return None
     asked = text[: m.start()].strip()
     if refers_back(anchor) and (have := _HAVE_RE.search(low[: m.start()])) is not None:
         thing = _ANCHOR_FILLER_RE.sub("", have["thing"]).strip()

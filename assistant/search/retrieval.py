@@ -70,6 +70,7 @@ IMAGE_COLLECTION = "shoptalk-image"
 DIVERSITY_POOL = 4  # candidates fetched per wanted hit, so colourways of one model do not crowd out others
 # MiniLM cosine: "red running shoes" vs a red running shoe 0.63, hiking boots 0.36, a coffee maker -0.01.
 DEFAULT_MIN_SCORE = 0.2
+MAX_ANCHORS = 1024  # what recent requests for complements named, kept per retriever
 # A product's best passage (one sentence or attribute phrase) must be at least this close to the query to list it.
 PASSAGE_MIN_SCORE = 0.25
 # A BM25 hit must share at least half of the query's words (one stray word in a description is noise).
@@ -642,6 +643,8 @@ class HybridRetriever:
                 return self._anchors[words]
             hits = self.search(replace(parse_query(words, self.vocab), k=1))
             found = hits[0].product if hits else None
+            if len(self._anchors) >= MAX_ANCHORS:  # bounded: the oldest request's goes first
+                self._anchors.pop(next(iter(self._anchors)))
             self._anchors[words] = found
             return found
 
