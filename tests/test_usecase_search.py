@@ -198,3 +198,22 @@ def test_the_server_reads_the_merchants_table_from_the_data_dir(tmp_path: Path) 
     hoodie = next(p for p in catalog.parents() if p.leaf_category == "Hoodies")
     kinds = retriever.complements.for_category(hoodie.category)
     assert kinds and {c.reason for c in kinds} == {MERCHANT} and all("Running" in c.path for c in kinds)
+
+
+def test_what_goes_with_the_second_one_on_screen(tmp_path: Path) -> None:
+    from assistant.conversation.dialogue import Dialogue, DialogueState
+    from assistant.conversation.intent import IntentRecognizer
+    from assistant.runtime.turn import Brain
+
+    catalog = outdoor_catalog()
+    retriever = HybridRetriever(catalog, HashEncoder(), cache_dir=tmp_path)  # type: ignore[arg-type]
+    dialogue = Dialogue(IntentRecognizer(mode="rules"), catalog=catalog)
+    brain = Brain(retriever, tts=None, dialogue=dialogue)
+    state = DialogueState()
+    shown = dialogue.plan("show me jackets", image_id=None, state=state, search=brain.search, signals=None, k=3)
+    assert len(shown.hits) >= 2
+    second = shown.hits[1].product
+    then = dialogue.plan("what goes with the second one", image_id=None, state=state, search=brain.search,
+                         signals=None, k=3)
+    assert then.query is not None and then.query.goes_with == second.title
+    assert then.hits and all(h.product.category != second.category for h in then.hits)

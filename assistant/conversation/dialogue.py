@@ -802,14 +802,26 @@ class Dialogue:
 
     @staticmethod
     def _goes_with_shown(query: SearchQuery | None, text: str, state: DialogueState) -> SearchQuery | None:
-        """"What goes with it?": the product it refers to is the one in focus, else the first on screen."""
-        if query is None or query.goes_with is not None:
+        """"What goes with it?" / "... with the second one": the product on screen it refers to.
+
+        A pronoun is the product in focus, else the first on screen; an ordinal ("the second one", "the last") is
+        that one on screen.
+        """
+        if query is None or not state.shown and state.focus is None:
             return query
-        split = complement_request(text)
-        shown = state.focus or (state.shown[0] if state.shown else None)
-        if split is None or not refers_back(split[1]) or shown is None:
-            return query
-        return replace(query, goes_with=shown.product.title)
+        said = query.goes_with
+        if said is None:
+            split = complement_request(text)
+            if split is None or not refers_back(split[1]):
+                return query
+            shown = state.focus or state.shown[0]
+            return replace(query, goes_with=shown.product.title)
+        words = said.lower().split()
+        if 1 <= len(words) <= 2 and (words[0] in _ORDINALS or words[0] == "last") and words[-1] in (words[0], "one"):
+            index = len(state.shown) if words[0] == "last" else _ORDINALS[words[0]]
+            if 1 <= index <= len(state.shown):
+                return replace(query, goes_with=state.shown[index - 1].product.title)
+        return query
 
     def _search(self, intent: Intent, text: str, image_id: str | None, state: DialogueState,
                       search: SearchFn, signals: SessionSignals | None, k: int, *, fresh: bool) -> Plan:
