@@ -138,6 +138,18 @@ def bench_batching(
     bench_main(out=out, per_client=per_client)
 
 
+@bench_app.command("llm-runtime")
+def bench_llm_runtime(
+    data_dir: DataDir,
+    prompts: Annotated[int, typer.Option(help="Reply-writer prompts (at most 16).")] = 12,
+    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("bench/results/llm_runtime.json"),
+) -> None:
+    """SmolLM2 generation: transformers against CTranslate2 (float32, int8): speed and same replies."""
+    from bench.llm_runtime import main as bench_main
+
+    bench_main(cli_settings(data_dir).data_dir, out=out, prompts=prompts)
+
+
 @bench_app.command("report")
 def bench_report() -> None:
     """Rewrite the README's benchmark tables from bench/results/*.json."""

@@ -57,6 +57,12 @@ def section() -> str:
     if ranker_latency:
         parts += ["", "### Voice and load with the ranker served (the default since #18)", "",
                   ranker_latency_table(ranker_latency)]
+    llm = _load("llm_runtime")
+    if llm:
+        from bench import llm_runtime
+
+        parts += ["", "### LLM runtime (`shoptalk bench llm-runtime`; SmolLM2-135M-Instruct, the reply writer's "
+                  "prompts)", "", llm_runtime.table(llm)]
     batching = _load("batching")
     if batching:
         from bench import batching as batching_bench

@@ -485,7 +485,7 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     if settings.reply_writer == "llm":
         from assistant.replies.llm import LLMReplyWriter
 
-        writer = LLMReplyWriter.from_cache(settings.cache_dir, device=settings.device)
+        writer = LLMReplyWriter.from_cache(settings.cache_dir, device=settings.device, runtime=settings.llm_runtime)
         if warmup:
             writer.warm_up()
     brain = Brain(searcher, tts, writer, options=BrainOptions(k=settings.search_k), images=images, photos=photos,

@@ -200,6 +200,26 @@ def test_real_smollm2_writes_a_grounded_streamed_reply(smollm2_dir: Path) -> Non
     assert stats.first_sentence_ms is not None and stats.first_sentence_ms < 1000 * (time.perf_counter() - start)
 
 
+@pytest.mark.real_model
+def test_ctranslate2_runs_the_same_model_token_for_token(smollm2_dir: Path, tmp_path: Path) -> None:
+    """The writer runs SmolLM2 on CTranslate2 when it is installed: the same float32 weights give the same greedy
+    reply as transformers (faster: ``shoptalk bench llm-runtime``)."""
+    import torch
+
+    from assistant.replies.llm import Ct2Generator, SmolLMGenerator, build_messages, load_generator
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    messages = build_messages(TEXT, QUERY, reply_facts(HITS)[0])
+    fast = Ct2Generator.load(smollm2_dir, tmp_path / "ct2", device="cpu")
+    slow = SmolLMGenerator.load(smollm2_dir, "cpu")
+    first, again = "".join(fast(messages, 16)), "".join(fast(messages, 16))  # the second reuses the cached prefix
+    assert first and first == again == "".join(slow(messages, 16))
+    assert fast.last_stats.cached_tokens > 0 and 0 < fast.last_stats.new_tokens <= 16
+    assert isinstance(load_generator(smollm2_dir, "cpu", runtime="torch"), SmolLMGenerator)
+    with pytest.raises(ValueError, match="unknown LLM runtime"):
+        load_generator(smollm2_dir, "cpu", runtime="onnx")
+
+
 PASSAGE = "Returns are free within 30 days of delivery. Items must be unworn, with their tags on."
 
 

@@ -258,8 +258,8 @@ def test_the_ranker_is_served_by_default(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 def test_fusing_the_rankers_order_with_the_retrievals() -> None:
-    from assistant.search.rerank import fuse_orders
     from assistant.search.query import ProductHit
+    from assistant.search.rerank import fuse_orders
 
     products = make_products()
     retrieved = [ProductHit(p, 1.0, "retrieval") for p in products]  # p1, p2, p3, p4

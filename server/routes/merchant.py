@@ -40,12 +40,12 @@ def copy_writer(state: Any) -> CopyWriter:
         if writer is None or writer.catalog_version != id(state.catalog):
             generator = writer.generator if writer is not None else None
             if generator is None and state.settings.copy_llm:
-                from assistant.replies.llm import SmolLMGenerator
+                from assistant.replies.llm import load_generator
                 from ranking.llm import prepare_smollm2
                 from ranking.registry import SMOLLM2_FOLDER
 
                 folder = prepare_smollm2(state.settings.cache_dir / SMOLLM2_FOLDER)
-                generator = SmolLMGenerator.load(folder, state.settings.device)
+                generator = load_generator(folder, state.settings.device, state.settings.llm_runtime)
             writer = CopyWriter(generator, attribute_vocabulary(state.catalog))
             writer.catalog_version = id(state.catalog)
             state.copy_writer = writer
