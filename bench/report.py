@@ -142,6 +142,14 @@ def redesign_table(r: dict[str, Any]) -> str:
         lines.append(f"| bench ranking, (b) nDCG@10 {name} | {b['luma'][name]:.3f} | {a['luma'][name]:.3f} |")
     lines.append(f"| bench ranking, re-rank p50 ms (100 candidates) | {b['rerank_p50_ms']:.1f} | "
                  f"{a['rerank_p50_ms']:.1f} |")
+    photo = r.get("photo")
+    if photo:
+        row = photo["rows"]["aligned+adapted, 1 view"]
+        lines.append(f"| bench photo, top-1 real / phone-style photos (aligned, 1 view) | "
+                     f"{row['before']['real_top1']:.3f} / {row['before']['phone_top1']:.3f} | "
+                     f"{row['after']['real_top1']:.3f} / {row['after']['phone_top1']:.3f} |")
+        same = all(v["before"] == v["after"] for v in photo["rows"].values())
+        lines.append(f"| bench photo, every method's top-1 the same | | {'yes' if same else 'no'} |")
     lines += ["", f"Before: {r['before']} (ranking: dcf5755, which differs from it only outside search); after: "
               f"{r['after']}. Ranking quality identical on every system and set: "
               f"{'yes' if rank['identical_ndcg_mrr'] else 'no'}. The loop lag before is the stop-22 measurement with "
