@@ -322,9 +322,7 @@ class Ct2Generator:
                         break
                     stats.decode_ms = 1000 * (time.perf_counter() - decode_start)
             finally:
-                close = getattr(steps, "close", None)
-                if close is not None:
-                    close()  # stops the decoding when the caller stops reading
+                steps.close()  # a generator: closing it stops the decoding when the caller stops reading
             stats.decode_ms = 1000 * (time.perf_counter() - decode_start)
 
 
