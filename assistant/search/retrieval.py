@@ -398,6 +398,7 @@ class HybridRetriever:
         self.complements_table = complements_table
         self.complements = Complements({})
         self._anchors: dict[str, Product | None] = {}  # what a request for complements names, per its words
+        self._sized_kinds: frozenset[str] = frozenset()  # categories whose products come in sizes (clothes)
         self.image_index: VectorIndex | None = None
         self._build(catalog, use_cached_index=True)
 
@@ -496,6 +497,7 @@ class HybridRetriever:
         self.complements = Complements(Counter(e.product.category for e in self._entries.values()),
                                        self.complements_table)
         self._anchors = {}
+        self._sized_kinds = frozenset(e.product.category for e in self._entries.values() if e.sizes)
         ids = list(self._entries)
         texts = [lexical_text(self._entries[i].product) for i in ids]
         self.lexical = BM25Index()
@@ -677,7 +679,7 @@ class HybridRetriever:
         else:
             out = self._filtered(base, None)
             own = anchor.category if anchor is not None else None
-            if own is not None and any(e.sizes for e in self._entries.values() if e.product.category == own):
+            if own is not None and own in self._sized_kinds:
                 out = {pid: v for pid, v in out.items() if self._entries[pid].product.category != own}
         if anchor is not None:
             same = _line_key(anchor)
@@ -752,6 +754,11 @@ class HybridRetriever:
         by_id = {h.id: h for h in fused}
         ranked = [(h.id, h.scores[single] if single else h.score) for h in fused]
         picked = diversify(ranked, query.k, key=lambda pid: model_key(self._entries[pid].product))
+        goes_with: tuple[dict[str, str], str] | None = None  # (each kind's reason, what it goes with), once
+        if query.goes_with is not None:
+            anchor, kinds = self.complements_of(query)
+            goes_with = ({c.path: c.reason for c in reversed(kinds)},  # the first reason of a kind wins
+                         f"the {anchor.title}" if anchor is not None else query.goes_with)
         hits = []
         for pid, score in picked:
             product = self._entries[pid].product
@@ -759,15 +766,10 @@ class HybridRetriever:
             price = variant.price if variant is not None else product.price
             sources = [s for s in SOURCES if s in by_id[pid].ranks]
             reason = explain(query, price, sources, photo=photo and "photo" in by_id[pid].ranks)
-            if query.goes_with is not None:
-                reason = f"{self._goes_with_reason(query, product)}; {reason}"
+            if goes_with is not None:  # "goes with the Mona Pullover Hoodlie; matches ..."
+                reason = f"{goes_with[0].get(product.category, GOES_WITH)} {goes_with[1]}; {reason}"
             hits.append(ProductHit(product, float(score), reason, variant))
         return hits
-
-    def _goes_with_reason(self, query: SearchQuery, product: Product) -> str:
-        anchor, kinds = self.complements_of(query)
-        why = next((c.reason for c in kinds if c.path == product.category), GOES_WITH)
-        return f"{why} the {anchor.title}" if anchor is not None else f"{why} {query.goes_with}"
 
     def search(self, query: SearchQuery, *, use_ranker: bool = True,
                signals: SessionSignals | None = None) -> list[ProductHit]:
