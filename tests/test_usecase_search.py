@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -170,7 +171,8 @@ def test_what_goes_with_a_product_is_never_its_own_kind(tmp_path: Path) -> None:
                                                                           retriever.vocab))}
 
 
-def test_what_goes_with_it_means_the_product_on_screen(tmp_path: Path) -> None:
+def _conversation(tmp_path: Path) -> tuple[Any, Any, Any]:
+    """A rules-only dialogue over the outdoor catalog, the turn's search, and a fresh conversation state."""
     from assistant.conversation.dialogue import Dialogue, DialogueState
     from assistant.conversation.intent import IntentRecognizer
     from assistant.runtime.turn import Brain
@@ -178,9 +180,11 @@ def test_what_goes_with_it_means_the_product_on_screen(tmp_path: Path) -> None:
     catalog = outdoor_catalog()
     retriever = HybridRetriever(catalog, HashEncoder(), cache_dir=tmp_path)  # type: ignore[arg-type]
     dialogue = Dialogue(IntentRecognizer(mode="rules"), catalog=catalog)
-    brain = Brain(retriever, tts=None, dialogue=dialogue)
-    state = DialogueState()
-    brain.plan_turn = None  # type: ignore[attr-defined]
+    return dialogue, Brain(retriever, tts=None, dialogue=dialogue), DialogueState()
+
+
+def test_what_goes_with_it_means_the_product_on_screen(tmp_path: Path) -> None:
+    dialogue, brain, state = _conversation(tmp_path)
     first = dialogue.plan("show me the quillon hoodie", image_id=None, state=state, search=brain.search,
                           signals=None, k=3)
     assert first.hits and first.hits[0].product.id == "h1"
@@ -201,15 +205,7 @@ def test_the_server_reads_the_merchants_table_from_the_data_dir(tmp_path: Path) 
 
 
 def test_what_goes_with_the_second_one_on_screen(tmp_path: Path) -> None:
-    from assistant.conversation.dialogue import Dialogue, DialogueState
-    from assistant.conversation.intent import IntentRecognizer
-    from assistant.runtime.turn import Brain
-
-    catalog = outdoor_catalog()
-    retriever = HybridRetriever(catalog, HashEncoder(), cache_dir=tmp_path)  # type: ignore[arg-type]
-    dialogue = Dialogue(IntentRecognizer(mode="rules"), catalog=catalog)
-    brain = Brain(retriever, tts=None, dialogue=dialogue)
-    state = DialogueState()
+    dialogue, brain, state = _conversation(tmp_path)
     shown = dialogue.plan("show me jackets", image_id=None, state=state, search=brain.search, signals=None, k=3)
     assert len(shown.hits) >= 2
     second = shown.hits[1].product
