@@ -15,6 +15,7 @@ from assistant.catalog.view import CatalogView
 from assistant.conversation.dialogue import DialogueState
 from assistant.core.errors import AssistantError
 from assistant.core.frames import ProductResults, ReplyTextDelta, ResponseDone, UserTurn
+from assistant.memory.bought_together import BoughtTogether
 from assistant.runtime.turn import Brain, BrainOptions
 from server.engines import build_dialogue, build_memory, build_search, listens_with_vocabulary
 from server.serialize import product_json
@@ -25,6 +26,7 @@ async def _turns(settings: Settings, lines: Iterable[str], as_json: bool, *, res
                  user_id: str | None) -> int:
     catalog, searcher, _ = await asyncio.to_thread(build_search, settings, vision=False)
     memory = build_memory(settings)
+    searcher.co_purchases = BoughtTogether(memory)
     view = CatalogView(catalog)  # one vocabulary build: the dialogue's names and the repair
     dialogue = await asyncio.to_thread(build_dialogue, settings, view, searcher, memory) if settings.dialogue else None
     brain = Brain(searcher, tts=None, options=BrainOptions(k=settings.search_k), dialogue=dialogue,

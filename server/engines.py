@@ -19,6 +19,7 @@ from assistant.conversation.dialogue import Dialogue
 from assistant.conversation.intent import IntentRecognizer
 from assistant.conversation.intent_data import CatalogWords
 from assistant.conversation.vocabulary import CatalogVocabulary
+from assistant.memory.bought_together import BoughtTogether
 from assistant.memory.factory import create_memory
 from assistant.memory.store import MemoryConfig, MemoryStore
 from assistant.runtime.scheduling import (
@@ -480,6 +481,7 @@ def build_app_state(settings: Settings, *, warmup: bool = True) -> App:
     searcher = build_ranked(settings, catalog, retriever, prepare=not settings.background)
     memory = build_memory(settings)
     memory.purge_expired()
+    retriever.co_purchases = BoughtTogether(memory)  # "often bought with": shoppers' baskets rank complements
     view = CatalogView(catalog)  # the served catalog, shared by the turn, the dialogue and the routes
     dialogue = build_dialogue(settings, view, retriever, memory, warmup=warmup) if settings.dialogue else None
     writer = None

@@ -129,6 +129,10 @@ def test_complement_requests_split_into_what_is_asked_and_what_it_goes_with() ->
     assert goes_with_split("what goes with it") is None and refers_back(complement_request("what goes with it")[1])  # type: ignore[index]
     assert goes_with_split("a bag for my yoga mat") is None and goes_with_split("black hoodies under 50") is None
     assert complement_request("a black tee that goes with everything") is None  # versatile, not a complement
+    # what goes in a bag: "I got the duffel, what should I put in it" names the duffel
+    assert complement_request("i got the keld duffel, what should i put in it") == ("what should i", "keld duffel")
+    assert goes_with_split("something to pack in my gym bag") == ("something to", "gym bag")
+    assert complement_request("a bag i can carry in my hand") is None
     catalog = outdoor_catalog()
     retriever = HybridRetriever(catalog, HashEncoder())  # type: ignore[arg-type]
     query = parse_query("gray shorts to go with the quillon hoodie under $60", retriever.vocab)
@@ -169,6 +173,23 @@ def test_what_goes_with_a_product_is_never_its_own_kind(tmp_path: Path) -> None:
     assert [h.product.id for h in asked] == ["s1"]
     assert "t1" not in {h.product.id for h in retriever.search(parse_query("what goes with the brisa tee",
                                                                           retriever.vocab))}
+
+
+def test_gear_sold_by_measure_goes_with_its_own_kind(tmp_path: Path) -> None:
+    """Balls of 55 and 65 cm are not clothes: a strap of their own kind goes with them (a hoodie does not go with a
+    hoodie, because clothes come in sizes one wears)."""
+    gear = [
+        _product("g1", "Orba Ball 55 cm", "Gear/Fitness", "An exercise ball for core work.", size=["55 cm"]),
+        _product("g2", "Orba Ball 65 cm", "Gear/Fitness", "An exercise ball for core work.", size=["65 cm"]),
+        _product("g3", "Orba Strap", "Gear/Fitness", "A strap for deeper stretches after core work.", size=[]),
+    ]
+    catalog = Catalog([*outdoor_catalog(), *gear])
+    retriever = HybridRetriever(catalog, HashEncoder(), cache_dir=tmp_path)  # type: ignore[arg-type]
+    hits = retriever.search(replace(parse_query("what goes with the orba ball", retriever.vocab), k=3))
+    assert "g3" in [h.product.id for h in hits]  # not the ball's own line, but its kind
+    assert {"g1", "g2"}.isdisjoint(h.product.id for h in hits)
+    hoodie = retriever.search(replace(parse_query("what goes with the quillon hoodie", retriever.vocab), k=8))
+    assert all(h.product.category != "Women/Tops/Hoodies" for h in hoodie)
 
 
 def _conversation(tmp_path: Path) -> tuple[Any, Any, Any]:
@@ -213,3 +234,57 @@ def test_what_goes_with_the_second_one_on_screen(tmp_path: Path) -> None:
                          signals=None, k=3)
     assert then.query is not None and then.query.goes_with == second.title
     assert then.hits and all(h.product.category != second.category for h in then.hits)
+
+
+# --- bought together ---------------------------------------------------------------------------------------------
+
+
+def test_baskets_are_sessions_and_shop_orders_and_count_each_pair_once() -> None:
+    from assistant.memory.bought_together import co_purchases
+    from assistant.memory.store import Event
+
+    events = [
+        Event("h1", "purchase", 1.0, "s1", None), Event("w1", "add_to_cart", 2.0, "s1", None),
+        Event("w1", "purchase", 3.0, "s1", None),  # the same pair again in one basket: still one basket
+        Event("h1", "click", 4.0, "s2", None), Event("b1", "purchase", 5.0, "s2", None),  # a click buys nothing
+        Event("h1", "purchase", 6.0, None, "ann"), Event("w1", "purchase", 7.0, None, "ann"),  # shop orders
+        Event("s1", "purchase", 8.0, "s3", None),  # a basket of one pairs with nothing
+    ]
+    pairs = co_purchases(events)
+    assert pairs["h1"] == {"w1": 2}
+    assert pairs["w1"] == {"h1": 2}
+    assert "b1" not in pairs and "s1" not in pairs
+
+
+def test_what_shoppers_bought_together_ranks_first_with_its_reason(tmp_path: Path) -> None:
+    from assistant.memory.bought_together import BoughtTogether
+    from assistant.memory.store import SQLiteMemory
+
+    memory = SQLiteMemory(tmp_path / "memory.sqlite")
+    for _ in range(2):  # two shoppers bought the hoodie with the shorts
+        session = memory.open_session()
+        session.record_event("h1", "purchase")
+        session.record_event("s1", "add_to_cart")
+    now = [1000.0]
+    together = BoughtTogether(memory, ttl_s=60, clock=lambda: now[0])
+    retriever = HybridRetriever(outdoor_catalog(), HashEncoder(), cache_dir=tmp_path)  # type: ignore[arg-type]
+    query = replace(parse_query("what goes well with the quillon hoodie", retriever.vocab), k=5)
+    before = retriever.search(query)
+    assert before[0].product.id == "p1"  # same collection and colour: the jogger, as without shoppers
+    retriever.co_purchases = together
+    hits = retriever.search(query)
+    assert [h.product.id for h in hits[:2]] == ["s1", "p1"]
+    assert hits[0].reason.startswith("often bought with the Quillon Hoodie")
+    assert hits[1].reason.startswith("goes with the Quillon Hoodie")
+    assert "h1" not in {h.product.id for h in hits}
+    # new baskets count once the counts are refreshed, not on every search
+    for _ in range(3):
+        session = memory.open_session()
+        session.record_event("h1", "purchase")
+        session.record_event("w1", "purchase")
+    assert together.bought_with("h1") == {"s1": 2}
+    now[0] += 61
+    assert together.bought_with("h1") == {"w1": 3, "s1": 2}
+    after = {h.product.id: (n, h.reason) for n, h in enumerate(retriever.search(query))}
+    assert "w1" not in {h.product.id for h in hits}
+    assert after["w1"][1].startswith("often bought with")  # one signal among the fused ones: into the top five

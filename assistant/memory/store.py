@@ -218,6 +218,10 @@ class MemoryStore(ABC):
         return self._events_of_users([user_id])
 
     # --- training data and retention ----------------------------------------------------------------------
+    def all_events(self, since: float = 0.0) -> Iterable[Event]:
+        """Every stored event since `since`, oldest first (user ids only of consenting users, as stored)."""
+        return self._all_events(since)
+
     def export_feedback(self, path: Path, *, since: float = 0.0) -> int:
         """Write feedback events as JSONL ``{"query", "product_id", "kind", "ts"}`` for ``shoptalk ranker train``."""
         n = 0

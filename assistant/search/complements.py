@@ -8,6 +8,9 @@
    bag's holds fitness equipment and watches), then, as layers, the other kinds of its own branch (a jacket over a
    tee).
 
+Within those kinds, products that shoppers bought together with the named one (`CoPurchases`, counted from the
+memory's events by ``assistant.memory.bought_together``) come first, said as "often bought with".
+
 No kind of any catalog is named here: every rule reads the served catalog's category paths.
 
 Example:
@@ -24,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from assistant.catalog.model import Catalog
 
@@ -33,7 +37,16 @@ TABLE_FILE = "complements.json"
 GOES_WITH = "goes with"
 LAYERS_WITH = "layers with"
 MERCHANT = "recommended with"
-REASONS = (GOES_WITH, LAYERS_WITH, MERCHANT)
+BOUGHT_WITH = "often bought with"
+REASONS = (GOES_WITH, LAYERS_WITH, MERCHANT, BOUGHT_WITH)
+
+
+class CoPurchases(Protocol):
+    """How often shoppers bought other products together with one (``assistant.memory.bought_together``)."""
+
+    def bought_with(self, product_id: str, limit: int = 50) -> dict[str, int]:
+        """Product id -> baskets that held it together with `product_id`, most first."""
+        ...
 
 
 @dataclass(frozen=True)

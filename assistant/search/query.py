@@ -489,12 +489,16 @@ class QueryVocab:
         return None
 
 
-# "What goes with a grey hoodie", "shorts to go with this tank", "a bra to wear under the nona tank": the words after
+# "What goes with a grey hoodie", "shorts to go with this tank", "a bra to wear under the nona tank", "I got the
+# yoga bag, what should I put in it": the words after
 # the phrase name what the products must go with; the kind, colour and size asked for come from the words before it.
 _GOES_WITH_RE = re.compile(
     r"\b(?:(?:goes|go|going|look|looks|pairs?|match|matches|work|works)\s+(?:well\s+|nicely\s+|good\s+|great\s+)?with"
     r"|(?:match|matches|complement|complements)(?=\s+(?:the|my|this|that|a|an|her|his|our)\b)"
     r"|(?:wear|throw|put|layer)\s+(?:it\s+|them\s+|on\s+)?(?:with|under|over|beneath|underneath)"
+    r"|(?:put|pack|keep|store)\s+(?:in(?:side)?|into)(?=\s+(?:it|them|the|my|this|that|a|an|her|his|our)\b)"
+    r"|carry\s+in(?:side)?(?=\s+(?:it|them)\b)"
+    r"|use\s+(?:it\s+|them\s+)?(?:with|alongside)"
     r"|(?:to\s+)?complete\s+(?:the|my|this)\s+(?:outfit|look)\s+(?:with|of|for)?)\s+(?P<anchor>.+)$"
 )
 # "I've got a grey hoodie, what bottoms would go with it": the pronoun is the thing the shopper said they have.

@@ -34,7 +34,7 @@ import numpy as np
 
 from assistant.catalog.model import Catalog, Product
 from assistant.core.signals import SessionSignals
-from assistant.search.complements import GOES_WITH, Complement, Complements
+from assistant.search.complements import BOUGHT_WITH, GOES_WITH, Complement, Complements, CoPurchases
 from assistant.search.passages import PassageIndex, catalog_passages
 from assistant.search.query import (
     COLOR_ALTERNATION,
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 SOURCES = ("lexical", "text", "passage", "image")
 """Sources for worded queries; `HybridRetriever.search_image` adds ``photo``."""
 DEFAULT_WEIGHTS: dict[str, float] = {"lexical": 1.0, "text": 1.0, "passage": 1.0, "image": 0.5, "photo": 2.0,
-                                     "goes_with": 1.0, "kind": 1.0}
+                                     "goes_with": 1.0, "kind": 1.0, "bought_with": 1.0}
 TEXT_COLLECTION = "shoptalk-text"  # Qdrant collection names (with `vector_url`)
 IMAGE_COLLECTION = "shoptalk-image"
 DIVERSITY_POOL = 4  # candidates fetched per wanted hit, so colourways of one model do not crowd out others
@@ -188,7 +188,14 @@ def model_key(product: Product) -> str:
     return re.split(r"\s+[—–]\s+", product.title, maxsplit=1)[0].strip().lower()
 
 
-_MEASURE_RE = re.compile(r"\s+\d+(?:[.,]\d+)?\s*(?:cm|mm|m|in|inch|inches|ft|foot|feet|kg|g|lb|lbs|oz|l|ml|\")?$")
+_UNITS = r"(?:cm|mm|m|in|inch|inches|ft|foot|feet|kg|g|lb|lbs|oz|l|ml|\")"
+_MEASURE_RE = re.compile(rf"\s+\d+(?:[.,]\d+)?\s*{_UNITS}?$")
+_SIZE_MEASURE_RE = re.compile(rf"\d+(?:[.,]\d+)?\s*{_UNITS}", re.IGNORECASE)  # "55 cm", "6 foot": not a fit
+
+
+def _worn_sizes(product: Product) -> bool:
+    """Whether `product` comes in sizes one wears (S/M/L, 28, 8.5), not only in measures (a 55 cm ball)."""
+    return any(not _SIZE_MEASURE_RE.fullmatch(s.strip()) for s in product.sizes())
 
 
 def _line_key(product: Product) -> str:
@@ -344,6 +351,8 @@ class HybridRetriever:
         index_kind: `FaissIndex` kind for the vector indexes.
         complements_table: The merchant's table of what goes with what (`assistant.search.complements`; None: the
             catalog's own tree decides).
+        co_purchases: What shoppers bought together (`CoPurchases`); in a request for complements those bought
+            with the product it names rank first, "often bought with" it.  None: not used.
         vector_url: Where the vector indexes live (`ranking.stores.create_vector_index`): None (or ``faiss``) for
             in-process FAISS saved under ``cache_dir``; ``qdrant-local:[PATH]`` (default ``cache_dir/qdrant``),
             ``qdrant::memory:`` or ``http(s)://host:6333`` for Qdrant collections `TEXT_COLLECTION` and
@@ -370,6 +379,7 @@ class HybridRetriever:
         index_kind: str = "auto",
         vector_url: str | None = None,
         complements_table: Mapping[str, Sequence[str]] | None = None,
+        co_purchases: CoPurchases | None = None,
     ) -> None:
         unknown = set(sources or ()) - set(SOURCES)
         if unknown:
@@ -396,6 +406,7 @@ class HybridRetriever:
         self.text_index: VectorIndex = FaissIndex(text_encoder.dim, kind=index_kind)  # replaced by _build
         self.passages = PassageIndex(text_encoder.dim)
         self.complements_table = complements_table
+        self.co_purchases = co_purchases
         self.complements = Complements({})
         self._anchors: dict[str, Product | None] = {}  # what a request for complements names, per its words
         self._sized_kinds: frozenset[str] = frozenset()  # categories whose products come in sizes (clothes)
@@ -497,7 +508,9 @@ class HybridRetriever:
         self.complements = Complements(Counter(e.product.category for e in self._entries.values()),
                                        self.complements_table)
         self._anchors = {}
-        self._sized_kinds = frozenset(e.product.category for e in self._entries.values() if e.sizes)
+        # sizes one wears, not measures: balls of 55 and 65 cm do not make fitness gear a kind of clothes
+        self._sized_kinds = frozenset(e.product.category for e in self._entries.values()
+                                      if _worn_sizes(e.product) or any(_worn_sizes(v) for v, _, _ in e.variants))
         ids = list(self._entries)
         texts = [lexical_text(self._entries[i].product) for i in ids]
         self.lexical = BM25Index()
@@ -688,21 +701,37 @@ class HybridRetriever:
 
     def _complement_rankings(self, query: SearchQuery, allowed: set[str], n: int
                              ) -> dict[str, list[tuple[str, float]]]:
-        """Two more rankings for a request for complements.
+        """More rankings for a request for complements.
 
-        By likeness to what it goes with (a shared collection, activity or colour shows in the text vectors), and
-        by how well the kind goes with it.
+        By likeness to what it goes with (a shared collection, activity or colour shows in the text vectors), by
+        how well the kind goes with it, and by how often shoppers bought them together (`bought_with`).
         """
         anchor, kinds = self.complements_of(query)
         rankings: dict[str, list[tuple[str, float]]] = {}
         if anchor is not None:
             vector = self._text_cache.encode([anchor.search_text()], self.encoder.encode)[0]
             rankings["goes_with"] = self.text_index.search(vector, n, allowed=allowed)
+            if together := self.bought_with(anchor, allowed):
+                rankings["bought_with"] = together[:n]
         order = {c.path: i for i, c in enumerate(kinds)}
         ranked = sorted(allowed, key=lambda pid: (order.get(self._entries[pid].product.category, len(order)), pid))
         rankings["kind"] = [(pid, 1.0 / (1 + order.get(self._entries[pid].product.category, len(order))))
                             for pid in ranked[:n]]
         return rankings
+
+    def bought_with(self, anchor: Product, allowed: set[str]) -> list[tuple[str, float]]:
+        """The `allowed` products shoppers bought together with `anchor` (or its variants), most baskets first."""
+        if self.co_purchases is None:
+            return []
+        counts: Counter[str] = Counter()
+        entry = self._entries.get(anchor.id)
+        for pid in [anchor.id, *(v.id for v, _, _ in entry.variants)] if entry is not None else [anchor.id]:
+            for other, n in self.co_purchases.bought_with(pid).items():
+                found = self.catalog.get(other)
+                owner = (found.parent_id or found.id) if found is not None else other
+                if owner in allowed and owner != anchor.id:
+                    counts[owner] += n
+        return [(pid, float(n)) for pid, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
     def _word_rankings(self, text: str, allowed: set[str], n: int) -> dict[str, list[tuple[str, float]]]:
         """Each worded source's ranking of the allowed products for `text`."""
@@ -732,7 +761,8 @@ class HybridRetriever:
 
     def _gate(self, rankings: dict[str, list[tuple[str, float]]]) -> set[str]:
         """Ids relevant enough to return: listed by a word source or the photo, or a confident picture match."""
-        keep = {pid for src in ("lexical", "text", "passage", "photo", "goes_with") for pid, _ in rankings.get(src, ())}
+        keep = {pid for src in ("lexical", "text", "passage", "photo", "goes_with", "bought_with")
+                for pid, _ in rankings.get(src, ())}
         if "image" in rankings and self.image_min_score is not None:
             keep |= {pid for pid, s in rankings["image"] if s >= self.image_min_score}
         return keep
@@ -767,7 +797,8 @@ class HybridRetriever:
             sources = [s for s in SOURCES if s in by_id[pid].ranks]
             reason = explain(query, price, sources, photo=photo and "photo" in by_id[pid].ranks)
             if goes_with is not None:  # "goes with the Mona Pullover Hoodlie; matches ..."
-                reason = f"{goes_with[0].get(product.category, GOES_WITH)} {goes_with[1]}; {reason}"
+                why = BOUGHT_WITH if "bought_with" in by_id[pid].ranks else goes_with[0].get(product.category, GOES_WITH)
+                reason = f"{why} {goes_with[1]}; {reason}"
             hits.append(ProductHit(product, float(score), reason, variant))
         return hits
 
