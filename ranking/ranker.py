@@ -60,13 +60,7 @@ RETRIEVAL_FEATURES: tuple[str, ...] = (
     "text_cosine",  # MiniLM cosine of query and product text (the vector source)
     "text_rank_recip",
 )
-FEATURE_NAMES: tuple[str, ...] = (
-    *RETRIEVAL_FEATURES,
-    "colour_match",  # 0/1 from the caller's slot matching
-    "size_match",
-    "category_match",
-    "brand_match",
-    "price_ok",  # 1 when the price is within the asked range (or no range was asked)
+SIGNAL_FEATURES: tuple[str, ...] = (  # what the shopper and their friends did: the same for any request
     "viewed",  # this shopper's session
     "liked",
     "bought",
@@ -74,6 +68,15 @@ FEATURE_NAMES: tuple[str, ...] = (
     "friends_bought",  # counts, log1p-scaled by the caller or not: the head learns a weight either way
     "friends_liked",
     "recency",  # decay of the shopper's last interaction with the item, 1 = just now, 0 = never/long ago
+)
+FEATURE_NAMES: tuple[str, ...] = (
+    *RETRIEVAL_FEATURES,
+    "colour_match",  # 0/1 from the caller's slot matching
+    "size_match",
+    "category_match",
+    "brand_match",
+    "price_ok",  # 1 when the price is within the asked range (or no range was asked)
+    *SIGNAL_FEATURES,
 )
 # The untrained head reproduces the first stage's order (its score, returned items above the rest); training
 # learns corrections on top of it (a residual), so it starts from retrieval instead of from noise.

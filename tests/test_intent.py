@@ -79,6 +79,9 @@ def model(vocab, tmp_path_factory):
         ("order number one oh four two three", {"order_id": "ST-10423"}),
         ("s t ten four twenty two", {"order_id": "ST-10422"}),
         ("hello there", {}),
+        ("what goes with a black hoodie", {"goes_with": "black hoodie"}),
+        ("a hat to wear with it", {"category": "hat", "goes_with": "it"}),
+        ("i got the trail backpack what should i put in it", {"goes_with": "trail backpack"}),
     ],
 )
 def test_slots(vocab, text, expected):

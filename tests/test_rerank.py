@@ -352,3 +352,32 @@ def test_an_unprepared_ranker_is_built_in_the_background(tmp_path: Path, tiny: o
     assert isinstance(app.searcher, RankedSearcher) and brain.searcher is app.searcher
     assert len(app.searcher.search(SearchQuery(text="black hoodie", k=2))) == 2
     app.background.close()
+
+
+def test_a_request_for_complements_keeps_the_retrievals_order_but_for_the_shoppers_signals(
+    tiny: object, searcher: KeywordSearcher
+) -> None:
+    """The ranker never learnt requests for complements: only what the shopper and their friends did moves a hit,
+    and its words are matched on what is asked, not on what it goes with."""
+    from assistant.search.rerank import ranked_view
+
+    reranker = LLMReranker(tiny, searcher.catalog)
+    query = replace(parse_query("a hoodie to go with the black jeans"), k=10)
+    assert query.goes_with == "black jeans"
+    assert ranked_view(query).text == "a hoodie to"
+    assert ranked_view(parse_query("black hoodie")).text == "black hoodie"
+    hits = searcher.search(replace(query, goes_with=None))
+    assert len(hits) >= 3
+    plain = reranker.rerank(query, hits, signals_only=True)
+    assert [h.product.id for h in plain] == [h.product.id for h in hits]
+    last = hits[-1].product.id
+    weights = tiny.head.feature_weights  # type: ignore[attr-defined]
+    saved = weights.data.clone()
+    try:
+        weights.data[COL["liked"]] = 2.0  # as training learns it; the untrained head starts at 0
+        weights.data[COL["retrieval_rank_recip"]] = -5.0  # the head's other terms do not move a hit here
+        liked = reranker.rerank(query, hits, SessionSignals(liked={last}), signals_only=True)
+    finally:
+        weights.data.copy_(saved)
+    assert liked[0].product.id == last and liked[0].reason == "you liked it before"
+    assert [h.product.id for h in liked[1:]] == [h.product.id for h in hits[:-1]]

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from assistant.conversation.orders import normalize_order_id
-from assistant.search.query import QueryVocab, SearchQuery, parse_query, words_to_numbers
+from assistant.search.query import QueryVocab, SearchQuery, complement_request, parse_query, words_to_numbers
 
 if TYPE_CHECKING:
     from assistant.conversation.intent_data import CatalogWords
@@ -62,7 +62,8 @@ INTENTS = (
     "human",
     "complaint",
 )
-SLOT_NAMES = ("category", "colour", "size", "price_min", "price_max", "brand", "gender", "quantity", "order_id")
+SLOT_NAMES = ("category", "colour", "size", "price_min", "price_max", "brand", "gender", "quantity", "order_id",
+              "goes_with")
 CONTEXT_FEATURES = 2  # products on screen, photo attached
 MAX_QUANTITY = 50  # a larger "count" is a price or a size, not how many to buy
 TRAIN_THREADS = 1  # the MLP's small full-batch steps: 1 thread ~15 s, 2 threads on a busy 2-core machine ~140 s
@@ -345,6 +346,8 @@ def extract_slots(
         slots["quantity"] = quantity
     if order_id:
         slots["order_id"] = order_id
+    if (split := complement_request(norm)) is not None:  # what the products must go with: a name, or "it"
+        slots["goes_with"] = split[1]
     reference = None
     if m := _REFERENCE_RE.search(digits):
         word = m[1] or m[2]

@@ -504,7 +504,8 @@ _GOES_WITH_RE = re.compile(
 # "I've got a grey hoodie, what bottoms would go with it": the pronoun is the thing the shopper said they have.
 _HAVE_RE = re.compile(
     r"\b(?:i(?:'ve|\s+have)?\s+(?:just\s+|already\s+)?(?:got|bought|have|own|ordered|picked\s+up)|i\s+love"
-    r"|i'?m\s+wearing|i\s+am\s+wearing)\s+(?P<thing>[^,.;?!]+?)\s*(?:[,.;?!]|\band\b|\bso\b|$)"
+    r"|i'?m\s+wearing|i\s+am\s+wearing)\s+(?P<thing>[^,.;?!]+?)\s*"
+    r"(?:[,.;?!]|\b(?:and|so|but|what|which|how|anything|any|do|does|can|could|should|would|is|are)\b|$)"
 )
 _ANCHOR_FILLER_RE = re.compile(r"^(?:(?:a|an|the|my|this|that|these|those|our|her|his|new|pair\s+of)\s+)+")
 _PRONOUN_ANCHOR = frozenset({"it", "them", "this", "that", "these", "those", "this one", "that one", "mine"})

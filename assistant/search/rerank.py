@@ -31,6 +31,7 @@ from assistant.search.query import (
     SearchQuery,
     canonical_color,
     canonical_size,
+    complement_request,
     parse_query,
     relaxed_query,
 )
@@ -46,6 +47,7 @@ from ranking.ranker import (
     FEATURE_INDEX,
     NUM_FEATURES,
     RETRIEVAL_FEATURES,
+    SIGNAL_FEATURES,
     Ranker,
     RankingModel,
     RankOutput,
@@ -125,7 +127,8 @@ def query_slots(query: SearchQuery) -> dict[str, Any]:
 
 
 def _reason_words(name: str, query: SearchQuery, hit: ProductHit) -> str | None:
-    text = " ".join(query.text.split())
+    # a request for complements: what it goes with is the reason the words match (the retrieval says it)
+    text = " ".join(query.text.split()) if query.goes_with is None else ""
     words = {
         "text_relevance": f"matches '{text}'" if text else None,
         "image_relevance": "looks like what you asked for",
@@ -163,6 +166,19 @@ def basic_retrieval_features(hits: list[ProductHit]) -> np.ndarray:
     feats[:, _COL["retrieval_rank_recip"]] = 1.0 / (1.0 + np.arange(len(hits)))
     feats[:, _COL["in_retrieval"]] = 1.0
     return feats
+
+
+def ranked_view(query: SearchQuery) -> SearchQuery:
+    """What the ranker matches products against: for a request for complements, only what is asked.
+
+    In "what shorts go with the bella tank" the ranker's text match would favour what looks like the tank, the
+    opposite of the request; the retrieval's complement rankings order what goes with it, and the ranker adds what
+    the asked words ("shorts") and the shopper's signals say.
+    """
+    if query.goes_with is None:
+        return query
+    split = complement_request(query.text)
+    return replace(query, text=split[0] if split is not None else "")
 
 
 def retrieval_features(
@@ -361,22 +377,34 @@ class LLMReranker:
         hits: list[ProductHit],
         signals: SessionSignals | None = None,
         retrieval: np.ndarray | None = None,
+        *,
+        signals_only: bool = False,
     ) -> list[ProductHit]:
-        """`hits` reordered by the ranker, best first, each ``reason`` naming its top reasons."""
+        """`hits` reordered by the ranker, best first, each ``reason`` naming its top reasons.
+
+        With ``signals_only`` (a request the ranker never learnt, such as one for complements) only what the
+        shopper and their friends did (`SIGNAL_FEATURES`) moves a hit; otherwise `hits` keep their order.
+        """
         if not hits:
             return []
         out = self.score(query, hits, signals, retrieval)
-        order = np.argsort(-out.scores, kind="stable")
+        scores = out.scores
+        if signals_only:
+            personal = sum((out.contributions[n] for n in SIGNAL_FEATURES), np.zeros(len(hits), np.float32))
+            scores = personal - personal.mean()
+        order = np.argsort(-scores, kind="stable")
         ranked = []
         for i in order:
             hit = hits[int(i)]
             words = []
             for name, _ in out.top_reasons(int(i), k=3):
+                if signals_only and name not in SIGNAL_FEATURES:
+                    continue
                 w = _reason_words(name, query, hit)
                 if w and w not in words:
                     words.append(w)
             reason = "; ".join(words) if words else hit.reason
-            ranked.append(replace(hit, score=float(out.scores[int(i)]), reason=reason))
+            ranked.append(replace(hit, score=float(scores[int(i)]), reason=reason))
         return ranked
 
     def rerank_text(self, query_text: str, hits: list[ProductHit], vocab: Any | None = None) -> list[ProductHit]:
@@ -453,13 +481,21 @@ class RankedSearcher:
             hybrid = self._relaxable(query)
             return with_near_misses(hybrid, query, hits) if hybrid is not None else hits
         hits, retrieval = self.candidates(query)
-        ranked = self.reranker.rerank(query, hits, signals, retrieval)
+        complements = query.goes_with is not None
+        if complements:
+            # the ranker never learnt requests for complements: there the retrieval's own top k stands (a wider
+            # pool fuses longer source lists, so its head may differ), moved only by what the shopper and their
+            # friends did
+            top = {h.product.id: n for n, h in enumerate(self.retriever.search(query))}
+            order = sorted(range(len(hits)), key=lambda i: (top.get(hits[i].product.id, len(top)), i))
+            hits, retrieval = [hits[i] for i in order], retrieval[order]
+        ranked = self.reranker.rerank(ranked_view(query), hits, signals, retrieval, signals_only=complements)
         if self.retrieval_weight > 0:
             ranked = fuse_orders(ranked, hits, self.retrieval_weight)
         if query.goes_with is not None:  # keep saying what each one goes with ("goes with the Mona Pullover")
             why = {h.product.id: h.reason.split("; ", 1)[0] for h in hits if h.reason.startswith(COMPLEMENT_REASONS)}
-            ranked = [replace(h, reason=f"{why[h.product.id]}; {h.reason}") if h.product.id in why else h
-                      for h in ranked]
+            ranked = [replace(h, reason=f"{why[h.product.id]}; {h.reason}")
+                      if h.product.id in why and not h.reason.startswith(why[h.product.id]) else h for h in ranked]
         ranked = [h for h in ranked if not h.near_miss] + [h for h in ranked if h.near_miss]
         return ranked[: query.k]
 
@@ -484,11 +520,11 @@ class RankedSearcher:
             return hits, basic_retrieval_features(hits)
         allowed = retriever.candidates(query)
         if self._relaxable(query) is None:
-            return retrieval_features(retriever, query, hits, allowed, n, self._tokens)
+            return retrieval_features(retriever, ranked_view(query), hits, allowed, n, self._tokens)
         relaxed = relaxed_query(query)
         assert relaxed is not None
         widened = {**retriever.candidates(relaxed), **allowed}  # the query's own variant wins for its products
-        pool, feats = retrieval_features(retriever, relaxed, hits, widened, n, self._tokens)
+        pool, feats = retrieval_features(retriever, ranked_view(relaxed), hits, widened, n, self._tokens)
         return mark_near_misses(retriever, query, pool, allowed), feats
 
     def update(self, catalog: Catalog) -> Mapping[str, int]:
