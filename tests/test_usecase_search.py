@@ -133,6 +133,10 @@ def test_complement_requests_split_into_what_is_asked_and_what_it_goes_with() ->
     assert complement_request("i got the keld duffel, what should i put in it") == ("what should i", "keld duffel")
     assert goes_with_split("something to pack in my gym bag") == ("something to", "gym bag")
     assert complement_request("a bag i can carry in my hand") is None
+    # choosing is not asking what goes with it
+    assert complement_request("should i go with the cheaper one or the other one") is None
+    assert complement_request("i think i'll go with the blue one") is None
+    assert complement_request("what would go with a red dress") == ("what would", "red dress")
     catalog = outdoor_catalog()
     retriever = HybridRetriever(catalog, HashEncoder())  # type: ignore[arg-type]
     query = parse_query("gray shorts to go with the quillon hoodie under $60", retriever.vocab)

@@ -513,6 +513,10 @@ _NOTHING_NAMED = frozenset({"everything", "anything", "all", "whatever", "most t
                             "my style", "my size"})  # "goes with everything": versatile, not a complement
 
 
+# "Should I go with the cheaper one", "I'll go with the blue": the shopper choosing, not asking what goes with it.
+_CHOOSING_RE = re.compile(r"\b(?:i|we|let'?s|i'?ll|we'?ll|i'?d|we'?d)\s+(?:[a-z']+\s+){0,2}?$")
+
+
 def complement_request(text: str) -> tuple[str, str] | None:
     """(what is asked for, what it must go with) of a request for complements, as said, or None.
 
@@ -521,6 +525,8 @@ def complement_request(text: str) -> tuple[str, str] | None:
     low = text.lower()
     m = _GOES_WITH_RE.search(low)
     if m is None:
+        return None
+    if low[m.start() :].startswith("go with") and _CHOOSING_RE.search(low[: m.start()]):
         return None
     anchor = _ANCHOR_FILLER_RE.sub("", re.sub(r"[!?.,;:]+", " ", m["anchor"]).strip()).strip()
     if anchor in _NOTHING_NAMED or m["anchor"].strip().rstrip("?.!") in _NOTHING_NAMED:
