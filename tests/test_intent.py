@@ -79,9 +79,6 @@ def model(vocab, tmp_path_factory):
         ("order number one oh four two three", {"order_id": "ST-10423"}),
         ("s t ten four twenty two", {"order_id": "ST-10422"}),
         ("hello there", {}),
-        ("what goes with a black hoodie", {"goes_with": "black hoodie"}),
-        ("a hat to wear with it", {"category": "hat", "goes_with": "it"}),
-        ("i got the trail backpack what should i put in it", {"goes_with": "trail backpack"}),
     ],
 )
 def test_slots(vocab, text, expected):
@@ -243,3 +240,12 @@ def test_cli_intent_json(tmp_path):
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["intent"] == "order_status"
     assert payload["slots"] == {"order_id": "ST-10423"}
+
+
+def test_a_request_for_complements_says_what_it_goes_with(vocab) -> None:
+    recognizer = IntentRecognizer(mode="rules", vocab=vocab)
+    assert recognizer.recognize("what goes with a black hoodie").goes_with == "black hoodie"
+    assert recognizer.recognize("a hat to wear with it").to_dict()["goes_with"] == "it"
+    assert recognizer.recognize("i got the trail backpack what should i put in it").goes_with == "trail backpack"
+    assert recognizer.recognize("should i go with the cheaper one").goes_with is None
+    assert recognizer.recognize("black hoodies under 50").goes_with is None

@@ -133,6 +133,11 @@ def test_complement_requests_split_into_what_is_asked_and_what_it_goes_with() ->
     assert complement_request("i got the keld duffel, what should i put in it") == ("what should i", "keld duffel")
     assert goes_with_split("something to pack in my gym bag") == ("something to", "gym bag")
     assert complement_request("a bag i can carry in my hand") is None
+    # a yes/no question about the product on screen is not a request for complements
+    assert complement_request("can i wear it over a sports bra?") is None
+    # what it goes with ends at the clause: the colour and size after it are asked for
+    assert complement_request("a tank top to go with the brisa tee, red too, in medium") == (
+        "a tank top to red too, in medium", "brisa tee")
     # choosing is not asking what goes with it
     assert complement_request("should i go with the cheaper one or the other one") is None
     assert complement_request("i think i'll go with the blue one") is None

@@ -62,8 +62,7 @@ INTENTS = (
     "human",
     "complaint",
 )
-SLOT_NAMES = ("category", "colour", "size", "price_min", "price_max", "brand", "gender", "quantity", "order_id",
-              "goes_with")
+SLOT_NAMES = ("category", "colour", "size", "price_min", "price_max", "brand", "gender", "quantity", "order_id")
 CONTEXT_FEATURES = 2  # products on screen, photo attached
 MAX_QUANTITY = 50  # a larger "count" is a price or a size, not how many to buy
 TRAIN_THREADS = 1  # the MLP's small full-batch steps: 1 thread ~15 s, 2 threads on a busy 2-core machine ~140 s
@@ -115,6 +114,8 @@ class Intent:
         reference: 1-based position of the on-screen product the shopper points at ("the second one" -> 2),
             -1 for "the last one", None when no position is named.
         price_direction: ``lower`` for "cheaper", ``higher`` for "something nicer / more expensive", else None.
+        goes_with: In a request for complements, what the products must go with as said ("grey hoodie", or "it"
+            for the product on screen); None otherwise.
         source: What decided `name`: ``model``, ``rule`` or ``context``.
         query: The `SearchQuery` parsed from the normalised text (for search and refine turns).
         text: The normalised text the slots were read from.
@@ -126,6 +127,7 @@ class Intent:
     scores: dict[str, float] = field(default_factory=dict)
     reference: int | None = None
     price_direction: str | None = None
+    goes_with: str | None = None
     source: str = "model"
     query: SearchQuery | None = None
     text: str = ""
@@ -138,6 +140,7 @@ class Intent:
             "confidence": round(self.confidence, 4),
             "reference": self.reference,
             "price_direction": self.price_direction,
+            "goes_with": self.goes_with,
             "source": self.source,
         }
 
@@ -346,8 +349,6 @@ def extract_slots(
         slots["quantity"] = quantity
     if order_id:
         slots["order_id"] = order_id
-    if (split := complement_request(norm)) is not None:  # what the products must go with: a name, or "it"
-        slots["goes_with"] = split[1]
     reference = None
     if m := _REFERENCE_RE.search(digits):
         word = m[1] or m[2]
@@ -704,6 +705,7 @@ class IntentRecognizer:
             scores=scores,
             reference=reference,
             price_direction=direction,
+            goes_with=split[1] if (split := complement_request(norm)) is not None else None,
             source=source,
             query=query if name in _SHOPPING or name == "photo_lookup" else None,
             text=norm,

@@ -513,6 +513,10 @@ _NOTHING_NAMED = frozenset({"everything", "anything", "all", "whatever", "most t
                             "my style", "my size"})  # "goes with everything": versatile, not a complement
 
 
+# "Can I wear it over a sports bra?", "does it go with jeans": a yes/no question about the product on screen.
+_ASKS_ABOUT_IT_RE = re.compile(r"^(?:(?:so|and|but|ok|okay|hmm|um|well)\s+)*(?:can|could|should|would|will|do|does|is|"
+                               r"would|might)\s+(?:i|we|you|it|this|that|they|these|those)\b")
+_OBJECT_PRONOUN_RE = re.compile(r"^[a-z]+\s+(?:it|them|this|that|these|those)\s")
 # "Should I go with the cheaper one", "I'll go with the blue": the shopper choosing, not asking what goes with it.
 _CHOOSING_RE = re.compile(r"\b(?:i|we|let'?s|i'?ll|we'?ll|i'?d|we'?d)\s+(?:[a-z']+\s+){0,2}?$")
 
@@ -528,10 +532,15 @@ def complement_request(text: str) -> tuple[str, str] | None:
         return None
     if low[m.start() :].startswith("go with") and _CHOOSING_RE.search(low[: m.start()]):
         return None
-    anchor = _ANCHOR_FILLER_RE.sub("", re.sub(r"[!?.,;:]+", " ", m["anchor"]).strip()).strip()
-    if anchor in _NOTHING_NAMED or m["anchor"].strip().rstrip("?.!") in _NOTHING_NAMED:
+    if _ASKS_ABOUT_IT_RE.match(low) and _OBJECT_PRONOUN_RE.match(low[m.start() :]):
+        return None  # "can I wear it over a sports bra?": a question about the product on screen
+    # "a tank to go with it, red too, she's a medium": what it goes with ends at the clause; the rest is asked
+    said, _, more = m["anchor"].partition(",") if "," in m["anchor"] else (m["anchor"], "", "")
+    anchor = _ANCHOR_FILLER_RE.sub("", re.sub(r"[!?.,;:]+", " ", said).strip()).strip()
+    if anchor in _NOTHING_NAMED or said.strip().rstrip("?.!") in _NOTHING_NAMED:
         return None
-    asked = text[: m.start()].strip()
+    asked = (text[: m.start()].strip() + " " + text[len(text) - len(more) :].strip()).strip() if more.strip() \
+        else text[: m.start()].strip()
     if refers_back(anchor) and (have := _HAVE_RE.search(low[: m.start()])) is not None:
         thing = _ANCHOR_FILLER_RE.sub("", have["thing"]).strip()
         if thing and not refers_back(thing):
