@@ -221,6 +221,13 @@ def test_what_goes_with_it_means_the_product_on_screen(tmp_path: Path) -> None:
     then = dialogue.plan("what goes with it", image_id=None, state=state, search=brain.search, signals=None, k=3)
     assert then.hits and all(h.product.category != "Women/Tops/Hoodies" for h in then.hits)
     assert then.query is not None and then.query.goes_with == "Quillon Hoodie"
+    # the reply names what they go with, and the grounding check knows it is the product on screen
+    from assistant.replies.grounding import check_grounding
+
+    first_hit = then.hits[0]
+    reply = f"Here is one to go with the Quillon Hoodie: the {first_hit.product.title} at ${first_hit.price:.0f}."
+    assert check_grounding(reply, then.facts, query=then.query) == []
+    assert {f.title for f in then.facts} == {h.product.title for h in then.hits} | {"Quillon Hoodie"}
 
 
 def test_the_server_reads_the_merchants_table_from_the_data_dir(tmp_path: Path) -> None:

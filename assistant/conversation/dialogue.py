@@ -841,6 +841,7 @@ class Dialogue:
             plan = self._several(intent, text, state, search, signals, k)
             if plan is not None:  # "a water bottle, a jump rope and a foam roller": each of them
                 return plan
+        before = [*state.shown, *([state.focus] if state.focus is not None else [])]  # what "it" may name
         if not fresh and state.last_query is not None:
             said = intent.query or SearchQuery(text=text, color=intent.slots.get("colour"), size=intent.slots.get("size"))
             anchor = [state.focus] if state.focus is not None else state.shown[:1]
@@ -866,7 +867,10 @@ class Dialogue:
                 coverage.is_kind(h.product, w) if w in coverage.kind_words else
                 coverage.has(w, frozenset({h.product.parent_id or h.product.id})) for w in unwanted)]
         state.last_query = query
-        absence = self._absence(query, text, state) if image_id is None else None
+        # in a request for complements only what is asked can be missing ("what goes with it" lacks nothing)
+        split = complement_request(text)
+        asked_for = split[0] if split is not None else text
+        absence = self._absence(query, asked_for, state) if image_id is None else None
         if absence is not None:
             hits = [replace(h, near_miss=("kind",) if absence.kind else ("feature",)) for h in hits]
         elif image_id is None:
@@ -884,7 +888,11 @@ class Dialogue:
                 state.talked_about(named[0].hit)
         if absence is not None:
             return self._not_carried(intent, query, absence, hits)
-        return Plan(intent, query, hits=hits, facts=facts_from_hits(hits))
+        facts = facts_from_hits(hits)
+        goes_with = next((h for h in before if query.goes_with and h.product.title == query.goes_with), None)
+        if goes_with is not None:  # "... to go with the Fiona Fitness Short": the reply may name what it goes with
+            facts += facts_from_hits([goes_with])
+        return Plan(intent, query, hits=hits, facts=facts)
 
     def _unwanted(self, query: SearchQuery | None, text: str) -> tuple[SearchQuery | None, list[str]]:
         """What the shopper does not want ("without wool", "no hood", "with no equipment").

@@ -508,6 +508,7 @@ _HAVE_RE = re.compile(
     r"(?:[,.;?!]|\b(?:and|so|but|what|which|how|anything|any|do|does|can|could|should|would|is|are)\b|$)"
 )
 _ANCHOR_FILLER_RE = re.compile(r"^(?:(?:a|an|the|my|this|that|these|those|our|her|his|new|pair\s+of)\s+)+")
+_PRONOUN_FIRST_RE = re.compile(r"\s*(it|them|this one|that one|mine)\s+(\S.*)$")  # a pronoun names it whole
 _PRONOUN_ANCHOR = frozenset({"it", "them", "this", "that", "these", "those", "this one", "that one", "mine"})
 _NOTHING_NAMED = frozenset({"everything", "anything", "all", "whatever", "most things", "every outfit", "any outfit",
                             "my style", "my size"})  # "goes with everything": versatile, not a complement
@@ -536,6 +537,8 @@ def complement_request(text: str) -> tuple[str, str] | None:
         return None  # "can I wear it over a sports bra?": a question about the product on screen
     # "a tank to go with it, red too, she's a medium": what it goes with ends at the clause; the rest is asked
     said, _, more = m["anchor"].partition(",") if "," in m["anchor"] else (m["anchor"], "", "")
+    if (p := _PRONOUN_FIRST_RE.match(said)) is not None:  # "to go with it red too" (a transcript has no commas)
+        said, more = p[1], p[2] + ("," + more if more else "")
     anchor = _ANCHOR_FILLER_RE.sub("", re.sub(r"[!?.,;:]+", " ", said).strip()).strip()
     if anchor in _NOTHING_NAMED or said.strip().rstrip("?.!") in _NOTHING_NAMED:
         return None
