@@ -141,6 +141,8 @@ def test_complement_requests_split_into_what_is_asked_and_what_it_goes_with() ->
     # choosing is not asking what goes with it
     assert complement_request("should i go with the cheaper one or the other one") is None
     assert complement_request("i think i'll go with the blue one") is None
+    assert complement_request("i love my nona leggings, what top should i get to go with them") == (
+        "what top should i get to", "nona leggings")
     assert complement_request("what would go with a red dress") == ("what would", "red dress")
     catalog = outdoor_catalog()
     retriever = HybridRetriever(catalog, HashEncoder())  # type: ignore[arg-type]

@@ -519,7 +519,8 @@ _ASKS_ABOUT_IT_RE = re.compile(r"^(?:(?:so|and|but|ok|okay|hmm|um|well)\s+)*(?:c
                                r"would|might)\s+(?:i|we|you|it|this|that|they|these|those)\b")
 _OBJECT_PRONOUN_RE = re.compile(r"^[a-z]+\s+(?:it|them|this|that|these|those)\s")
 # "Should I go with the cheaper one", "I'll go with the blue": the shopper choosing, not asking what goes with it.
-_CHOOSING_RE = re.compile(r"\b(?:i|we|let'?s|i'?ll|we'?ll|i'?d|we'?d)\s+(?:[a-z']+\s+){0,2}?$")
+_CHOOSING_RE = re.compile(r"\b(?:i|we|let'?s|i'?ll|we'?ll|i'?d|we'?d)\s+(?:(?:will|would|shall|should|might|may|just|"
+                          r"probably|really|think|guess|want|wanna|gonna|going|to)\s+){0,3}$")
 
 
 def complement_request(text: str) -> tuple[str, str] | None:
