@@ -638,6 +638,8 @@ def main(
             "systems": {s: {m: r[m] for m in ("ndcg@10", "mrr", "search_ms_p50")} for s, r in sets[name].items()},
             "by_intent": {s: by_intent(queries, r["per_query"]) for s, r in sets[name].items()},
         }
+        if reranker is not None:  # what a perfect re-order of the ranker's candidates would reach
+            results[name]["ceiling"] = ceiling(RankedSearcher(hybrid, reranker, pool=POOL), queries)["pool"]
         if name == "usecase":  # the held-out part keeps no per-query scores: nobody tunes on them
             results[name]["per_query"] = {
                 q["qid"]: {"query": q["query"], **{s: r["per_query"][q["qid"]] for s, r in sets[name].items()}}
@@ -743,6 +745,9 @@ def table(results: Mapping[str, Any]) -> str:
                          + " | ".join(_cell(v) for v in intents.values()) + " |")
         t = (results.get("target_usecase") or {}).get(name) or {}
         if t.get("ratio") is not None:
+            if part.get("ceiling"):
+                lines.append(f"Ceiling, a perfect order of the ranker's candidates: {part['ceiling']:.3f} "
+                             f"({part['ceiling'] / part['systems'][NEAR]['ndcg@10']:.2f}× {NEAR}).")
             lines.append(f"Target (#18): {RANKED} / {NEAR} = {t['ratio']:.2f}× (needed {t['needed_ratio']:.2f}×): "
                          f"{'met' if t['met'] else 'not met'}"
                          + (f"; {RANKED} / {WORDS_ONLY} (the retrieval as #18 found it) = {t['over_words_only']:.2f}×."
