@@ -229,6 +229,8 @@ class _Catalog:
         self.usecase_words = {
             w for w, c in df.items() if 2 <= c <= max(2, n // 3) and (w in USE_WORDS or w in attr_words)
         } - _STOP
+        # words a few products say (not one: a request must be able to match others too), for description requests
+        self.rare_words = {w for w, c in df.items() if 2 <= c <= max(2, n // 10) and len(w) > 3} - _STOP
 
     def same_kind(self, category: str) -> set[str]:
         """Categories with the same leaf (``Men/Shoes/Boots`` and ``Women/Shoes/Boots``)."""
@@ -363,13 +365,18 @@ def spoken_queries(products: Sequence[Mapping[str, Any]], n: int, seed: int = 0)
         made = _one(cat, t, rng)
         if made is None or made[0] in seen:
             continue
-        text, spec = made
-        judgments = {str(p.get("id")): g for p in cat.products if (g := grade(spec, p)) > 0}
-        if not any(g >= 2 for g in judgments.values()):
-            continue
-        seen.add(text)
-        out.append(GeneratedQuery(text, spec, judgments, str(cat.products[t].get("id"))))
+        if (query := _graded(cat, t, *made)) is not None:
+            seen.add(query.text)
+            out.append(query)
     return out
+
+
+def _graded(cat: _Catalog, target: int, text: str, spec: QuerySpec) -> GeneratedQuery | None:
+    """`text` graded over every product of `cat`; None when nothing grades ≥ 2 (a query with no right answer)."""
+    judgments = {str(p.get("id")): g for p in cat.products if (g := grade(spec, p)) > 0}
+    if not any(g >= 2 for g in judgments.values()):
+        return None
+    return GeneratedQuery(text, spec, judgments, str(cat.products[target].get("id")))
 
 
 HELDOUT_FRACTION = 0.2
@@ -381,3 +388,79 @@ def is_heldout(text: str, fraction: float = HELDOUT_FRACTION) -> bool:
 
     bucket = int(hashlib.sha1(text.strip().lower().encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
     return bucket < fraction
+
+
+# --- requests from what descriptions say (doc2query by templates) ----------------------------------------------------
+
+_SENTENCE_SPLIT = re.compile(r"(?:[.!?;,\n]+|\s-\s|^-\s)")
+_FOR_WORDS = ("perfect", "great", "ideal", "made", "designed", "built", "good", "meant")
+_FOR_RE = re.compile(rf"\b(?:{'|'.join(_FOR_WORDS)})\s+for\s+(.+)$")
+# What a description says a product does, in English verbs (no catalog's words): "keeps you warm", "wicks sweat".
+_DOES = frozenset("keeps wicks holds protects fits offers provides lets helps stays dries blocks repels traps supports "
+                  "tracks absorbs carries stores breathes stretches moves cushions locks shields warms cools".split())
+_ASK_ANY = ("something that {s}", "anything that {s}", "i need something that {s}", "what do you have that {s}",
+            "got anything that {s}")
+_ASK_KIND = ("a {one} that {s}", "{kind} that {s}", "do you have {kind} that {s}", "i want a {one} that {s}")
+_ASK_FOR = ("something for {s}", "{kind} for {s}", "what do you have for {s}")
+
+
+def description_requests(product: Mapping[str, Any], use_words: set[str],
+                         rare: set[str] | None = None) -> list[tuple[str, list[str]]]:
+    """What a shopper might say for what a product's description says: ``(clause, soft terms)`` pairs.
+
+    A sentence that starts with what the product does ("Keeps you warm on cold mornings", "Wicks sweat") becomes
+    "... that keeps you warm on cold mornings"; one that says what it is for ("Perfect for hot yoga") becomes
+    "... for hot yoga". The soft terms, which `grade` looks for in every product's text, are the use words it
+    names (`usecase_words` of the catalog), else its words that few products say (`rare`); with neither it is
+    skipped.
+    """
+    out: list[tuple[str, list[str]]] = []
+    for raw in _SENTENCE_SPLIT.split(str(product.get("description") or "")):
+        words = _words(raw)
+        if not 3 <= len(words) <= 14:
+            continue
+        clause = " ".join(words)
+        content = [w for w in words if w not in _FOR_WORDS and w not in _DOES]
+        soft = list(dict.fromkeys(w for w in content if w in use_words))[:2] or \
+            list(dict.fromkeys(w for w in content if rare is not None and w in rare))[:2]
+        if not soft:
+            continue
+        if m := _FOR_RE.search(clause):
+            out.append(("for " + m[1], soft))
+        elif words[0] in _DOES:
+            out.append(("that " + clause, soft))
+    return out
+
+
+def description_queries(products: Sequence[Mapping[str, Any]], n: int, seed: int = 0) -> list[GeneratedQuery]:
+    """`n` requests worded from the products' own descriptions (`description_requests`), graded over every product.
+
+    A shopper asking for "something that keeps you warm on cold mornings" wants what says so: the ranker learns
+    to match requests against what descriptions say, not only titles and attributes. The bench's generated set
+    (`spoken_queries`) does not include these.
+    """
+    rng = random.Random(seed + 7919)
+    cat = _Catalog(products)
+    said = [(t, clause, soft) for t in range(len(cat.products))
+            for clause, soft in description_requests(cat.products[t], cat.usecase_words, cat.rare_words)]
+    out: list[GeneratedQuery] = []
+    seen: set[str] = set()
+    for _ in range(n * 20):
+        if len(out) >= n or not said:
+            break
+        t, clause, soft = rng.choice(said)
+        category = str(cat.products[t].get("category") or "")
+        term = rng.choice(category_terms(category))
+        spec = QuerySpec(intent="usecase", soft=soft)
+        body = clause[4:] if clause.startswith("for ") else clause[5:]
+        if rng.random() < 0.5:  # the kind named: that kind first
+            spec.categories, spec.related = cat.same_kind(category), cat.related(category)
+            pattern = rng.choice(_ASK_FOR[1:] if clause.startswith("for ") else _ASK_KIND)
+        else:
+            pattern = rng.choice(_ASK_FOR[::2] if clause.startswith("for ") else _ASK_ANY)
+        text = pattern.format(s=body, kind=term, one=_singular(term))
+        text = " ".join(f"{rng.choice(_FILLERS)}{text}".split())
+        if text not in seen and (query := _graded(cat, t, text, spec)) is not None:
+            seen.add(text)
+            out.append(query)
+    return out

@@ -75,6 +75,23 @@ def test_spoken_queries_are_graded_and_varied() -> None:
     assert is_heldout("show me hoodies") == is_heldout("  Show me hoodies ")
 
 
+def test_requests_worded_from_what_descriptions_say() -> None:
+    from ranking.queries import description_queries, description_requests
+
+    shell = _product("j1", "Ferrow Shell", "Women/Tops/Jackets", 90.0, ["Black"],
+                     "Keeps you dry on wet hikes. Perfect for rainy commutes, too. Hood folds away.")
+    assert description_requests(shell, {"dry", "rainy", "hikes"}) == [
+        ("that keeps you dry on wet hikes", ["dry", "hikes"]), ("for rainy commutes", ["rainy"])]
+    assert description_requests(shell, set()) == []  # no use word and no rare word: nothing a shopper would ask
+    catalog = [*PRODUCTS, shell, _product("j2", "Ostrel Down", "Women/Tops/Jackets", 120.0, ["Grey"],
+                                          "Traps heat on frozen mornings. Made for cold commutes.")]
+    queries = description_queries(catalog, 12, seed=1)
+    assert queries and len({q.text for q in queries}) == len(queries)
+    for q in queries:
+        assert q.spec.soft and q.judgments[q.target] == 3, q.text  # the product that says it is a full match
+    assert [q.text for q in description_queries(catalog, 12, seed=1)] == [q.text for q in queries]
+
+
 def test_lambda_loss_prefers_the_right_order() -> None:
     labels = torch.tensor([[3.0, 1.0, 0.0, 2.0]])
     mask = torch.ones(1, 4, dtype=torch.bool)

@@ -17,6 +17,8 @@ from assistant.search.rerank import RankedSearcher, product_dict, query_slots
 from ranking.features import product_text
 from ranking.ranker import render_query
 
+DESCRIPTION_SHARE = 0.25  # requests worded from descriptions, per generated spoken query (`description_queries`)
+
 
 def retrieval_examples(
     searcher: RankedSearcher,
@@ -94,12 +96,15 @@ def training_examples(
     `ranking.queries.is_heldout`) and shopper feedback, pooled and featurised as at serving time
     (`retrieval_examples`, `feedback_candidates`).
     """
-    from ranking.queries import is_heldout, spoken_queries
+    from ranking.queries import description_queries, is_heldout, spoken_queries
     from ranking.train import feedback_examples
 
     catalog = searcher.reranker.catalog
     products = [product_dict(catalog, p) for p in catalog.parents()]
     generated = [g for g in spoken_queries(products, n_queries, seed) if not is_heldout(g.text)]
+    # and requests worded from what the descriptions say ("something that keeps you warm on cold mornings")
+    drawn = description_queries(products, int(n_queries * DESCRIPTION_SHARE), seed)
+    generated += [g for g in drawn if not is_heldout(g.text)]
     examples = retrieval_examples(searcher, generated, seed=seed)
     if feedback:
         examples += feedback_examples(feedback, products, candidates=feedback_candidates(searcher), seed=seed)
