@@ -129,7 +129,7 @@ class RealtimeConnection:
                 await self.ws.close(code=message.code, reason=message.reason)
                 return
             else:
-                await self.ws.send_json(message)
+                await self.ws.send_text(wire_text(message))
 
     async def _on_frame(self, frame: Frame) -> None:
         for message in self._to_events(frame):
@@ -417,11 +417,23 @@ def error_frame_event(frame: ErrorFrame) -> dict[str, Any]:
     return error_event(frame.code, frame.message, param=frame.param, client_error=frame.client_error)
 
 
+def wire_text(message: dict[str, Any]) -> str:
+    """An event as JSON text, UTF-8 where it can be. A lone surrogate a client sent (an ``event_id`` of
+    ``"\\ud800"``, echoed back) cannot be UTF-8: that event goes out with ASCII escapes, which any JSON reader
+    takes, rather than failing the socket's writer and silencing the session."""
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(message, separators=(",", ":"))
+    return text
+
+
 async def refuse(ws: WebSocket, err: Exception, close_code: int, reason: str | None = None) -> None:
     """Tell a connection why it is not served, with an ``error`` event like every other error, then close it."""
     frame = ErrorFrame.of(err)
     with contextlib.suppress(Exception):
-        await ws.send_json(error_frame_event(frame))
+        await ws.send_text(wire_text(error_frame_event(frame)))
         await ws.close(code=close_code, reason=reason or frame.code)
 
 

@@ -567,6 +567,16 @@ def test_realtime_state_machine(live: Any) -> None:
     assert RUN["final_turns"] >= 50 and RUN["steps"] >= 200, RUN  # it really ran sequences over the socket
 
 
+def test_a_lone_surrogate_in_an_event_id_does_not_silence_the_session(live: Any) -> None:
+    """Found by the state machine: an event_id of "\\ud800" (valid JSON, not UTF-8) is echoed back; the writer
+    used to fail on it and the session went silent. It answers, and the next turn is served."""
+    machine = RealtimeMachine(live)
+    machine.open()
+    machine.garbage(raw='{"type": "input_audio_buffer.commit", "event_id": "\\ud800"}')
+    assert any(ev.get("event_id") == "\ud800" for ev in machine.events if ev["type"] == "error")
+    machine.teardown()
+
+
 def test_an_unknown_event_type_names_the_valid_ones() -> None:
     with pytest.raises(AssistantError) as caught:
         parse_client_event(json.dumps({"type": "response.craete"}))
