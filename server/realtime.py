@@ -418,9 +418,11 @@ def error_frame_event(frame: ErrorFrame) -> dict[str, Any]:
 
 
 def wire_text(message: dict[str, Any]) -> str:
-    """An event as JSON text, UTF-8 where it can be. A lone surrogate a client sent (an ``event_id`` of
-    ``"\\ud800"``, echoed back) cannot be UTF-8: that event goes out with ASCII escapes, which any JSON reader
-    takes, rather than failing the socket's writer and silencing the session."""
+    """An event as JSON text, UTF-8 where it can be.
+
+    A lone surrogate a client sent (an ``event_id`` of U+D800, echoed back) cannot be UTF-8: that event goes out with
+    ASCII escapes, which any JSON reader takes, rather than failing the socket's writer and silencing the session.
+    """
     text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
     try:
         text.encode("utf-8")
