@@ -203,6 +203,23 @@ def test_gear_sold_by_measure_goes_with_its_own_kind(tmp_path: Path) -> None:
     assert all(h.product.category != "Women/Tops/Hoodies" for h in hoodie)
 
 
+def test_what_goes_with_a_mens_product_is_for_men_or_anyone(tmp_path: Path) -> None:
+    """A catalog whose tree has no departments says them in attributes: a men's hoodie goes with no dress."""
+    catalog = Catalog([
+        _product("mh", "Tarn Hoodie", "Clothing/Hoodies", "A fleece hoodie.", gender="Men"),
+        _product("wd", "Lisle Dress", "Clothing/Dresses", "A jersey dress.", gender="Women"),
+        _product("mj", "Corrie Jogger", "Clothing/Pants", "A fleece jogger.", gender="Men"),
+        _product("us", "Pell Socks", "Clothing/Socks", "Wool socks.", size=["One Size"]),
+    ])
+    retriever = HybridRetriever(catalog, HashEncoder(), cache_dir=tmp_path)  # type: ignore[arg-type]
+    hits = retriever.search(replace(parse_query("what goes with the tarn hoodie", retriever.vocab), k=5))
+    assert {h.product.id for h in hits} == {"mj", "us"}
+    asked = retriever.search(replace(parse_query("a dress to go with the tarn hoodie", retriever.vocab), k=5))
+    assert "wd" not in {h.product.id for h in asked}  # the hoodie's department, unless the shopper says another
+    hers = retriever.search(replace(parse_query("a women's dress to go with the tarn hoodie", retriever.vocab), k=5))
+    assert [h.product.id for h in hers] == ["wd"]
+
+
 def _conversation(tmp_path: Path) -> tuple[Any, Any, Any]:
     """A rules-only dialogue over the outdoor catalog, the turn's search, and a fresh conversation state."""
     from assistant.conversation.dialogue import Dialogue, DialogueState

@@ -697,6 +697,11 @@ class HybridRetriever:
         if anchor is not None:
             same = _line_key(anchor)
             out = {pid: v for pid, v in out.items() if _line_key(self._entries[pid].product) != same}
+            entry = self._entries.get(anchor.id)
+            if query.gender is None and entry is not None and entry.genders:
+                # a men's hoodie goes with men's or unisex things, not a dress: the department it is in
+                out = {pid: v for pid, v in out.items()
+                       if not self._entries[pid].genders or self._entries[pid].genders & entry.genders}
         return out
 
     def _complement_rankings(self, query: SearchQuery, allowed: set[str], n: int
