@@ -543,8 +543,9 @@ def complement_request(text: str) -> tuple[str, str] | None:
     anchor = _ANCHOR_FILLER_RE.sub("", re.sub(r"[!?.,;:]+", " ", said).strip()).strip()
     if anchor in _NOTHING_NAMED or said.strip().rstrip("?.!") in _NOTHING_NAMED:
         return None
-    asked = (text[: m.start()].strip() + " " + text[len(text) - len(more) :].strip()).strip() if more.strip() \
-        else text[: m.start()].strip()
+    asked = text[: m.start()].strip()
+    if more.strip():  # the words after the clause are asked for too
+        asked = f"{asked} {text[len(text) - len(more) :].strip()}".strip()
     if refers_back(anchor) and (have := _HAVE_RE.search(low[: m.start()])) is not None:
         thing = _ANCHOR_FILLER_RE.sub("", have["thing"]).strip()
         if thing and not refers_back(thing):
