@@ -186,6 +186,24 @@ def test_what_goes_with_a_product_is_never_its_own_kind(tmp_path: Path) -> None:
                                                                           retriever.vocab))}
 
 
+def test_the_named_products_words_do_not_rank_what_goes_with_it(tmp_path: Path) -> None:
+    """The words naming what a product goes with name that product, not what is asked: a hoodie sharing the shell's
+    name ranks as a layer by its likeness to the shell (the ``goes_with`` source), not by those words as well."""
+    namesake = _product("h2", "Ferrow Shell Hoodie", "Women/Tops/Hoodies", "A soft knit hoodie.")
+    retriever = HybridRetriever(Catalog([*outdoor_catalog(), namesake]), HashEncoder(),  # type: ignore[arg-type]
+                                cache_dir=tmp_path)
+    query = replace(parse_query("what goes with the ferrow shell", retriever.vocab), k=4)
+    hits = retriever.search(query)
+    assert hits[0].product.category == "Women/Bottoms/Pants"
+    by_id = {h.product.id: h.reason for h in hits}
+    assert by_id["h2"] == "layers with the Ferrow Shell; $40"  # offered as a layer; no word source matched it
+    assert query.asked_text == "what"
+    assert parse_query("what shorts go with the ferrow shell", retriever.vocab).asked_text == "what shorts"
+    assert parse_query("a rain jacket", retriever.vocab).asked_text == "rain jacket"
+    shorts = retriever.search(parse_query("shorts to go with the ferrow shell", retriever.vocab))
+    assert [h.product.id for h in shorts] == ["s1"] and "by words" in shorts[0].reason  # "shorts" matched it
+
+
 def test_gear_sold_by_measure_goes_with_its_own_kind(tmp_path: Path) -> None:
     """Balls of 55 and 65 cm are not clothes: a strap of their own kind goes with them (a hoodie does not go with a
     hoodie, because clothes come in sizes one wears)."""

@@ -291,6 +291,20 @@ class SearchQuery:
     goes_with: str | None = None
 
     @property
+    def asked_text(self) -> str:
+        """The words that say what is asked for: the text, or a complement request's part before what it goes with.
+
+        "what shorts go with the bella tank" -> "what shorts"; "" when the text no longer says it.
+
+        The products' likeness to what they go with is ranked on its own (``goes_with``); matching the whole request
+        by its words as well would favour products like the named one, the opposite of the request.
+        """
+        if self.goes_with is None:
+            return self.text
+        split = complement_request(self.text)
+        return split[0] if split is not None else ""
+
+    @property
     def has_filters(self) -> bool:
         """Whether any hard filter is set."""
         return any(

@@ -31,7 +31,6 @@ from assistant.search.query import (
     SearchQuery,
     canonical_color,
     canonical_size,
-    complement_request,
     parse_query,
     relaxed_query,
 )
@@ -175,10 +174,7 @@ def ranked_view(query: SearchQuery) -> SearchQuery:
     opposite of the request; the retrieval's complement rankings order what goes with it, and the ranker adds what
     the asked words ("shorts") and the shopper's signals say.
     """
-    if query.goes_with is None:
-        return query
-    split = complement_request(query.text)
-    return replace(query, text=split[0] if split is not None else "")
+    return query if query.goes_with is None else replace(query, text=query.asked_text)
 
 
 def retrieval_features(

@@ -826,7 +826,7 @@ class HybridRetriever:
             variants = self.candidates(query)
             if not variants:
                 return []
-            rankings = self._word_rankings(query.text, set(variants), query.k * DIVERSITY_POOL)
+            rankings = self._word_rankings(query.asked_text, set(variants), query.k * DIVERSITY_POOL)
             if query.goes_with is not None:
                 rankings.update(self._complement_rankings(query, set(variants), query.k * DIVERSITY_POOL))
             return self._hits(query, rankings, variants)
